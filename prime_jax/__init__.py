@@ -1,0 +1,1 @@
+"""prime-jax: PRIME (process reinforcement through implicit rewards) in JAX/Flax."""
