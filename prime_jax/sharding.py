@@ -1,0 +1,83 @@
+"""Meshes and the logical-axis rule table: one code path for a CPU, one GPU and a TPU pod.
+
+Every param carries logical axis names (see `prime_jax.models.decoder`); a rule table maps each
+name to a mesh axis (or None = replicated). Changing the layout is changing the table, not code.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping, Optional, Sequence
+
+import flax.linen as nn
+import jax
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+
+MESH_AXES = ("data", "fsdp", "tensor")
+
+# logical name -> mesh axis (or a tuple of axes, or None). Params: FSDP over `embed`, Megatron-style
+# tensor parallelism over heads / MLP / vocab. Activations: batch over data and fsdp.
+DEFAULT_RULES: tuple[tuple[str, object], ...] = (
+    ("batch", ("data", "fsdp")),
+    ("vocab", "tensor"),
+    ("embed", "fsdp"),
+    ("heads", "tensor"),
+    ("kv_heads", "tensor"),
+    ("head_dim", None),
+    ("mlp", "tensor"),
+    ("layers", None),
+    ("length", None),
+    ("act_embed", None),
+)
+
+
+def make_mesh(axes: Mapping[str, int], devices: Optional[Sequence[jax.Device]] = None) -> Mesh:
+  """A mesh with the named axes; one size may be -1 (all remaining devices).
+
+  Example: `make_mesh({"data": 1, "fsdp": -1, "tensor": 2})` on 8 devices is 1 x 4 x 2.
+  """
+  devices = list(jax.devices() if devices is None else devices)
+  names, sizes = list(axes), list(axes.values())
+  unknown = [n for n in names if n not in MESH_AXES]
+  if unknown:
+    raise ValueError(f"unknown mesh axes {unknown}; allowed: {MESH_AXES}")
+  if sizes.count(-1) > 1:
+    raise ValueError(f"at most one mesh axis may be -1, got {dict(axes)}")
+  known = math.prod(s for s in sizes if s != -1)
+  if -1 in sizes:
+    if len(devices) % known:
+      raise ValueError(f"{len(devices)} devices cannot be split as {dict(axes)}")
+    sizes[sizes.index(-1)] = len(devices) // known
+  if math.prod(sizes) != len(devices):
+    raise ValueError(f"mesh {dict(zip(names, sizes))} needs {math.prod(sizes)} devices, "
+                     f"{len(devices)} available")
+  return jax.make_mesh(sizes, names, axis_types=(AxisType.Auto,) * len(names), devices=devices)
+
+
+def logical_sharding(mesh: Mesh, logical_axes: PartitionSpec | Sequence, rules=DEFAULT_RULES):
+  """NamedSharding for one array with the given logical axis names."""
+  return NamedSharding(mesh, nn.logical_to_mesh_axes(tuple(logical_axes), rules))
+
+
+def tree_shardings(mesh: Mesh, logical_tree, rules=DEFAULT_RULES):
+  """Maps a pytree of logical `PartitionSpec`s (e.g. `param_logical_axes`) to NamedShardings."""
+  return nn.logical_to_mesh_sharding(logical_tree, mesh, rules)
+
+
+def fit_to_shape(sharding: NamedSharding, shape: Sequence[int]) -> NamedSharding:
+  """Replicates any dimension whose size its mesh axes do not divide (e.g. a vocab of 97 on 2
+  tensor shards), so one rule table serves every model size."""
+  mesh, fitted = sharding.mesh, []
+  for dim, axes in zip(shape, tuple(sharding.spec) + (None,) * (len(shape) - len(sharding.spec))):
+    names = (axes,) if isinstance(axes, str) else tuple(axes or ())
+    ways = math.prod(mesh.shape[a] for a in names)
+    fitted.append(axes if dim % ways == 0 else None)
+  return NamedSharding(mesh, PartitionSpec(*fitted))
+
+
+def param_shardings(config, mesh: Mesh, rules=DEFAULT_RULES):
+  """NamedSharding pytree shaped like the decoder params of `config`."""
+  from prime_jax.models.decoder import init_params, param_logical_axes
+  shapes = jax.eval_shape(lambda: init_params(config, jax.random.key(0)))
+  return jax.tree_util.tree_map(lambda s, a: fit_to_shape(s, a.shape),
+                                tree_shardings(mesh, param_logical_axes(config), rules), shapes)
