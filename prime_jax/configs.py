@@ -1,0 +1,137 @@
+"""Config schema: every setting of PRIME (spec §1-§6) with its default, as ml-collections ConfigDicts.
+
+`base_config()` holds the released Eurus-2-7B-PRIME settings; experiment files under
+`experiments/configs/` return small overrides of it from `get_config()`. `arithmetic_config()` is
+the embedded default: a tiny model trained with PRIME on the built-in synthetic task on a CPU.
+ConfigDicts are locked, so a mistyped override (`--config.rl.bta=0.1`) is an error naming the key.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+ConfigDict = ml_collections.ConfigDict
+
+
+def _model_config() -> ConfigDict:
+  return ConfigDict(dict(
+      checkpoint="",        # HF checkpoint dir; "" = random init from `init` (small tasks, SFT)
+      init=ConfigDict(dict(  # DecoderConfig fields used when there is no checkpoint
+          vocab_size=0,      # 0 = the tokenizer's vocab size
+          hidden_size=64, num_layers=4, num_heads=4, num_kv_heads=2, head_dim=16,
+          intermediate_size=192, rms_norm_eps=1e-6, rope_theta=10000.0, qkv_bias=True,
+          tie_embeddings=True, max_position_embeddings=256, model_type="qwen2")),
+      dtype="float32",      # compute dtype: float32 | bfloat16 (params stay float32)
+      remat="none",         # none | full | dots
+  ))
+
+
+def base_config() -> ConfigDict:
+  """The spec's defaults: the Eurus-2-7B-PRIME run (spec §6), without model/data paths."""
+  c = ConfigDict()
+  c.seed = 0
+  c.total_steps = 592
+  c.eval_every = 16           # greedy validation every k RL steps (0 = never)
+  c.ckpt_every = 16
+  c.keep_ckpts = 3
+  c.log_every = 1
+
+  c.policy = _model_config()  # policy = PRM = reference initialisation
+  c.prm = ConfigDict(dict(
+      checkpoint="",          # "" = initialise from the policy's (SFT) checkpoint, as the paper
+  ))
+  c.tokenizer = ""            # path to tokenizer files; "" = the checkpoint dir / the task's own
+
+  c.task = ConfigDict(dict(
+      name="eurus",           # eurus | arithmetic
+      train_files="", eval_files="",  # for eurus: prepared data dirs (python -m prime_jax.data.prepare)
+      data_dir="",
+      system_prompt="eurus",  # eurus (the action-centric prompt of spec §8) | none
+      apply_chat_template=True,
+  ))
+
+  c.sft = ConfigDict(dict(
+      enabled=False,              # start RL from an SFT checkpoint; train it first if missing
+      checkpoint="",              # "" = <workdir>/sft
+      steps=1000, batch_size=64, lr=3e-3, end_lr=3e-4, warmup_steps=50, weight_decay=0.01,
+  ))
+
+  c.rl = ConfigDict(dict(
+      # §1 rollout
+      batch_prompts=256,          # B: prompts kept after filtering per step
+      n_samples=4,                # n (K in the paper)
+      max_prompt_len=1024,
+      max_new_tokens=3072,        # T_r
+      temperature=1.0, top_p=1.0, top_k=0,
+      filter_lo=0.2, filter_hi=0.8,  # keep a group iff lo <= mean acc <= hi (inclusive)
+      filter_truncated=False,     # also drop groups in which a response hit T_r
+      max_empty_rounds=8,         # refill rounds without a passing group before giving up
+      sample_batch_prompts=0,     # prompts drawn per sampling round (0 = batch_prompts)
+      # §2 implicit process rewards
+      ref_type="freeze",          # freeze | policy
+      granularity="token",        # token | whole
+      reward_scale="none",        # none (released code: q itself) | beta (paper: beta * q)
+      prime_norm="batch_norm",    # batch_norm | none
+      norm_scope="shard",         # shard | global
+      norm_shards=8,              # shards of the batch for norm_scope=shard (released run: 8)
+      # §3 PRM loss and schedule
+      beta=0.05,
+      prm_update="after",         # after (single forward) | before (double forward) | none
+      prm_loss="ce",              # ce | dpo
+      prm_lr=1e-6, prm_weight_decay=0.0, prm_grad_clip=10.0,
+      prm_mini_batch=256,         # responses per PRM optimiser step, in batch order
+      # §4 advantages
+      estimator="rloo",           # rloo | reinforce | grpo | ppo | prm_value
+      coef_proc=1.0, coef_out=1.0,  # coef_proc=0: outcome-only
+      gamma=1.0,
+      gae_lambda=1.0,             # ppo estimator only
+      rloo_form="code",           # code | paper
+      # §5 policy loss
+      clip_eps=0.2,
+      loss_agg="seq-mean-token-mean",  # seq-mean-token-mean | token-mean
+      entropy_coef=0.0, kl_coef=0.0,
+      ppo_epochs=1,
+      mini_batch=256,             # responses per policy optimiser step (shuffled)
+      micro_batch=8,              # responses per forward/backward (gradient accumulation)
+      lr=5e-7, weight_decay=0.01, grad_clip=1.0,
+      value_lr=1e-6,              # ppo estimator's value head
+      score_chunk=512,            # tokens per chunk when turning hidden states into log-probs
+  ))
+
+  c.eval = ConfigDict(dict(
+      num_prompts=0,              # 0 = the whole held-out split
+      max_new_tokens=3072,
+      batch_size=64,
+  ))
+
+  c.mesh = ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+  c.sharding_rules = ()          # () = prime_jax.sharding.DEFAULT_RULES
+  return c
+
+
+def arithmetic_config() -> ConfigDict:
+  """The embedded default: PRIME on the synthetic arithmetic task, a ~200k-param model, CPU."""
+  c = base_config()
+  c.total_steps = 40
+  c.eval_every = 10
+  c.ckpt_every = 10
+  c.task = ConfigDict(dict(
+      name="arithmetic",
+      min_ops=2, max_ops=4,       # operations per expression
+      max_value=99,               # values stay in 0..max_value (two zero-padded digits)
+      mul_min=2, mul_max=5,       # `*` operands
+      mistake_rate=0.1,           # step mistakes in SFT demonstrations (calibrated: SFT lands ~50%)
+      num_train=20000, num_eval=256,
+      system_prompt="none",
+      apply_chat_template=False,
+      data_dir="",
+  ))
+  c.sft.enabled = True
+  c.rl.update(dict(
+      batch_prompts=32, n_samples=4, max_prompt_len=32, max_new_tokens=48,
+      norm_shards=1, prm_mini_batch=64, mini_batch=64, micro_batch=64,
+      lr=1e-4, prm_lr=1e-4,
+  ))
+  c.eval.update(dict(num_prompts=256, max_new_tokens=48, batch_size=256))
+  c.mesh = ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+  return c
