@@ -131,8 +131,8 @@ def render_chat_template(template: str, messages: Sequence[Mapping[str, Any]], *
     return _compile_chat_template(template).render(
         messages=plain, tools=tools, documents=documents,
         add_generation_prompt=add_generation_prompt, **variables)
-  except jinja2.TemplateError as e:
-    raise ChatTemplateError(f"the chat template raised: {e}") from e
+  except Exception as e:  # raise_exception(), undefined names, type errors inside the template
+    raise ChatTemplateError(f"the chat template raised {type(e).__name__}: {e}") from e
 
 
 # --------------------------------------------------------------------------- interface
@@ -144,7 +144,8 @@ class Tokenizer(abc.ABC):
   Attributes:
     eos_ids: every id that ends a response (e.g. Qwen2.5-Instruct: <|im_end|>, <|endoftext|>);
       the tokenizer's own EOS token comes first.
-    pad_id: id used to pad batches; masked out, so it may equal an EOS id.
+    pad_id: id used to pad batches; the first EOS id when the tokenizer names no pad token
+      (padding is masked out, so sharing an id with EOS is harmless).
     bos_id: the beginning-of-sequence id, or None when the tokenizer has none.
     vocab_size: number of ids the tokenizer can produce (the model's embedding table may be
       larger, e.g. padded to a multiple of 128).
@@ -229,7 +230,10 @@ class Tokenizer(abc.ABC):
 
 
 class HFTokenizer(Tokenizer):
-  """A Hugging Face `tokenizer.json` through the `tokenizers` library."""
+  """A Hugging Face `tokenizer.json` through the `tokenizers` library.
+
+  `info` holds `Tokenizer`'s keyword arguments other than `vocab_size`, which the backend sets.
+  """
 
   def __init__(self, backend: tokenizers.Tokenizer, *, clean_up_tokenization_spaces: bool = False,
                **info):
@@ -328,13 +332,14 @@ def _load_hf(tokenizer_file: Path, chat_template: Optional[str]) -> HFTokenizer:
   def token_id(name: str) -> Optional[int]:
     if name not in special_tokens:
       return None
-    token_id = backend.token_to_id(special_tokens[name])
-    if token_id is None:
+    found = backend.token_to_id(special_tokens[name])
+    if found is None:
       raise TokenizerError(f"{directory}: {name} {special_tokens[name]!r} is not in the vocabulary "
                            f"of {tokenizer_file}")
-    return token_id
+    return found
 
-  eos_ids = [] if token_id("eos_token") is None else [token_id("eos_token")]
+  eos_id = token_id("eos_token")
+  eos_ids = [] if eos_id is None else [eos_id]
   pad_id = token_id("pad_token")
   for name in _EOS_CONFIGS:
     model_config = _read_json(directory / name)
@@ -397,10 +402,12 @@ def _load_sentencepiece(model_file: Path, chat_template: Optional[str]) -> Sente
     raise TokenizerError(f"cannot read sentencepiece model {model_file}: {e}") from e
   if chat_template is not None:
     templates = {"default": chat_template}
+  elif model_file.name == SENTENCEPIECE_FILE:  # a model directory may carry its own template
+    directory = model_file.parent
+    templates = _read_chat_templates(directory, _read_json(directory / _TOKENIZER_CONFIG))
   else:
-    templates = _read_chat_templates(model_file.parent, _read_json(
-        model_file.parent / _TOKENIZER_CONFIG)) if model_file.name == SENTENCEPIECE_FILE else {}
-    templates = templates or {"default": DEFAULT_CHAT_TEMPLATE}
+    templates = {}
+  templates = templates or {"default": DEFAULT_CHAT_TEMPLATE}
   return SentencePieceTokenizer(processor, chat_templates=templates, source=str(model_file))
 
 
@@ -421,7 +428,9 @@ def train_sentencepiece(texts: Iterable[str], out_prefix: str | os.PathLike, *, 
     * deterministic: one thread, input in the given order, sentencepiece's RNG seeded by `seed`.
   `trainer_options` go to `SentencePieceTrainer.train` as they are (e.g. hard_vocab_limit=False).
   """
-  texts = [t for t in texts]
+  if isinstance(texts, str):
+    raise TypeError("train_sentencepiece takes an iterable of texts, not one string")
+  texts = list(texts)
   if not texts:
     raise ValueError("train_sentencepiece needs at least one text")
   out_prefix = Path(out_prefix)
