@@ -44,9 +44,11 @@ def base_config() -> ConfigDict:
 
   c.task = ConfigDict(dict(
       name="eurus",           # eurus | arithmetic
-      train_files="", eval_files="",  # for eurus: prepared data dirs (python -m prime_jax.data.prepare)
-      data_dir="",
+      data_dir="",            # prepared by `python -m prime_jax.data.prepare`
+      train_split="train", eval_split="validation",
+      shuffle=True,           # reshuffle the training prompts every epoch (seeded by config.seed)
       system_prompt="eurus",  # eurus (the action-centric prompt of spec §8) | none
+      user_suffix=True,       # append the ability's answer-format suffix (spec §8)
       apply_chat_template=True,
   ))
 
@@ -68,6 +70,9 @@ def base_config() -> ConfigDict:
       max_empty_rounds=8,         # refill rounds without a passing group before giving up
       sample_batch_prompts=0,     # prompts drawn per sampling round (0 = batch_prompts)
       # §2 implicit process rewards
+      old_logp="recompute",       # recompute (a policy forward in the step) | sampler (reuse
+                                  # the sampler's temperature-1 log-probs; same params, so equal
+                                  # up to float error)
       ref_type="freeze",          # freeze | policy
       granularity="token",        # token | whole
       reward_scale="none",        # none (released code: q itself) | beta (paper: beta * q)
@@ -80,6 +85,8 @@ def base_config() -> ConfigDict:
       prm_loss="ce",              # ce | dpo
       prm_lr=1e-6, prm_weight_decay=0.0, prm_grad_clip=10.0,
       prm_mini_batch=256,         # responses per PRM optimiser step, in batch order
+      prm_metrics_after=False,    # re-score after the PRM update to log its after-update loss and
+                                  # accuracy (free with prm_update=before; an extra forward else)
       # §4 advantages
       estimator="rloo",           # rloo | reinforce | grpo | ppo | prm_value
       coef_proc=1.0, coef_out=1.0,  # coef_proc=0: outcome-only
@@ -123,8 +130,9 @@ def arithmetic_config() -> ConfigDict:
       mistake_rate=0.1,           # step mistakes in SFT demonstrations (calibrated: SFT lands ~50%)
       num_train=20000, num_eval=256,
       system_prompt="none",
+      user_suffix=False,
       apply_chat_template=False,
-      data_dir="",
+      data_dir="", train_split="train", eval_split="validation", shuffle=True,
   ))
   c.sft.enabled = True
   c.rl.update(dict(

@@ -120,4 +120,4 @@ def value_loss(values: chex.Array, returns: chex.Array, mask: chex.Array, *,
         token_loss = jnp.maximum(errors, clipped_errors)
         clip_active = (clipped_errors > errors).astype(dtype)
     loss = 0.5 * aggregate_token_loss(token_loss, valid, agg=agg, denominator=denominator)
-    return loss, {"value_clip_frac": masked_mean(jax.lax.stop_gradient(clip_active), valid)}
+    return loss, {"value_clip_frac": masked_mean(clip_active, valid)}

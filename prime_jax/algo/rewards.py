@@ -4,8 +4,8 @@ import chex
 import jax.numpy as jnp
 
 from prime_jax.algo.token_ops import last_token_mask, reverse_discounted_cumsum
-from prime_jax.algo.validation import (as_float_mask, check_choice, check_token_arrays,
-                                       compute_dtype)
+from prime_jax.algo.validation import (as_float_mask, check_choice, check_num_shards,
+                                       check_token_arrays, compute_dtype)
 
 GRANULARITIES = ("token", "whole")
 
@@ -54,8 +54,7 @@ def normalize_process_rewards(scores: chex.Array, mask: chex.Array, *,
       [N, T] scaled scores, 0 on padding.
     """
     num_rows, _ = check_token_arrays(scores=scores, mask=mask)
-    if not isinstance(num_shards, int) or num_shards < 1 or num_rows % num_shards:
-        raise ValueError(f"`num_shards` must be a positive int dividing N={num_rows}, got {num_shards!r}")
+    check_num_shards(num_rows, num_shards)
     dtype = compute_dtype(scores)
     valid = as_float_mask(mask, dtype)
     scores = jnp.where(valid > 0, scores.astype(dtype), 0)

@@ -4,6 +4,7 @@ Every check runs at trace time on static shapes and Python hyperparameters, so t
 functions stay jit-compatible; a failure raises ValueError naming the argument.
 """
 
+import numbers
 from typing import Sequence
 
 import chex
@@ -32,11 +33,22 @@ def check_per_response(num_rows: int, **arrays: chex.Array) -> None:
 
 def check_group_size(num_rows: int, n: int) -> int:
     """Checks the samples-per-prompt count n; returns the number of groups N // n."""
-    if not isinstance(n, int) or isinstance(n, bool) or n < 2:
-        raise ValueError(f"`n` (samples per prompt) must be a Python int >= 2, got {n!r}")
+    if not _is_int(n) or n < 2:
+        raise ValueError(f"`n` (samples per prompt) must be an int >= 2, got {n!r}")
     if num_rows % n:
         raise ValueError(f"a batch of {num_rows} responses is not a whole number of groups of n={n}")
     return num_rows // n
+
+
+def check_num_shards(num_rows: int, num_shards: int) -> None:
+    """Checks that the batch splits into `num_shards` equal contiguous row blocks."""
+    if not _is_int(num_shards) or num_shards < 1 or num_rows % num_shards:
+        raise ValueError(f"`num_shards` must be a positive int dividing N={num_rows}, got {num_shards!r}")
+
+
+def _is_int(value) -> bool:
+    # Static Python/numpy integers only: these choose shapes, so they cannot be traced.
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def check_choice(name: str, value: str, choices: Sequence[str]) -> None:

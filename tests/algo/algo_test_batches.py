@@ -51,6 +51,10 @@ def _jitted(fn, static_items):
     return jax.jit(functools.partial(fn, **dict(static_items)))
 
 
-def call_jitted(fn, *arrays, **static):
-    """fn(*arrays, **static) through a cached jax.jit (keywords are compile-time constants)."""
-    return _jitted(fn, tuple(sorted(static.items())))(*arrays)
+def call_jitted(fn, *arrays, traced=None, **static):
+    """fn(*arrays, **traced, **static) through a cached jax.jit.
+
+    `static` keywords are compile-time constants (one compilation per value); `traced`
+    keywords are passed as traced values, so changing them reuses the compiled function.
+    """
+    return _jitted(fn, tuple(sorted(static.items())))(*arrays, **(traced or {}))

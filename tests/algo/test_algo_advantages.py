@@ -18,7 +18,8 @@ f64 = lambda x: np.asarray(x, np.float64)
 @pytest.mark.parametrize("gamma", [1.0, 0.9])
 def test_rloo_returns_process_stream_match_reference(n, form, gamma):
     batch = random_batch(seed=60 + n, n=n, bool_mask=(form == "paper"))
-    got = call_jitted(rloo_returns, batch["scores"], batch["mask"], n=n, gamma=gamma, form=form)
+    got = call_jitted(rloo_returns, batch["scores"], batch["mask"], n=n, form=form,
+                      traced=dict(gamma=gamma))
     want = ref.rloo_returns(f64(batch["scores"]), np.asarray(batch["mask"], bool), n, gamma, form)
     np.testing.assert_allclose(np.asarray(got), want, **TOL)
 
@@ -28,7 +29,8 @@ def test_rloo_returns_process_stream_match_reference(n, form, gamma):
 def test_rloo_returns_outcome_stream_is_standard_rloo(n, form):
     batch = random_batch(seed=70 + n, n=n)
     rewards = outcome_token_rewards(batch["acc"], batch["mask"])
-    got = np.asarray(call_jitted(rloo_returns, rewards, last_token_mask(batch["mask"]), n=n, form=form))
+    got = np.asarray(call_jitted(rloo_returns, rewards, last_token_mask(batch["mask"]), n=n, form=form,
+                                 traced=dict(gamma=1.0)))
     acc = f64(batch["acc"])
     for group_start in range(0, len(acc), n):
         group = acc[group_start:group_start + n]
@@ -46,7 +48,7 @@ def test_prime_advantages_match_reference(n, form, coefs):
     batch = random_batch(seed=80 + n, n=n, bool_mask=(n == 4))
     coef_proc, coef_out = coefs
     adv, ret = call_jitted(prime_advantages, batch["scores"], batch["acc"], batch["mask"], n=n,
-                           coef_proc=coef_proc, coef_out=coef_out, form=form)
+                           form=form, traced=dict(coef_proc=coef_proc, coef_out=coef_out))
     want_adv, want_ret = ref.prime_advantages(f64(batch["scores"]), f64(batch["acc"]),
                                               batch["lengths"], n, coef_proc, coef_out, 1.0, form)
     np.testing.assert_allclose(np.asarray(ret), want_ret, **TOL)
@@ -55,7 +57,8 @@ def test_prime_advantages_match_reference(n, form, coefs):
 
 def test_prime_advantages_with_discount_match_reference():
     batch = random_batch(seed=85, n=4)
-    adv, ret = prime_advantages(batch["scores"], batch["acc"], batch["mask"], n=4, gamma=0.95)
+    adv, ret = call_jitted(prime_advantages, batch["scores"], batch["acc"], batch["mask"], n=4,
+                           form="code", traced=dict(gamma=0.95))
     want_adv, want_ret = ref.prime_advantages(f64(batch["scores"]), f64(batch["acc"]),
                                               batch["lengths"], 4, gamma=0.95)
     np.testing.assert_allclose(np.asarray(ret), want_ret, **TOL)
@@ -65,9 +68,13 @@ def test_prime_advantages_with_discount_match_reference():
 @pytest.mark.parametrize("n", GROUP_SIZES)
 def test_equal_prm_and_ref_reduce_to_outcome_only_rloo(n):
     batch = random_batch(seed=90 + n, n=n)
-    scores = implicit_rewards(batch["logp_ref"], batch["logp_ref"], batch["mask"])
-    prime = prime_advantages(scores, batch["acc"], batch["mask"], n=n)
-    outcome_only = prime_advantages(batch["scores"], batch["acc"], batch["mask"], n=n, coef_proc=0.0)
+    scores = call_jitted(implicit_rewards, batch["logp_ref"], batch["logp_ref"], batch["mask"],
+                         granularity="token", beta=None)
+    assert np.all(np.asarray(scores) == 0)
+    advantages = lambda s, coef_proc: call_jitted(
+        prime_advantages, s, batch["acc"], batch["mask"], n=n, form="code",
+        traced=dict(coef_proc=coef_proc, coef_out=1.0))
+    prime, outcome_only = advantages(scores, 1.0), advantages(batch["scores"], 0.0)
     for got, want in zip(prime, outcome_only):
         np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
 
@@ -81,7 +88,8 @@ def test_leave_one_out_baseline_ignores_own_reward(form):
     length = batch["lengths"][i]
 
     def baseline(scores):
-        returns = np.asarray(rloo_returns(scores, mask, n=n, form=form))
+        returns = np.asarray(call_jitted(rloo_returns, scores, mask, n=n, form=form,
+                                         traced=dict(gamma=1.0)))
         return (scores[i, :length].sum() - returns[i, 0]) / length
 
     changed = batch["scores"].copy()
@@ -95,7 +103,8 @@ def test_leave_one_out_baseline_ignores_own_reward(form):
 @pytest.mark.parametrize("n", GROUP_SIZES)
 def test_code_and_paper_forms_agree_only_at_first_token(n):
     batch = random_batch(seed=110 + n, n=n)
-    code, paper = (np.asarray(rloo_returns(batch["scores"], batch["mask"], n=n, form=form))
+    code, paper = (np.asarray(call_jitted(rloo_returns, batch["scores"], batch["mask"], n=n,
+                                          form=form, traced=dict(gamma=1.0)))
                    for form in ("code", "paper"))
     np.testing.assert_allclose(code[:, 0], paper[:, 0], **TOL)
     assert np.abs(code[:, 1:] - paper[:, 1:]).max() > 1e-2
@@ -104,7 +113,8 @@ def test_code_and_paper_forms_agree_only_at_first_token(n):
 @pytest.mark.parametrize("form", ["code", "paper"])
 def test_whitened_advantages_have_zero_mean_unit_std_and_no_padding(form):
     batch = random_batch(seed=120, n=4)
-    adv, ret = prime_advantages(batch["scores"], batch["acc"], batch["mask"], n=4, form=form)
+    adv, ret = call_jitted(prime_advantages, batch["scores"], batch["acc"], batch["mask"], n=4,
+                           form=form, traced=dict(coef_proc=1.0, coef_out=1.0))
     valid = np.asarray(batch["mask"]) > 0
     tokens = np.asarray(adv, np.float64)[valid]
     np.testing.assert_allclose(tokens.mean(), 0.0, atol=1e-6)
@@ -116,9 +126,14 @@ def test_padding_gets_no_advantage_or_gradient_even_with_nan():
     batch = random_batch(seed=130, n=4)
     padding = ~(np.asarray(batch["mask"]) > 0)
     scores = jnp.asarray(np.where(padding, np.nan, batch["scores"]))
-    adv, _ = prime_advantages(scores, batch["acc"], batch["mask"], n=4)
-    assert np.all(np.isfinite(np.asarray(adv))) and np.all(np.asarray(adv)[padding] == 0)
-    grad = np.asarray(jax.grad(lambda s: jnp.sum(prime_advantages(s, batch["acc"], batch["mask"], n=4)[0] ** 3))(scores))
+
+    def cubed_advantage_sum(s):
+        adv = prime_advantages(s, batch["acc"], batch["mask"], n=4)[0]
+        return jnp.sum(adv ** 3), adv
+
+    (_, adv), grad = jax.jit(jax.value_and_grad(cubed_advantage_sum, has_aux=True))(scores)
+    adv, grad = np.asarray(adv), np.asarray(grad)
+    assert np.all(np.isfinite(adv)) and np.all(adv[padding] == 0)
     assert np.all(grad[padding] == 0) and np.all(np.isfinite(grad))
 
 

@@ -53,12 +53,11 @@ def test_prm_pair_accuracy_matches_reference(n):
 
 
 def test_prm_pair_accuracy_cases():
+    # Groups of 2: right, all-equal acc (scores 0.5), right, backwards; the batch is the group mean.
     acc = jnp.array([1.0, 0.0, 1.0, 1.0, 0.5, 0.0, 1.0, 0.0])
-    perfect = jnp.array([2.0, -1.0, 3.0, 3.0, 0.0, -5.0, 1.0, 0.0])
-    # Group 3 (acc all 1) scores 0.5, group 4 is ranked backwards; the batch is the group mean.
-    q_sum = perfect.at[6:].set(jnp.array([-1.0, 1.0]))
-    np.testing.assert_allclose(float(prm_pair_accuracy(perfect[:6], acc[:6], n=2)), (1 + 0.5 + 1) / 3)
-    np.testing.assert_allclose(float(prm_pair_accuracy(q_sum, acc, n=2)), (1 + 0.5 + 1 + 0) / 4)
+    q_sum = jnp.array([2.0, -1.0, 3.0, 3.0, 0.0, -5.0, -1.0, 1.0])
+    np.testing.assert_allclose(float(prm_pair_accuracy(q_sum[:6], acc[:6], n=2)), 2.5 / 3, rtol=1e-6)
+    np.testing.assert_allclose(float(prm_pair_accuracy(q_sum, acc, n=2)), 2.5 / 4, rtol=1e-6)
     # |Δacc| weighting and ties: acc (1, .5, 0, 0), q_sum (0, 1, 0, 0). Right: the two (.5, 0)
     # pairs (weight .5 each); wrong: (1, .5) (weight .5) and the tied (1, 0) pairs (weight 1 each).
     got = prm_pair_accuracy(jnp.array([0.0, 1.0, 0.0, 0.0]), jnp.array([1.0, 0.5, 0.0, 0.0]), n=4)

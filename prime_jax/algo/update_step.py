@@ -1,0 +1,309 @@
+"""The single compiled PRIME update step: spec §1 steps 5-8 in one jitted graph.
+
+    (policy_state, prm_state, ref_params, batch, rng) -> (policy_state, prm_state, metrics)
+
+1. old log-probs of the policy (recomputed, or the sampler's when `rl.old_logp="sampler"`);
+2. reference log-probs (a frozen model, or the old log-probs when `rl.ref_type="policy"`);
+3. the implicit PRM per mini-batch, in batch order, for `rl.prm_update` in after | before | none;
+4. process rewards (granularity, scale, batch_norm) and advantages of the configured estimator;
+5. PPO-clip over shuffled policy mini-batches with gradient accumulation over micro-batches.
+Outcome-only runs (`coef_proc=0`, not `prm_value`) never run the PRM or the reference.
+Every forward pass is micro-batched and turns hidden states into log-probs chunk by chunk, so no
+[N, T, vocab] array exists.
+
+`batch` holds, with N = B·n rows (the n samples of a prompt contiguous):
+  prompt_tokens [N, P] int32 (left-padded), prompt_mask [N, P] bool,
+  response_tokens [N, T] int32 (right-padded), response_mask [N, T] bool (EOS included),
+  acc [N] float32 outcome scores in [0, 1], and old_logp [N, T] when `rl.old_logp="sampler"`.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from prime_jax.algo.advantages import prime_advantages
+from prime_jax.algo.baseline_estimators import (grpo_advantages, prm_value_advantages,
+                                                reinforce_advantages)
+from prime_jax.algo.policy_loss import aggregate_token_loss, ppo_clip_loss
+from prime_jax.algo.prm_losses import prm_ce_loss, prm_dpo_loss, prm_pair_accuracy
+from prime_jax.algo.rewards import implicit_rewards, normalize_process_rewards
+from prime_jax.algo.token_ops import masked_mean
+from prime_jax.models.config import DecoderConfig
+from prime_jax.scoring import token_logprobs
+from prime_jax.train_state import (TrainState, apply_gradients, make_optimizer,
+                                   train_state_shardings)
+
+INPUT_KEYS = ("prompt_tokens", "prompt_mask", "response_tokens", "response_mask")
+ESTIMATORS = ("rloo", "reinforce", "grpo", "prm_value")
+_CHOICES = dict(prm_update=("after", "before", "none"), prm_loss=("ce", "dpo"),
+                ref_type=("freeze", "policy"), granularity=("token", "whole"),
+                reward_scale=("none", "beta"), prime_norm=("batch_norm", "none"),
+                norm_scope=("shard", "global"), estimator=ESTIMATORS, rloo_form=("code", "paper"),
+                loss_agg=("seq-mean-token-mean", "token-mean"), old_logp=("recompute", "sampler"))
+
+
+def policy_optimizer(rl) -> optax.GradientTransformation:
+    return make_optimizer(rl.lr, rl.weight_decay, rl.grad_clip)
+
+
+def prm_optimizer(rl) -> optax.GradientTransformation:
+    return make_optimizer(rl.prm_lr, rl.prm_weight_decay, rl.prm_grad_clip)
+
+
+def uses_prm(rl) -> bool:
+    """Whether the step runs the implicit PRM (and so the reference) at all."""
+    return rl.estimator == "prm_value" or rl.coef_proc != 0
+
+
+def check_rl_config(rl) -> None:
+    for key, choices in _CHOICES.items():
+        if rl[key] not in choices:
+            raise ValueError(f"config.rl.{key}={rl[key]!r}; expected one of {choices}")
+    if rl.ppo_epochs < 1:
+        raise ValueError(f"config.rl.ppo_epochs must be >= 1, got {rl.ppo_epochs}")
+
+
+def _batch_sizes(num_rows: int, mini: int, micro: int, n: int, what: str) -> tuple[int, int]:
+    """Clamps (mini, micro) to the batch and checks they tile it; returns the clamped pair."""
+    mini = min(mini, num_rows)
+    micro = min(micro, mini)
+    if num_rows % mini or mini % micro:
+        raise ValueError(f"{what}: {num_rows} responses cannot be split into mini-batches of "
+                         f"{mini} and micro-batches of {micro}")
+    if what == "PRM" and mini % n:
+        raise ValueError(f"PRM mini-batch {mini} must hold whole groups of n={n}")
+    return mini, micro
+
+
+def _split(tree, parts: int):
+    """[N, ...] leaves -> [parts, N / parts, ...]."""
+    return jax.tree_util.tree_map(lambda x: x.reshape((parts, -1) + x.shape[1:]), tree)
+
+
+def _merge(tree):
+    """[parts, M, ...] leaves -> [parts * M, ...]."""
+    return jax.tree_util.tree_map(lambda x: x.reshape((-1,) + x.shape[2:]), tree)
+
+
+def _stats(prefix: str, x, mask) -> dict:
+    """Mean / std / min / max of x over valid tokens."""
+    valid = mask > 0
+    mean = masked_mean(x, mask)
+    return {f"{prefix}_mean": mean,
+            f"{prefix}_std": jnp.sqrt(masked_mean((x - mean) ** 2, mask)),
+            f"{prefix}_min": jnp.min(jnp.where(valid, x, jnp.inf)),
+            f"{prefix}_max": jnp.max(jnp.where(valid, x, -jnp.inf))}
+
+
+def make_update_step(config, mesh: Optional[Mesh], model_config: DecoderConfig, *,
+                     rules=None) -> Callable:
+    """Builds the jitted update step for `config.rl` and the decoder `model_config`.
+
+    With a mesh, states keep the sharding of the logical-axis rules, batch rows are split over
+    the `batch` rule's axes, and the policy/PRM states are donated. Without one (mesh=None) it
+    runs wherever its inputs are.
+    """
+    rl = config.rl
+    check_rl_config(rl)
+    policy_opt, prm_opt = policy_optimizer(rl), prm_optimizer(rl)
+    n = rl.n_samples
+    run_prm = uses_prm(rl)
+    needs_ref = run_prm or rl.kl_coef != 0
+    batch_spec = PartitionSpec()
+    if mesh is not None:
+        from prime_jax.sharding import DEFAULT_RULES, logical_sharding
+        rules = rules or DEFAULT_RULES
+        batch_spec = logical_sharding(mesh, ("batch",), rules).spec
+
+    def constrain_micro(tree):
+        """Keeps each micro-batch spread over the data-parallel devices inside the scans."""
+        if mesh is None:
+            return tree
+        spec = PartitionSpec(None, *batch_spec)
+        return jax.tree_util.tree_map(
+            lambda x: jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec)), tree)
+
+    def score(params, mb, with_entropy=False):
+        out = token_logprobs(params, mb["prompt_tokens"], mb["prompt_mask"],
+                             mb["response_tokens"], mb["response_mask"], config=model_config,
+                             chunk_size=rl.score_chunk, with_entropy=with_entropy)
+        return out if with_entropy else (out, None)
+
+    def score_batch(params, inputs):
+        """[N, T] log-probs without gradient, one micro-batch at a time."""
+        num_rows = inputs["response_tokens"].shape[0]
+        micro = min(rl.micro_batch, num_rows)
+        if num_rows % micro:
+            raise ValueError(f"{num_rows} responses are not a multiple of micro_batch={micro}")
+        micro_batches = constrain_micro(_split(inputs, num_rows // micro))
+        logp = jax.lax.map(lambda mb: score(params, mb)[0], micro_batches)
+        return jax.lax.stop_gradient(_merge(logp))
+
+    def accumulate(loss_fn, params, micro_batches):
+        """Summed gradients, summed loss and stacked aux of loss_fn over the micro-batches."""
+        def body(grads, mb):
+            (loss, aux), g = jax.value_and_grad(loss_fn, has_aux=True)(params, mb)
+            return jax.tree_util.tree_map(jnp.add, grads, g), (loss, aux)
+        zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+        grads, (losses, aux) = jax.lax.scan(body, zeros, micro_batches)
+        return grads, jnp.sum(losses), aux
+
+    def prm_phase(prm_state: TrainState, data: dict):
+        """Returns (state, PRM log-probs used for the rewards [N, T], metrics)."""
+        num_rows = data["acc"].shape[0]
+
+        def pair_accuracy(logp):
+            q = implicit_rewards(logp, data["ref_logp"], data["response_mask"])
+            return prm_pair_accuracy(jnp.sum(q, axis=1), data["acc"], n=n)
+
+        if rl.prm_update == "none":
+            logp = score_batch(prm_state.params, data)
+            return prm_state, logp, {"prm/acc_before": pair_accuracy(logp)}
+        mini, micro = _batch_sizes(num_rows, rl.prm_mini_batch, rl.micro_batch, n, "PRM")
+
+        def loss_fn(params, mb):
+            logp, _ = score(params, mb)
+            q = implicit_rewards(logp, mb["ref_logp"], mb["response_mask"])
+            if rl.prm_loss == "ce":
+                loss = prm_ce_loss(q, mb["acc"], mb["response_mask"], beta=rl.beta)
+            else:
+                loss = prm_dpo_loss(q, mb["acc"], mb["response_mask"], beta=rl.beta, n=n)
+            # Both losses are means over the micro-batch: weight so the sum is the mini mean.
+            return loss * (micro / mini), logp
+
+        def mini_step(state, mb):
+            grads, loss, logp = accumulate(loss_fn, state.params,
+                                           constrain_micro(_split(mb, mini // micro)))
+            # "after" (single forward): this mini-batch's rewards are the q computed just now,
+            # by the PRM after the previous mini-batches' updates, before its own update.
+            return apply_gradients(state, grads, prm_opt), (
+                _merge(logp), loss, optax.global_norm(grads))
+
+        prm_state, (logp, losses, grad_norms) = jax.lax.scan(
+            mini_step, prm_state, _split(data, num_rows // mini))
+        logp = _merge(logp)
+        # "before" metrics: each mini-batch scored by the PRM as it stood before its update.
+        metrics = {"prm/loss_before": jnp.mean(losses), "prm/acc_before": pair_accuracy(logp),
+                   "prm/grad_norm": jnp.mean(grad_norms)}
+        if rl.prm_update == "before" or rl.prm_metrics_after:
+            logp_after = score_batch(prm_state.params, data)
+            q_after = implicit_rewards(logp_after, data["ref_logp"], data["response_mask"])
+            metrics["prm/acc_after"] = pair_accuracy(logp_after)
+            metrics["prm/loss_after"] = prm_ce_loss(q_after, data["acc"], data["response_mask"],
+                                                    beta=rl.beta)
+            if rl.prm_update == "before":  # double forward: rewards from the updated PRM
+                logp = logp_after
+        return prm_state, jax.lax.stop_gradient(logp), metrics
+
+    def advantages_of(scores, q, acc, mask):
+        coefs = dict(coef_proc=rl.coef_proc, coef_out=rl.coef_out)
+        if rl.estimator == "rloo":
+            return prime_advantages(scores, acc, mask, n=n, gamma=rl.gamma, form=rl.rloo_form,
+                                    **coefs)
+        if rl.estimator == "reinforce":
+            return reinforce_advantages(scores, acc, mask, gamma=rl.gamma, **coefs)
+        if rl.estimator == "grpo":
+            return grpo_advantages(scores, acc, mask, n=n, **coefs)
+        return prm_value_advantages(q, acc, mask, beta=rl.beta)
+
+    def ppo_phase(state: TrainState, data: dict, rng):
+        num_rows = data["acc"].shape[0]
+        mini, micro = _batch_sizes(num_rows, rl.mini_batch, rl.micro_batch, n, "policy")
+
+        def loss_fn(params, mb, denominator):
+            logp, entropy = score(params, mb, with_entropy=True)
+            mask = mb["response_mask"]
+            pg_loss, m = ppo_clip_loss(logp, mb["old_logp"], mb["advantages"], mask,
+                                       clip_eps=rl.clip_eps, agg=rl.loss_agg,
+                                       denominator=denominator)
+            total = pg_loss
+            if rl.entropy_coef:
+                total -= rl.entropy_coef * aggregate_token_loss(
+                    entropy, mask, agg=rl.loss_agg, denominator=denominator)
+            if rl.kl_coef:  # k3 ("low-variance") estimate of KL(policy || ref), as in veRL
+                log_ratio = mb["ref_logp"] - logp
+                kl = jnp.exp(log_ratio) - 1 - log_ratio
+                total += rl.kl_coef * aggregate_token_loss(kl, mask, agg=rl.loss_agg,
+                                                           denominator=denominator)
+            m = dict(m, entropy=masked_mean(jax.lax.stop_gradient(entropy), mask),
+                     pg_loss=pg_loss)
+            return total, m
+
+        def mini_step(state, mb):
+            mask = mb["response_mask"]
+            if rl.loss_agg == "token-mean":
+                denominator = jnp.maximum(jnp.sum(mask), 1)
+            else:
+                denominator = jnp.maximum(jnp.sum(jnp.any(mask, axis=1)), 1)
+            grads, loss, m = accumulate(functools.partial(loss_fn, denominator=denominator),
+                                        state.params, constrain_micro(_split(mb, mini // micro)))
+            return apply_gradients(state, grads, policy_opt), (loss, optax.global_norm(grads), m)
+
+        outs = []
+        for _ in range(rl.ppo_epochs):
+            rng, key = jax.random.split(rng)
+            perm = jax.random.permutation(key, num_rows)
+            shuffled = jax.tree_util.tree_map(lambda x: x[perm], data)
+            state, out = jax.lax.scan(mini_step, state, _split(shuffled, num_rows // mini))
+            outs.append(out)
+        losses, grad_norms, m = jax.tree_util.tree_map(lambda *x: jnp.stack(x), *outs)
+        reduce = {"ratio_min": jnp.min, "ratio_max": jnp.max}
+        metrics = {f"policy/{k}": reduce.get(k, jnp.mean)(v) for k, v in m.items()}
+        metrics.update({"policy/loss": jnp.mean(losses), "policy/grad_norm": jnp.mean(grad_norms)})
+        return state, metrics
+
+    def update_step(policy_state: TrainState, prm_state: TrainState, ref_params, batch: dict, rng):
+        inputs = {k: batch[k] for k in INPUT_KEYS}
+        mask, acc = batch["response_mask"], batch["acc"].astype(jnp.float32)
+        if rl.old_logp == "recompute":
+            old_logp = score_batch(policy_state.params, inputs)
+        else:
+            old_logp = batch["old_logp"]
+        metrics = {"acc_mean": jnp.mean(acc),
+                   "response_length_mean": jnp.mean(jnp.sum(mask, axis=1).astype(jnp.float32)),
+                   "tokens": jnp.sum(mask)}
+        ref_logp = None
+        if needs_ref:
+            ref_logp = old_logp if rl.ref_type == "policy" else score_batch(ref_params, inputs)
+
+        q = scores = jnp.zeros(mask.shape, jnp.float32)
+        if run_prm:
+            prm_state, logp_prm, prm_metrics = prm_phase(
+                prm_state, dict(inputs, acc=acc, ref_logp=ref_logp))
+            metrics.update(prm_metrics)
+            q = implicit_rewards(logp_prm, ref_logp, mask)
+            scores = implicit_rewards(logp_prm, ref_logp, mask, granularity=rl.granularity,
+                                      beta=rl.beta if rl.reward_scale == "beta" else None)
+            if rl.prime_norm == "batch_norm":
+                shards = rl.norm_shards if rl.norm_scope == "shard" else 1
+                scores = normalize_process_rewards(scores, mask, num_shards=shards)
+            metrics.update(_stats("process_reward", scores, mask))
+        advantages, returns = advantages_of(scores, q, acc, mask)
+        metrics.update(_stats("returns", returns, mask))
+        metrics.update(_stats("advantages", advantages, mask))
+
+        data = dict(inputs, acc=acc, old_logp=old_logp, advantages=advantages)
+        if rl.kl_coef:
+            data["ref_logp"] = ref_logp
+        policy_state, policy_metrics = ppo_phase(policy_state, data, rng)
+        metrics.update(policy_metrics)
+        return policy_state, prm_state, metrics
+
+    if mesh is None:
+        return jax.jit(update_step, donate_argnums=(0, 1))
+
+    from prime_jax.models.decoder import init_params
+    from prime_jax.sharding import param_shardings
+    abstract_params = jax.eval_shape(lambda: init_params(model_config, jax.random.key(0)))
+    p_shardings = param_shardings(model_config, mesh, rules)
+    replicated = NamedSharding(mesh, PartitionSpec())
+    policy_sh = train_state_shardings(p_shardings, policy_opt, abstract_params)
+    prm_sh = train_state_shardings(p_shardings, prm_opt, abstract_params)
+    return jax.jit(update_step, donate_argnums=(0, 1),
+                   out_shardings=(policy_sh, prm_sh, replicated))
