@@ -54,14 +54,25 @@ def make_mesh(axes: Mapping[str, int], devices: Optional[Sequence[jax.Device]] =
   return jax.make_mesh(sizes, names, axis_types=(AxisType.Auto,) * len(names), devices=devices)
 
 
+def rules_for_mesh(rules, mesh: Mesh):
+  """Drops the mesh axes a rule names that `mesh` does not have (a mesh without `tensor`
+  simply replicates what the rules would split over it)."""
+  def keep(axes):
+    names = tuple(a for a in ((axes,) if isinstance(axes, str) else (axes or ()))
+                  if a in mesh.axis_names)
+    return names[0] if len(names) == 1 else (names or None)
+  return tuple((logical, keep(axes)) for logical, axes in rules)
+
+
 def logical_sharding(mesh: Mesh, logical_axes: PartitionSpec | Sequence, rules=DEFAULT_RULES):
   """NamedSharding for one array with the given logical axis names."""
-  return NamedSharding(mesh, nn.logical_to_mesh_axes(tuple(logical_axes), rules))
+  return NamedSharding(mesh, nn.logical_to_mesh_axes(tuple(logical_axes),
+                                                     rules_for_mesh(rules, mesh)))
 
 
 def tree_shardings(mesh: Mesh, logical_tree, rules=DEFAULT_RULES):
   """Maps a pytree of logical `PartitionSpec`s (e.g. `param_logical_axes`) to NamedShardings."""
-  return nn.logical_to_mesh_sharding(logical_tree, mesh, rules)
+  return nn.logical_to_mesh_sharding(logical_tree, mesh, rules_for_mesh(rules, mesh))
 
 
 def fit_to_shape(sharding: NamedSharding, shape: Sequence[int]) -> NamedSharding:

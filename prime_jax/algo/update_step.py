@@ -297,13 +297,25 @@ def make_update_step(config, mesh: Optional[Mesh], model_config: DecoderConfig, 
 
     if mesh is None:
         return jax.jit(update_step, donate_argnums=(0, 1))
+    shardings = update_step_shardings(config, mesh, model_config, rules=rules)
+    replicated = NamedSharding(mesh, PartitionSpec())
+    return jax.jit(update_step, donate_argnums=(0, 1),
+                   in_shardings=(shardings["policy"], shardings["prm"], shardings["ref"],
+                                 shardings["batch"], replicated),
+                   out_shardings=(shardings["policy"], shardings["prm"], replicated))
 
+
+def update_step_shardings(config, mesh: Mesh, model_config: DecoderConfig, *, rules=None) -> dict:
+    """Where the step's inputs live: {"policy", "prm"} TrainState shardings, "ref" params
+    shardings, "batch" (rows over the `batch` rule's axes). `jax.device_put` states and batches
+    onto these before the first call: the step donates the states in place."""
     from prime_jax.models.decoder import init_params
-    from prime_jax.sharding import param_shardings
+    from prime_jax.sharding import DEFAULT_RULES, logical_sharding, param_shardings
+    rules = rules or DEFAULT_RULES
     abstract_params = jax.eval_shape(lambda: init_params(model_config, jax.random.key(0)))
     p_shardings = param_shardings(model_config, mesh, rules)
-    replicated = NamedSharding(mesh, PartitionSpec())
-    policy_sh = train_state_shardings(p_shardings, policy_opt, abstract_params)
-    prm_sh = train_state_shardings(p_shardings, prm_opt, abstract_params)
-    return jax.jit(update_step, donate_argnums=(0, 1),
-                   out_shardings=(policy_sh, prm_sh, replicated))
+    return {"policy": train_state_shardings(p_shardings, policy_optimizer(config.rl),
+                                            abstract_params),
+            "prm": train_state_shardings(p_shardings, prm_optimizer(config.rl), abstract_params),
+            "ref": p_shardings,
+            "batch": logical_sharding(mesh, ("batch",), rules)}
