@@ -56,6 +56,7 @@ def base_config() -> ConfigDict:
       enabled=False,              # start RL from an SFT checkpoint; train it first if missing
       checkpoint="",              # "" = <workdir>/sft
       steps=1000, batch_size=64, lr=3e-3, end_lr=3e-4, warmup_steps=50, weight_decay=0.01,
+      grad_clip=1.0, log_every=50,
   ))
 
   c.rl = ConfigDict(dict(

@@ -268,7 +268,7 @@ def make_update_step(config, mesh: Optional[Mesh], model_config: DecoderConfig, 
         metrics = {"acc_mean": jnp.mean(acc),
                    "response_length_mean": jnp.mean(jnp.sum(mask, axis=1).astype(jnp.float32)),
                    "tokens": jnp.sum(mask)}
-        ref_logp = None
+        ref_logp = None  # ref_params is None unless a frozen reference is needed
         if needs_ref:
             ref_logp = old_logp if rl.ref_type == "policy" else score_batch(ref_params, inputs)
 
@@ -308,14 +308,18 @@ def make_update_step(config, mesh: Optional[Mesh], model_config: DecoderConfig, 
 def update_step_shardings(config, mesh: Mesh, model_config: DecoderConfig, *, rules=None) -> dict:
     """Where the step's inputs live: {"policy", "prm"} TrainState shardings, "ref" params
     shardings, "batch" (rows over the `batch` rule's axes). `jax.device_put` states and batches
-    onto these before the first call: the step donates the states in place."""
+    onto these before the first call: the step donates the states in place. "prm" is None when
+    the step never runs the PRM and "ref" None when it needs no reference: pass None for them."""
     from prime_jax.models.decoder import init_params
     from prime_jax.sharding import DEFAULT_RULES, logical_sharding, param_shardings
     rules = rules or DEFAULT_RULES
     abstract_params = jax.eval_shape(lambda: init_params(model_config, jax.random.key(0)))
     p_shardings = param_shardings(model_config, mesh, rules)
-    return {"policy": train_state_shardings(p_shardings, policy_optimizer(config.rl),
-                                            abstract_params),
-            "prm": train_state_shardings(p_shardings, prm_optimizer(config.rl), abstract_params),
-            "ref": p_shardings,
+    rl = config.rl
+    run_prm = uses_prm(rl)
+    frozen_ref = (run_prm or rl.kl_coef != 0) and rl.ref_type == "freeze"
+    return {"policy": train_state_shardings(p_shardings, policy_optimizer(rl), abstract_params),
+            "prm": (train_state_shardings(p_shardings, prm_optimizer(rl), abstract_params)
+                    if run_prm else None),
+            "ref": p_shardings if frozen_ref else None,
             "batch": logical_sharding(mesh, ("batch",), rules)}

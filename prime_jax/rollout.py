@@ -1,0 +1,157 @@
+"""Rollouts with PRIME's online filter (spec §1 steps 1-4): sample, grade, keep B mixed groups.
+
+Host-side orchestration around the jitted sampler: prompts come from the refill buffer first, then
+the data iterator; each round samples n responses per prompt, grades them with the verifier
+registry and keeps the groups whose mean accuracy lies in [lo, hi]. Rounds repeat until B groups
+passed; passing groups beyond B go back to the buffer as prompts (re-sampled next step).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Callable, Optional, Sequence
+
+import jax
+import numpy as np
+
+from prime_jax import verifiers
+from prime_jax.data import Prompt, PromptEncoder, PromptIterator, Record
+from prime_jax.sampling import SampleOutput, SamplingConfig, sample
+from prime_jax.scoring import pad_sequences
+
+
+class FilterStarvedError(RuntimeError):
+    """No group passed the online filter for too many sampling rounds in a row."""
+
+
+def group_pass_mask(acc: np.ndarray, n: int, lo: float, hi: float,
+                    truncated: Optional[np.ndarray] = None) -> np.ndarray:
+    """[N] outcome scores -> [N/n] bool: keep a group iff lo <= mean acc <= hi (inclusive), and,
+    when `truncated` [N] is given, none of its responses hit the length budget."""
+    groups = np.asarray(acc, np.float64).reshape(-1, n)
+    mean = groups.mean(axis=1)
+    keep = (mean >= lo - 1e-9) & (mean <= hi + 1e-9)  # 1/4 etc. must not fall off on rounding
+    if truncated is not None:
+        keep &= ~np.asarray(truncated, bool).reshape(-1, n).any(axis=1)
+    return keep
+
+
+def grade_responses(records: Sequence[Record], texts: Sequence[str], n: int
+                    ) -> tuple[np.ndarray, dict]:
+    """Scores [len(records) * n] (prompt-major) with each record's ability; plus grader metrics."""
+    truths = np.repeat([r.ground_truth for r in records], n)
+    abilities = np.repeat([r.ability for r in records], n)
+    scores = np.zeros(len(texts), np.float32)
+    metrics: dict = {}
+    for ability in sorted(set(abilities)):
+        rows = np.flatnonzero(abilities == ability)
+        scores[rows], stats = verifiers.grade_with_stats(
+            ability, [texts[i] for i in rows], truths[rows].tolist())
+        metrics.update(stats.as_dict())
+    return scores, metrics
+
+
+@dataclasses.dataclass
+class RolloutBatch:
+    """B kept groups, N = B * n rows, as host numpy arrays (the update step's batch layout)."""
+    prompts: list[Prompt]
+    prompt_tokens: np.ndarray    # [N, P] int32, left-padded
+    prompt_mask: np.ndarray      # [N, P] bool
+    response_tokens: np.ndarray  # [N, T] int32, right-padded
+    response_mask: np.ndarray    # [N, T] bool, EOS included
+    old_logp: np.ndarray         # [N, T] float32, the sampler's temperature-1 log-probs
+    acc: np.ndarray              # [N] float32
+    texts: list[str]
+
+    def update_inputs(self) -> dict[str, np.ndarray]:
+        return dict(prompt_tokens=self.prompt_tokens, prompt_mask=self.prompt_mask,
+                    response_tokens=self.response_tokens, response_mask=self.response_mask,
+                    old_logp=self.old_logp, acc=self.acc)
+
+
+def _take_rows(arrays: dict, rows: np.ndarray) -> dict:
+    return {k: v[rows] for k, v in arrays.items()}
+
+
+def collect_rollouts(params, *, model_config, tokenizer, encoder: PromptEncoder,
+                     iterator: PromptIterator, buffer: list[Prompt], rl, key: jax.Array,
+                     sample_fn: Callable[..., SampleOutput] = sample
+                     ) -> tuple[RolloutBatch, list[Prompt], dict]:
+    """Samples until `rl.batch_prompts` groups pass the filter.
+
+    Args:
+      params: policy params. buffer: prompts held over from the last step (used first).
+      key: this step's PRNG key; round r samples with fold_in(key, r).
+    Returns:
+      (batch, the new refill buffer, metrics of the rounds: counts, pass rate, accuracy of all
+      samples, grader stats).
+    """
+    n, want = rl.n_samples, rl.sample_batch_prompts or rl.batch_prompts
+    sampling = SamplingConfig(max_new_tokens=rl.max_new_tokens, temperature=rl.temperature,
+                              top_p=rl.top_p, top_k=rl.top_k, n_samples=n,
+                              eos_ids=tuple(tokenizer.eos_ids), pad_id=tokenizer.pad_id,
+                              prompt_buckets=(rl.max_prompt_len,))
+    buffer = list(buffer)
+    kept_prompts: list[Prompt] = []
+    kept_rows: list[dict] = []
+    kept_texts: list[str] = []
+    surplus: list[Prompt] = []
+    sampled_acc, dropped, rounds, empty = [], 0, 0, 0
+    grader_metrics: dict = {}
+    seconds = {"sampling": 0.0, "grading": 0.0}
+    tokens_sampled = 0
+    while len(kept_prompts) < rl.batch_prompts:
+        prompts, buffer = buffer[:want], buffer[want:]
+        drawn, num_dropped = encoder.draw(iterator, want - len(prompts))
+        prompts += drawn
+        dropped += num_dropped
+        tokens, valid = pad_sequences([p.token_ids for p in prompts], length=rl.max_prompt_len,
+                                      pad_id=tokenizer.pad_id, left=True)
+        start = time.perf_counter()
+        out = jax.device_get(sample_fn(params, tokens, valid, jax.random.fold_in(key, rounds),
+                                       model_config=model_config, config=sampling))
+        seconds["sampling"] += time.perf_counter() - start
+        start = time.perf_counter()
+        lengths = np.asarray(out.lengths)
+        tokens_sampled += int(lengths.sum())
+        texts = [tokenizer.decode(row[:length]) for row, length in zip(out.tokens, lengths)]
+        acc, grader_metrics = grade_responses([p.record for p in prompts], texts, n)
+        seconds["grading"] += time.perf_counter() - start
+        sampled_acc.append(acc)
+        truncated = None
+        if rl.filter_truncated:
+            finished = np.isin(out.tokens[np.arange(len(lengths)), np.maximum(lengths - 1, 0)],
+                               tokenizer.eos_ids)
+            truncated = ~finished
+        passed = np.flatnonzero(group_pass_mask(acc, n, rl.filter_lo, rl.filter_hi, truncated))
+        rounds += 1
+        empty = 0 if len(passed) else empty + 1
+        if empty >= rl.max_empty_rounds:
+            raise FilterStarvedError(
+                f"no group of {n} samples had a mean accuracy in [{rl.filter_lo}, {rl.filter_hi}]"
+                f" for {empty} sampling rounds in a row ({want} prompts each); the task is too "
+                "easy or too hard for this policy: widen rl.filter_lo/filter_hi, change the "
+                "data, or raise rl.max_empty_rounds")
+        arrays = dict(prompt_tokens=np.repeat(tokens, n, axis=0),
+                      prompt_mask=np.repeat(valid, n, axis=0), response_tokens=out.tokens,
+                      response_mask=out.mask, old_logp=out.logprobs, acc=acc)
+        for g in passed:
+            if len(kept_prompts) < rl.batch_prompts:
+                rows = np.arange(g * n, (g + 1) * n)
+                kept_prompts.append(prompts[g])
+                kept_rows.append(_take_rows(arrays, rows))
+                kept_texts += [texts[i] for i in rows]
+            else:
+                surplus.append(prompts[g])
+    batch = RolloutBatch(kept_prompts, texts=kept_texts, **{
+        k: np.concatenate([r[k] for r in kept_rows]) for k in kept_rows[0]})
+    all_acc = np.concatenate(sampled_acc)
+    metrics = dict(grader_metrics, **{
+        "rollout/rounds": rounds, "rollout/prompts_sampled": rounds * want,
+        "rollout/filter_pass_rate": (len(kept_prompts) + len(surplus)) / (rounds * want),
+        "rollout/acc_all_samples": float(all_acc.mean()),
+        "rollout/prompts_dropped_too_long": dropped, "rollout/refill_buffer": len(buffer + surplus),
+        "rollout/tokens_sampled": tokens_sampled,
+        "time/sampling": seconds["sampling"], "time/grading": seconds["grading"]})
+    return batch, buffer + surplus, metrics
