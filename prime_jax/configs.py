@@ -89,7 +89,7 @@ def base_config() -> ConfigDict:
       prm_metrics_after=False,    # re-score after the PRM update to log its after-update loss and
                                   # accuracy (free with prm_update=before; an extra forward else)
       # §4 advantages
-      estimator="rloo",           # rloo | reinforce | grpo | ppo | prm_value
+      estimator="rloo",           # rloo | reinforce | grpo | ppo (GAE + value head) | prm_value
       coef_proc=1.0, coef_out=1.0,  # coef_proc=0: outcome-only
       gamma=1.0,
       gae_lambda=1.0,             # ppo estimator only
@@ -102,7 +102,8 @@ def base_config() -> ConfigDict:
       mini_batch=256,             # responses per policy optimiser step (shuffled)
       micro_batch=8,              # responses per forward/backward (gradient accumulation)
       lr=5e-7, weight_decay=0.01, grad_clip=1.0,
-      value_lr=1e-6,              # ppo estimator's value head
+      value_coef=0.1,             # ppo estimator: weight of the value loss (value head shares
+      value_clip_eps=0.2,         # the policy trunk, as TRL's PPO) and its clip range
       score_chunk=512,            # tokens per chunk when turning hidden states into log-probs
   ))
 

@@ -32,10 +32,9 @@ class MetricsLog:
         """Drops the lines of steps > `step` (written before a crash, not checkpointed)."""
         if not self.enabled or not os.path.exists(self.path):
             return
-        with open(self.path) as f:
-            lines = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
+        rows = [row for row in _read_rows(self.path) if row["step"] <= step]
         with open(self.path + ".tmp", "w") as f:
-            f.writelines(lines)
+            f.writelines(json.dumps(row) + "\n" for row in rows)
         os.replace(self.path + ".tmp", self.path)
 
     def write(self, step: int, metrics: Mapping[str, object]) -> None:
@@ -55,7 +54,24 @@ class MetricsLog:
             self._tb.close()
 
 
+def _read_rows(path: str) -> list[dict]:
+    """The rows of a metrics file. A last line without its newline is a write cut short by a kill
+    (that step is re-run on resume) and is left out; any other bad line is an error naming it."""
+    rows = []
+    with open(path) as f:
+        for number, line in enumerate(f, start=1):
+            if not line.endswith("\n") or not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{number}: not valid JSON ({e.msg})") from None
+            if not isinstance(row, dict) or "step" not in row:
+                raise ValueError(f"{path}:{number}: not a metrics row (a JSON object with a step)")
+            rows.append(row)
+    return rows
+
+
 def read_metrics(workdir: str) -> list[dict]:
     """The rows of `workdir/metrics.jsonl`."""
-    with open(os.path.join(workdir, METRICS_FILE)) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return _read_rows(os.path.join(workdir, METRICS_FILE))

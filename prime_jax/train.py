@@ -9,11 +9,13 @@ tiny model on the synthetic arithmetic task, then PRIME, on a CPU. Re-running wi
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import os
 import shutil
+import sys
 import time
 
 import jax
@@ -151,12 +153,14 @@ def _prompt_from_json(d: dict) -> Prompt:
     return Prompt(Record(**d["record"]), d["text"], tuple(d["token_ids"]))
 
 
-def _check_finite(step: int, metrics: dict, last_checkpoint) -> None:
+def _check_finite(step: int, metrics: dict, checkpointer: Checkpointer) -> None:
     bad = {k: metrics[k] for k in _LOSS_KEYS if k in metrics and not math.isfinite(metrics[k])}
     if bad:
+        checkpointer.wait()  # the last good checkpoint is committed before the run stops
         raise FloatingPointError(
             f"step {step}: non-finite {bad}; stopping. The last good checkpoint (step "
-            f"{last_checkpoint}) is kept: lower the learning rates (rl.lr, rl.prm_lr) and resume")
+            f"{checkpointer.latest_step()}) is kept: lower the learning rates (rl.lr, rl.prm_lr) "
+            "and resume")
 
 
 def _export(run: Run, policy, prm) -> None:
@@ -229,7 +233,7 @@ def train(config, workdir: str) -> dict:
         policy, prm, step_metrics = step_fn(policy, prm, ref, inputs, jax.random.fold_in(key, 1))
         metrics.update({k: float(v) for k, v in jax.device_get(step_metrics).items()})
         t2 = time.perf_counter()
-        _check_finite(step, metrics, checkpointer.latest_step())
+        _check_finite(step, metrics, checkpointer)
         if (config.eval_every and step % config.eval_every == 0) or step == config.total_steps:
             last_eval = evaluate(run, policy.params, jax.random.fold_in(key, 2))
             metrics.update(last_eval)
@@ -259,6 +263,30 @@ def train(config, workdir: str) -> dict:
     return {"first_eval": first_eval, "last_eval": last_eval}
 
 
+@contextlib.contextmanager
+def _unknown_override_exits(argv: list[str]):
+    """Reports an override of a config field that does not exist (`--config.rl.bta=0.1`) in one
+    line naming it, like any bad flag, instead of ml_collections' AttributeError traceback (raised
+    where the config file is parsed: when the flag is defined with a default, or later)."""
+    try:
+        yield
+    except (AttributeError, KeyError) as e:
+        cause = e.args[0] if e.args else e
+        detail = cause.args[0] if isinstance(cause, KeyError) and cause.args else str(cause)
+        name = detail.splitlines()[0].strip("'\"")
+        culprits = [a.split("=")[0] for a in argv[1:]
+                    if a.startswith("--config.") and name in a.split("=")[0].split(".")[1:]]
+        if not culprits:
+            raise  # not an override's fault (e.g. a bug in the config file): keep the traceback
+        sys.exit(f"FATAL Flags parsing error: {' '.join(culprits)}: no such config field "
+                 f"{name!r}. " + " ".join(detail.splitlines()[1:]))
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+    with _unknown_override_exits(argv):
+        return app.parse_flags_with_usage(argv)
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -267,9 +295,10 @@ def main(argv):
 
 if __name__ == "__main__":
     # Flags are defined here, not at import, so library users and tests can import `train`.
-    config_flags.DEFINE_config_file(
-        "config", DEFAULT_CONFIG, "Experiment config file (get_config()[:ARG]); overrides as "
-        "--config.rl.beta=0.05. Default: the embedded arithmetic PRIME run.")
+    with _unknown_override_exits(sys.argv):
+        config_flags.DEFINE_config_file(
+            "config", DEFAULT_CONFIG, "Experiment config file (get_config()[:ARG]); overrides as "
+            "--config.rl.beta=0.05. Default: the embedded arithmetic PRIME run.")
     flags.DEFINE_string("workdir", "workdir/arithmetic_prime",
                         "Run directory: checkpoints, metrics, exports. Reused = resumed.")
-    app.run(main)
+    app.run(main, flags_parser=_parse_flags)

@@ -45,8 +45,12 @@ def make_batch(seed=0, groups=4, n=4, p=5, t=7):
                 acc=jnp.asarray(correct, jnp.float32))
 
 
+def model_for(config):
+    return MODEL.replace(value_head=config.rl.estimator == "ppo")
+
+
 def make_states(config, seed=0):
-    params = init_params(MODEL, jax.random.key(seed))
+    params = init_params(model_for(config), jax.random.key(seed))
     copy = lambda: jax.tree_util.tree_map(jnp.array, params)
     return (create_train_state(copy(), policy_optimizer(config.rl)),
             create_train_state(copy(), prm_optimizer(config.rl)), copy())
@@ -58,16 +62,21 @@ def logp(params, batch):
                           chunk_size=4)
 
 
+# Each case compiles the whole step (~10 s), so orthogonal switches share cases.
 @pytest.mark.parametrize("rl", [
-    dict(prm_update="after"), dict(prm_update="before"), dict(prm_update="none"),
-    dict(prm_loss="dpo"), dict(estimator="reinforce"), dict(estimator="grpo"),
-    dict(estimator="prm_value"), dict(coef_proc=0.0), dict(ref_type="policy", granularity="whole"),
-    dict(reward_scale="beta", rloo_form="paper", loss_agg="token-mean", norm_scope="global"),
-    dict(entropy_coef=0.01, kl_coef=0.1, ppo_epochs=2, old_logp="sampler"),
+    dict(prm_update="after"),
+    dict(prm_update="before", prm_loss="dpo", reward_scale="beta", rloo_form="paper",
+         loss_agg="token-mean", norm_scope="global"),
+    dict(prm_update="none", ref_type="policy", granularity="whole"),
+    dict(estimator="reinforce"),
+    dict(estimator="grpo", entropy_coef=0.01, kl_coef=0.1, ppo_epochs=2, old_logp="sampler"),
+    dict(estimator="prm_value"),
+    dict(estimator="ppo"),
+    dict(estimator="ppo", coef_proc=0.0),
 ])
 def test_step_runs_for_each_mode(rl):
     config = make_config(**rl)
-    step = make_update_step(config, None, MODEL)
+    step = make_update_step(config, None, model_for(config))
     policy, prm, ref = make_states(config)
     batch = make_batch()
     if config.rl.old_logp == "sampler":
@@ -80,6 +89,9 @@ def test_step_runs_for_each_mode(rl):
                       and config.rl.estimator != "prm_value") else 2
     assert int(prm.step) == prm_steps
     assert ("prm/loss_before" in metrics) == (prm_steps > 0)
+    if config.rl.estimator == "ppo":  # the value head (zero at init) learned something
+        assert float(metrics["policy/value_loss"]) > 0
+        assert np.abs(np.asarray(policy.params["value_proj"]["kernel"])).max() > 0
 
 
 def test_outcome_only_never_runs_prm_or_reference():

@@ -28,19 +28,19 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from prime_jax.algo.advantages import prime_advantages
-from prime_jax.algo.baseline_estimators import (grpo_advantages, prm_value_advantages,
-                                                reinforce_advantages)
-from prime_jax.algo.policy_loss import aggregate_token_loss, ppo_clip_loss
+from prime_jax.algo.baseline_estimators import (gae_advantages, grpo_advantages,
+                                                prm_value_advantages, reinforce_advantages)
+from prime_jax.algo.policy_loss import aggregate_token_loss, ppo_clip_loss, value_loss
 from prime_jax.algo.prm_losses import prm_ce_loss, prm_dpo_loss, prm_pair_accuracy
 from prime_jax.algo.rewards import implicit_rewards, normalize_process_rewards
-from prime_jax.algo.token_ops import masked_mean
+from prime_jax.algo.token_ops import masked_mean, outcome_token_rewards
 from prime_jax.models.config import DecoderConfig
 from prime_jax.scoring import token_logprobs
 from prime_jax.train_state import (TrainState, apply_gradients, make_optimizer,
                                    train_state_shardings)
 
 INPUT_KEYS = ("prompt_tokens", "prompt_mask", "response_tokens", "response_mask")
-ESTIMATORS = ("rloo", "reinforce", "grpo", "prm_value")
+ESTIMATORS = ("rloo", "reinforce", "grpo", "ppo", "prm_value")
 _CHOICES = dict(prm_update=("after", "before", "none"), prm_loss=("ce", "dpo"),
                 ref_type=("freeze", "policy"), granularity=("token", "whole"),
                 reward_scale=("none", "beta"), prime_norm=("batch_norm", "none"),
@@ -67,6 +67,12 @@ def check_rl_config(rl) -> None:
             raise ValueError(f"config.rl.{key}={rl[key]!r}; expected one of {choices}")
     if rl.ppo_epochs < 1:
         raise ValueError(f"config.rl.ppo_epochs must be >= 1, got {rl.ppo_epochs}")
+
+
+def check_model_for(rl, model_config: DecoderConfig) -> None:
+    if (rl.estimator == "ppo") != model_config.value_head:
+        raise ValueError(f"estimator={rl.estimator!r} needs model_config.value_head="
+                         f"{rl.estimator == 'ppo'} (PPO's value head sits on the policy trunk)")
 
 
 def _batch_sizes(num_rows: int, mini: int, micro: int, n: int, what: str) -> tuple[int, int]:
@@ -111,6 +117,8 @@ def make_update_step(config, mesh: Optional[Mesh], model_config: DecoderConfig, 
     """
     rl = config.rl
     check_rl_config(rl)
+    check_model_for(rl, model_config)
+    is_ppo = rl.estimator == "ppo"
     policy_opt, prm_opt = policy_optimizer(rl), prm_optimizer(rl)
     n = rl.n_samples
     run_prm = uses_prm(rl)
@@ -129,21 +137,27 @@ def make_update_step(config, mesh: Optional[Mesh], model_config: DecoderConfig, 
         return jax.tree_util.tree_map(
             lambda x: jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec)), tree)
 
-    def score(params, mb, with_entropy=False):
+    def score(params, mb, with_entropy=False, with_values=False):
+        """(logp, entropy or None, values or None), each [M, T], of a micro-batch."""
         out = token_logprobs(params, mb["prompt_tokens"], mb["prompt_mask"],
                              mb["response_tokens"], mb["response_mask"], config=model_config,
-                             chunk_size=rl.score_chunk, with_entropy=with_entropy)
-        return out if with_entropy else (out, None)
+                             chunk_size=rl.score_chunk, with_entropy=with_entropy,
+                             with_values=with_values)
+        out = list(out) if (with_entropy or with_values) else [out]
+        return (out.pop(0), out.pop(0) if with_entropy else None,
+                out.pop(0) if with_values else None)
 
-    def score_batch(params, inputs):
-        """[N, T] log-probs without gradient, one micro-batch at a time."""
+    def score_batch(params, inputs, with_values=False):
+        """[N, T] log-probs (and values) without gradient, one micro-batch at a time."""
         num_rows = inputs["response_tokens"].shape[0]
         micro = min(rl.micro_batch, num_rows)
         if num_rows % micro:
             raise ValueError(f"{num_rows} responses are not a multiple of micro_batch={micro}")
         micro_batches = constrain_micro(_split(inputs, num_rows // micro))
-        logp = jax.lax.map(lambda mb: score(params, mb)[0], micro_batches)
-        return jax.lax.stop_gradient(_merge(logp))
+        out = jax.lax.map(lambda mb: score(params, mb, with_values=with_values)[::2],
+                          micro_batches)
+        logp, values = jax.lax.stop_gradient(_merge(out))
+        return (logp, values) if with_values else logp
 
     def accumulate(loss_fn, params, micro_batches):
         """Summed gradients, summed loss and stacked aux of loss_fn over the micro-batches."""
@@ -168,7 +182,7 @@ def make_update_step(config, mesh: Optional[Mesh], model_config: DecoderConfig, 
         mini, micro = _batch_sizes(num_rows, rl.prm_mini_batch, rl.micro_batch, n, "PRM")
 
         def loss_fn(params, mb):
-            logp, _ = score(params, mb)
+            logp = score(params, mb)[0]
             q = implicit_rewards(logp, mb["ref_logp"], mb["response_mask"])
             if rl.prm_loss == "ce":
                 loss = prm_ce_loss(q, mb["acc"], mb["response_mask"], beta=rl.beta)
@@ -201,7 +215,7 @@ def make_update_step(config, mesh: Optional[Mesh], model_config: DecoderConfig, 
                 logp = logp_after
         return prm_state, jax.lax.stop_gradient(logp), metrics
 
-    def advantages_of(scores, q, acc, mask):
+    def advantages_of(scores, q, acc, mask, old_values):
         coefs = dict(coef_proc=rl.coef_proc, coef_out=rl.coef_out)
         if rl.estimator == "rloo":
             return prime_advantages(scores, acc, mask, n=n, gamma=rl.gamma, form=rl.rloo_form,
@@ -210,19 +224,31 @@ def make_update_step(config, mesh: Optional[Mesh], model_config: DecoderConfig, 
             return reinforce_advantages(scores, acc, mask, gamma=rl.gamma, **coefs)
         if rl.estimator == "grpo":
             return grpo_advantages(scores, acc, mask, n=n, **coefs)
+        if rl.estimator == "ppo":  # "PPO w/ PRIME" adds the process rewards to the token rewards
+            token_rewards = (rl.coef_out * outcome_token_rewards(acc, mask)
+                             + rl.coef_proc * scores)
+            return gae_advantages(token_rewards, old_values, mask, gamma=rl.gamma,
+                                  lam=rl.gae_lambda)
         return prm_value_advantages(q, acc, mask, beta=rl.beta)
 
     def ppo_phase(state: TrainState, data: dict, rng):
         num_rows = data["acc"].shape[0]
         mini, micro = _batch_sizes(num_rows, rl.mini_batch, rl.micro_batch, n, "policy")
 
-        def loss_fn(params, mb, denominator):
-            logp, entropy = score(params, mb, with_entropy=True)
+        def loss_fn(params, mb, denominator, num_tokens):
+            logp, entropy, values = score(params, mb, with_entropy=True, with_values=is_ppo)
             mask = mb["response_mask"]
             pg_loss, m = ppo_clip_loss(logp, mb["old_logp"], mb["advantages"], mask,
                                        clip_eps=rl.clip_eps, agg=rl.loss_agg,
                                        denominator=denominator)
             total = pg_loss
+            if is_ppo:
+                v_loss, v_metrics = value_loss(values, mb["returns"], mask,
+                                               old_values=mb["old_values"],
+                                               clip_eps=rl.value_clip_eps, agg="token-mean",
+                                               denominator=num_tokens)
+                total += rl.value_coef * v_loss
+                m = dict(m, value_loss=v_loss, **v_metrics)
             if rl.entropy_coef:
                 total -= rl.entropy_coef * aggregate_token_loss(
                     entropy, mask, agg=rl.loss_agg, denominator=denominator)
@@ -237,12 +263,14 @@ def make_update_step(config, mesh: Optional[Mesh], model_config: DecoderConfig, 
 
         def mini_step(state, mb):
             mask = mb["response_mask"]
+            num_tokens = jnp.maximum(jnp.sum(mask), 1)
             if rl.loss_agg == "token-mean":
-                denominator = jnp.maximum(jnp.sum(mask), 1)
+                denominator = num_tokens
             else:
                 denominator = jnp.maximum(jnp.sum(jnp.any(mask, axis=1)), 1)
-            grads, loss, m = accumulate(functools.partial(loss_fn, denominator=denominator),
-                                        state.params, constrain_micro(_split(mb, mini // micro)))
+            grads, loss, m = accumulate(
+                functools.partial(loss_fn, denominator=denominator, num_tokens=num_tokens),
+                state.params, constrain_micro(_split(mb, mini // micro)))
             return apply_gradients(state, grads, policy_opt), (loss, optax.global_norm(grads), m)
 
         outs = []
@@ -261,7 +289,12 @@ def make_update_step(config, mesh: Optional[Mesh], model_config: DecoderConfig, 
     def update_step(policy_state: TrainState, prm_state: TrainState, ref_params, batch: dict, rng):
         inputs = {k: batch[k] for k in INPUT_KEYS}
         mask, acc = batch["response_mask"], batch["acc"].astype(jnp.float32)
-        if rl.old_logp == "recompute":
+        old_values = None
+        if is_ppo:  # one forward gives both the old log-probs and the old values
+            old_logp, old_values = score_batch(policy_state.params, inputs, with_values=True)
+            if rl.old_logp == "sampler":
+                old_logp = batch["old_logp"]
+        elif rl.old_logp == "recompute":
             old_logp = score_batch(policy_state.params, inputs)
         else:
             old_logp = batch["old_logp"]
@@ -284,11 +317,14 @@ def make_update_step(config, mesh: Optional[Mesh], model_config: DecoderConfig, 
                 shards = rl.norm_shards if rl.norm_scope == "shard" else 1
                 scores = normalize_process_rewards(scores, mask, num_shards=shards)
             metrics.update(_stats("process_reward", scores, mask))
-        advantages, returns = advantages_of(scores, q, acc, mask)
+        advantages, returns = advantages_of(scores, q, acc, mask, old_values)
         metrics.update(_stats("returns", returns, mask))
         metrics.update(_stats("advantages", advantages, mask))
 
         data = dict(inputs, acc=acc, old_logp=old_logp, advantages=advantages)
+        if is_ppo:
+            data.update(returns=returns, old_values=old_values)
+            metrics.update(_stats("values", old_values, mask))
         if rl.kl_coef:
             data["ref_logp"] = ref_logp
         policy_state, policy_metrics = ppo_phase(policy_state, data, rng)

@@ -37,7 +37,8 @@ class DecoderConfig:
   (`"bfloat16"` or `"float32"`). Norms, softmax and RoPE are computed in float32 regardless.
   `remat` is the activation-checkpoint policy of each layer: `"none"`, `"full"` (recompute
   everything in the backward pass) or `"dots"` (save matmul outputs without a batch dimension,
-  i.e. `checkpoint_dots_with_no_batch_dims`).
+  i.e. `checkpoint_dots_with_no_batch_dims`). `value_head` adds a scalar head on the final hidden
+  states (PPO's learned value baseline); it is not part of HF checkpoints.
   """
 
   vocab_size: int
@@ -57,6 +58,7 @@ class DecoderConfig:
   dtype: str = "float32"
   param_dtype: str = "float32"
   remat: str = "none"
+  value_head: bool = False
 
   def __post_init__(self):
     if self.model_type not in SUPPORTED_MODEL_TYPES:
@@ -80,4 +82,5 @@ class DecoderConfig:
       attn += d * (self.num_heads + 2 * self.num_kv_heads)
     layer = attn + 3 * h * self.intermediate_size + 2 * h
     head = 0 if self.tie_embeddings else self.vocab_size * h
-    return self.vocab_size * h + self.num_layers * layer + h + head
+    value = h + 1 if self.value_head else 0
+    return self.vocab_size * h + self.num_layers * layer + h + head + value

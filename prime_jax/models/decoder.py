@@ -182,6 +182,11 @@ class Decoder(nn.Module):
           c.vocab_size, use_bias=False, dtype=jnp.dtype(c.dtype),
           param_dtype=jnp.dtype(c.param_dtype),
           kernel_init=_param(nn.initializers.normal(0.02), "embed", "vocab"))
+    if c.value_head:  # zero-initialised: PPO starts from V = 0 rather than from noise
+      self.value_proj = nn.Dense(
+          1, dtype=jnp.float32, param_dtype=jnp.dtype(c.param_dtype),
+          kernel_init=_param(nn.initializers.zeros, "embed", None),
+          bias_init=_param(nn.initializers.zeros, None))
 
   def __call__(self, tokens: jax.Array, positions: jax.Array, kv_valid: jax.Array,
                cache: Optional[KVCache] = None, cache_offset: jax.Array | int = 0):
@@ -215,7 +220,14 @@ class Decoder(nn.Module):
 
   def forward_logits(self, tokens: jax.Array, positions: jax.Array, kv_valid: jax.Array):
     """Full [B, S, vocab] float32 logits without a cache (tests, init; training scores in chunks)."""
-    return self.logits(self(tokens, positions, kv_valid)[0])
+    hidden = self(tokens, positions, kv_valid)[0]
+    if self.config.value_head:
+      self.values(hidden)  # creates the head's params at init
+    return self.logits(hidden)
+
+  def values(self, hidden: jax.Array) -> jax.Array:
+    """[..., hidden_size] -> [...] float32 state values (needs `config.value_head`)."""
+    return self.value_proj(hidden.astype(jnp.float32))[..., 0]
 
   def logits(self, hidden: jax.Array) -> jax.Array:
     """[..., hidden_size] -> [..., vocab] logits in float32."""

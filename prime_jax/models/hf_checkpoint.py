@@ -263,6 +263,11 @@ def load_hf_checkpoint(directory: str, *, shardings=None, **config_overrides):
     else:
       value = jax.make_array_from_callback(shape, sharding, read)
     _set(params, path, value)
+  if config.value_head:  # not an HF tensor: starts at zero, as in `init_params`
+    params["value_proj"] = jax.tree_util.tree_map(
+        lambda a: jnp.zeros(a.shape, a.dtype), shapes["value_proj"])
+    if shardings is not None:
+      params["value_proj"] = jax.device_put(params["value_proj"], shardings["value_proj"])
   return config, params
 
 
