@@ -103,7 +103,8 @@ def setup(config, workdir: str) -> Run:
                             config.rl.max_prompt_len)
     mesh = make_mesh(dict(config.mesh))
     model_config = read_hf_config(checkpoint_dir, dtype=config.policy.dtype,
-                                  remat=config.policy.remat)
+                                  remat=config.policy.remat,
+                                  value_head=config.rl.estimator == "ppo")
     return Run(config, workdir, model_config, tokenizer, encoder,
                PromptIterator(train, seed=config.seed, shuffle=config.task.shuffle),
                eval_records, checkpoint_dir, mesh)
@@ -221,39 +222,41 @@ def train(config, workdir: str) -> dict:
     last_eval = first_eval
     bar = tqdm(total=config.total_steps, initial=start, desc="PRIME", dynamic_ncols=True,
                disable=jax.process_index() != 0)
-    for step in range(start + 1, config.total_steps + 1):
-        t0 = time.perf_counter()
-        key = jax.random.fold_in(base_key, step)
-        batch, buffer, metrics = collect_rollouts(
-            policy.params, model_config=run.model_config, tokenizer=run.tokenizer,
-            encoder=run.encoder, iterator=run.iterator, buffer=buffer, rl=rl,
-            key=jax.random.fold_in(key, 0))
-        t1 = time.perf_counter()
-        inputs = jax.device_put(batch.update_inputs(), shardings["batch"])
-        policy, prm, step_metrics = step_fn(policy, prm, ref, inputs, jax.random.fold_in(key, 1))
-        metrics.update({k: float(v) for k, v in jax.device_get(step_metrics).items()})
-        t2 = time.perf_counter()
-        _check_finite(step, metrics, checkpointer)
-        if (config.eval_every and step % config.eval_every == 0) or step == config.total_steps:
-            last_eval = evaluate(run, policy.params, jax.random.fold_in(key, 2))
-            metrics.update(last_eval)
-        t3 = time.perf_counter()
-        metrics.update({"time/update": t2 - t1, "time/eval": t3 - t2, "time/step": t3 - t0,
-                        "time/tokens_per_s": metrics["rollout/tokens_sampled"] / (t3 - t0)})
-        log.write(step, metrics)  # before the save: a crash in between re-runs this step
-        if step % config.ckpt_every == 0 or step == config.total_steps:
-            checkpointer.save(step, policy, prm, dict(
-                iterator=run.iterator.state(), buffer=[_prompt_to_json(p) for p in buffer],
-                first_eval=first_eval))
-        bar.update(1)
-        bar.set_postfix(reward=f"{metrics['acc_mean']:.2f}",
-                        acc=f"{metrics['rollout/acc_all_samples']:.2f}",
-                        prm_acc=f"{metrics.get('prm/acc_before', float('nan')):.2f}",
-                        tok_s=f"{metrics['time/tokens_per_s']:.0f}")
-    bar.close()
-    checkpointer.wait()
-    checkpointer.close()
-    log.close()
+    try:
+        for step in range(start + 1, config.total_steps + 1):
+            t0 = time.perf_counter()
+            key = jax.random.fold_in(base_key, step)
+            batch, buffer, metrics = collect_rollouts(
+                policy.params, model_config=run.model_config, tokenizer=run.tokenizer,
+                encoder=run.encoder, iterator=run.iterator, buffer=buffer, rl=rl,
+                key=jax.random.fold_in(key, 0))
+            t1 = time.perf_counter()
+            inputs = jax.device_put(batch.update_inputs(), shardings["batch"])
+            policy, prm, step_metrics = step_fn(policy, prm, ref, inputs, jax.random.fold_in(key, 1))
+            metrics.update({k: float(v) for k, v in jax.device_get(step_metrics).items()})
+            t2 = time.perf_counter()
+            _check_finite(step, metrics, checkpointer)
+            if (config.eval_every and step % config.eval_every == 0) or step == config.total_steps:
+                last_eval = evaluate(run, policy.params, jax.random.fold_in(key, 2))
+                metrics.update(last_eval)
+            t3 = time.perf_counter()
+            metrics.update({"time/update": t2 - t1, "time/eval": t3 - t2, "time/step": t3 - t0,
+                            "time/tokens_per_s": metrics["rollout/tokens_sampled"] / (t3 - t0)})
+            log.write(step, metrics)  # before the save: a crash in between re-runs this step
+            if step % config.ckpt_every == 0 or step == config.total_steps:
+                checkpointer.save(step, policy, prm, dict(
+                    iterator=run.iterator.state(), buffer=[_prompt_to_json(p) for p in buffer],
+                    first_eval=first_eval))
+            bar.update(1)
+            bar.set_postfix(reward=f"{metrics['acc_mean']:.2f}",
+                            acc=f"{metrics['rollout/acc_all_samples']:.2f}",
+                            prm_acc=f"{metrics.get('prm/acc_before', float('nan')):.2f}",
+                            tok_s=f"{metrics['time/tokens_per_s']:.0f}")
+    finally:  # also on errors: the last checkpoint commits and the files close cleanly
+        bar.close()
+        checkpointer.wait()
+        checkpointer.close()
+        log.close()
     if jax.process_index() == 0:
         _export(run, policy, prm)
         table = _summary_table(first_eval, last_eval)
