@@ -1,0 +1,243 @@
+"""The jitted sampler against transformers `generate`, a full forward pass and numpy references."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+import torch
+from multidevice import run_with_devices
+
+from prime_jax.models import Decoder, load_hf_checkpoint, positions_from_mask
+from prime_jax.sampling import (SamplingConfig, _choose_tokens, _sample_jit, bucket_length,
+                                sample)
+from prime_jax.scoring import pad_sequences, token_logprobs
+
+PROMPTS = [[5, 6, 7, 8, 9, 10], [11, 12, 13], [20, 21, 22, 23]]  # left-padded to 6
+NEW_TOKENS = 40
+PAD = 0
+
+
+@pytest.fixture(scope="module")
+def model(tiny_hf):
+  """name -> (config, params, torch model)."""
+  cache = {}
+
+  def get(name="qwen2"):
+    if name not in cache:
+      directory, torch_model = tiny_hf(name)
+      cache[name] = (*load_hf_checkpoint(directory), torch_model)
+    return cache[name]
+
+  return get
+
+
+def run(params, config, prompts=PROMPTS, *, key=0, **settings):
+  tokens, valid = pad_sequences(prompts, pad_id=PAD, left=True)
+  settings = {"max_new_tokens": NEW_TOKENS, "pad_id": PAD, **settings}
+  out = sample(params, tokens, valid, jax.random.key(key), model_config=config,
+               config=SamplingConfig(**settings))
+  return jax.device_get(out)
+
+
+def full_forward_logprobs(params, config, prompts, tokens, mask):
+  """[N, T, V] log-softmax of an uncached forward pass over prompt + response (numpy)."""
+  p_tok, p_valid = pad_sequences(prompts, pad_id=PAD, left=True)
+  seq = np.concatenate([p_tok, tokens], axis=1)
+  valid = np.concatenate([p_valid, mask], axis=1)
+  logits = Decoder(config).apply({"params": params}, seq, positions_from_mask(valid), valid,
+                                 method=Decoder.forward_logits)
+  logits = np.asarray(logits, np.float64)[:, p_tok.shape[1] - 1:-1]
+  shifted = logits - logits.max(-1, keepdims=True)
+  return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+
+
+@pytest.mark.parametrize("name", ["qwen2", "llama_scaled"])
+def test_greedy_matches_transformers_generate_on_left_padded_batch(model, name):
+  config, params, torch_model = model(name)
+  out = run(params, config, temperature=0.0)
+  tokens, valid = pad_sequences(PROMPTS, pad_id=PAD, left=True)
+  torch_model.generation_config.eos_token_id = None  # run the full budget on both sides
+  with torch.no_grad():
+    expected = torch_model.generate(
+        torch.tensor(tokens, dtype=torch.long),
+        attention_mask=torch.tensor(valid, dtype=torch.long),
+        max_new_tokens=NEW_TOKENS, do_sample=False, pad_token_id=PAD)
+  np.testing.assert_array_equal(out.tokens, expected[:, tokens.shape[1]:].numpy())
+  np.testing.assert_array_equal(out.lengths, NEW_TOKENS)
+  assert out.mask.all()
+
+
+def test_kv_cache_decoding_equals_full_forward(model):
+  config, params, _ = model("qwen2")
+  out = run(params, config, temperature=0.0)
+  logprobs = full_forward_logprobs(params, config, PROMPTS, out.tokens, out.mask)
+  np.testing.assert_array_equal(out.tokens, logprobs.argmax(-1))
+  np.testing.assert_allclose(out.logprobs, logprobs.max(-1), atol=1e-5)
+
+
+def test_sampled_logprobs_equal_scoring_logprobs(model):
+  config, params, _ = model("qwen2")
+  out = run(params, config, n_samples=2, eos_ids=(3, 7, 11, 40), key=1)
+  assert out.lengths.min() < NEW_TOKENS  # some rows stopped early, so padding is exercised
+  prompts = [p for p in PROMPTS for _ in range(2)]
+  p_tok, p_valid = pad_sequences(prompts, pad_id=PAD, left=True)
+  scored = token_logprobs(params, p_tok, p_valid, out.tokens, out.mask, config=config,
+                          chunk_size=16)
+  np.testing.assert_allclose(out.logprobs, scored, atol=1e-5)
+  reference = full_forward_logprobs(params, config, prompts, out.tokens, out.mask)
+  picked = np.take_along_axis(reference, out.tokens[..., None], -1)[..., 0]
+  np.testing.assert_allclose(out.logprobs, np.where(out.mask, picked, 0), atol=1e-5)
+
+
+def test_rows_stop_at_any_eos_id_and_are_padded_after(model):
+  config, params, _ = model("qwen2")
+  free = run(params, config, temperature=0.0).tokens
+  # Stop ids: a token greedy decoding first emits mid-way through row 0, and another for row 1.
+  first_new = lambda row, skip: next(t for i, t in enumerate(row) if i >= 3 and t not in row[:i]
+                                     and t not in skip)
+  eos_a = first_new(list(free[0]), ())
+  eos_b = first_new(list(free[1]), (eos_a,))
+  out = run(params, config, temperature=0.0, eos_ids=(eos_a, eos_b))
+  for r, row in enumerate(free):
+    hits = [i for i, t in enumerate(row) if t in (eos_a, eos_b)]
+    length = hits[0] + 1 if hits else NEW_TOKENS
+    assert out.lengths[r] == length
+    np.testing.assert_array_equal(out.tokens[r, :length], row[:length])
+    np.testing.assert_array_equal(out.tokens[r, length:], PAD)
+    np.testing.assert_array_equal(out.mask[r], np.arange(NEW_TOKENS) < length)
+    np.testing.assert_array_equal(out.logprobs[r, length:], 0.0)
+  assert out.lengths[0] < NEW_TOKENS and out.lengths[1] < NEW_TOKENS
+
+
+def test_n_samples_prefill_once_equals_sampling_repeated_prompts(model):
+  config, params, _ = model("qwen2")
+  grouped = run(params, config, n_samples=3, eos_ids=(3,), key=7)
+  repeated = run(params, config, [p for p in PROMPTS for _ in range(3)], n_samples=1,
+                 eos_ids=(3,), key=7)
+  np.testing.assert_array_equal(grouped.tokens, repeated.tokens)
+  np.testing.assert_array_equal(grouped.lengths, repeated.lengths)
+  np.testing.assert_allclose(grouped.logprobs, repeated.logprobs, atol=1e-5)
+  # The samples of one prompt are independent draws, not copies.
+  assert not np.array_equal(grouped.tokens[0], grouped.tokens[1])
+
+
+@pytest.mark.parametrize("settings", [dict(top_k=1), dict(top_p=1e-4)])
+def test_degenerate_filters_equal_greedy(model, settings):
+  config, params, _ = model("qwen2")
+  greedy = run(params, config, temperature=0.0)
+  filtered = run(params, config, temperature=1.0, key=3, **settings)
+  np.testing.assert_array_equal(filtered.tokens, greedy.tokens)
+  np.testing.assert_allclose(filtered.logprobs, greedy.logprobs, atol=1e-6)
+
+
+def test_same_key_same_tokens_different_key_different_tokens(model):
+  config, params, _ = model("qwen2")
+  a, b, c = (run(params, config, n_samples=3, eos_ids=(3,), key=k) for k in (11, 11, 12))
+  np.testing.assert_array_equal(a.tokens, b.tokens)
+  assert not np.array_equal(a.tokens, c.tokens)
+
+
+@pytest.mark.parametrize("temperature,top_k,top_p", [
+    (0.7, 0, 1.0), (1.0, 3, 1.0), (1.5, 0, 0.8), (1.0, 4, 0.7)])
+def test_choose_tokens_draws_from_the_filtered_distribution(temperature, top_k, top_p):
+  logits = np.array([2.0, 1.5, 0.3, 0.0, -1.0, -3.0], np.float32)
+  # numpy reference: temperature, then top-k, then the smallest top set reaching mass top_p.
+  probs = np.exp(logits / temperature)
+  order = np.argsort(-probs)
+  kept = order[:top_k or len(logits)]
+  p_kept = probs[kept] / probs[kept].sum()
+  kept = kept[np.cumsum(p_kept) - p_kept < top_p]
+  expected = np.zeros(len(logits))
+  expected[kept] = probs[kept] / probs[kept].sum()
+
+  rows = 40000
+  config = SamplingConfig(max_new_tokens=1, temperature=temperature, top_k=top_k, top_p=top_p)
+  tokens, logprobs = jax.jit(_choose_tokens, static_argnums=2)(
+      np.tile(logits, (rows, 1)), jax.random.key(0), config)
+  freq = np.bincount(np.asarray(tokens), minlength=len(logits)) / rows
+  np.testing.assert_allclose(freq, expected, atol=0.012)  # > 5 sigma of a 40k-draw frequency
+  log_softmax = logits - np.log(np.exp(logits).sum())
+  np.testing.assert_allclose(logprobs, log_softmax[np.asarray(tokens)], atol=1e-6)
+
+
+def test_prompt_widths_in_one_bucket_share_one_program(model):
+  config, params, _ = model("qwen2")
+  short = run(params, config, [[5, 6, 7]], max_new_tokens=8, temperature=0.0)
+  programs = _sample_jit._cache_size()
+  # The same prompt with extra left padding inside the bucket: same program, same tokens.
+  tokens, valid = pad_sequences([[5, 6, 7]], length=12, pad_id=PAD, left=True)
+  wide = sample(params, tokens, valid, jax.random.key(0), model_config=config,
+                config=SamplingConfig(max_new_tokens=8, temperature=0.0, pad_id=PAD))
+  assert _sample_jit._cache_size() == programs
+  np.testing.assert_array_equal(short.tokens, wide.tokens)
+
+
+def test_bucket_length():
+  assert [bucket_length(n) for n in (1, 16, 17, 100, 1024)] == [16, 16, 32, 128, 1024]
+  assert [bucket_length(n, (64, 32)) for n in (1, 33, 64, 65, 130)] == [32, 64, 64, 128, 192]
+
+
+def test_bad_prompts_and_settings_raise(model):
+  config, params, _ = model("qwen2")
+  key = jax.random.key(0)
+  right_padded = (np.array([[5, 6, 0]]), np.array([[True, True, False]]))
+  with pytest.raises(ValueError, match="left-padded"):
+    sample(params, *right_padded, key, model_config=config,
+           config=SamplingConfig(max_new_tokens=4))
+  with pytest.raises(ValueError, match=r"must be one \[B, P\] shape"):
+    sample(params, np.ones((1, 3), int), np.ones((1, 4), bool), key, model_config=config,
+           config=SamplingConfig(max_new_tokens=4))
+  tokens, valid = pad_sequences([[5] * 250], left=True)
+  with pytest.raises(ValueError, match="exceeds the model's context of 256"):
+    sample(params, tokens, valid, key, model_config=config, config=SamplingConfig(max_new_tokens=8))
+  for bad in (dict(temperature=-1), dict(top_p=0), dict(top_k=-1), dict(n_samples=0),
+              dict(max_new_tokens=0)):
+    with pytest.raises(ValueError):
+      SamplingConfig(**{"max_new_tokens": 4, **bad})
+
+
+# ----------------------------------------------------------------------------- 8 simulated devices
+
+_SHARDED_CHECK = """
+import json
+import jax, numpy as np
+from prime_jax.models import Decoder, load_hf_checkpoint, positions_from_mask
+from prime_jax.sampling import SamplingConfig, init_cache_like, sample
+from prime_jax.scoring import pad_sequences
+from prime_jax.sharding import make_mesh, param_shardings
+
+directory = DIRECTORY
+assert jax.device_count() == 8
+config, params = load_hf_checkpoint(directory)
+mesh = make_mesh({"data": 1, "fsdp": 4, "tensor": 2})
+_, sharded = load_hf_checkpoint(directory, shardings=param_shardings(config, mesh))
+tokens, valid = pad_sequences([[5, 6, 7, 8, 9, 10], [11, 12, 13]], left=True)
+settings = SamplingConfig(max_new_tokens=24, temperature=0.0, n_samples=2)
+result = {}
+for name, p in (("single", params), ("sharded", sharded)):
+  logits = Decoder(config).apply({"params": p}, tokens, positions_from_mask(valid), valid,
+                                 method=Decoder.forward_logits)
+  out = sample(p, tokens, valid, jax.random.key(0), model_config=config, config=settings)
+  result[name] = dict(logits=np.asarray(logits).tolist(), tokens=np.asarray(out.tokens).tolist(),
+                      devices=len(out.tokens.sharding.device_set))
+result["lm_head_spec"] = tuple(sharded["lm_head"]["kernel"].sharding.spec)
+result["cache_spec"] = tuple(init_cache_like(sharded, config, 4, 40)["k"].sharding.spec)
+print(json.dumps(result))
+"""
+
+
+@pytest.mark.slow
+def test_fsdp_tensor_mesh_matches_single_device(tmp_path):
+  from hf_fixtures import make_tiny_hf_model
+  make_tiny_hf_model(str(tmp_path), "qwen2", vocab=128)  # vocab divisible by the tensor axis
+  result = json.loads(run_with_devices(_SHARDED_CHECK.replace("DIRECTORY", repr(str(tmp_path))))
+                      .strip().splitlines()[-1])
+  single, sharded = result["single"], result["sharded"]
+  assert result["lm_head_spec"] == ["fsdp", "tensor"]
+  # KV cache [layers, batch, slots, kv_heads, head_dim]: batch over data x fsdp, kv heads over
+  # tensor.
+  assert result["cache_spec"] == [None, ["data", "fsdp"], None, "tensor", None]
+  assert single["devices"] == 1 and sharded["devices"] == 8
+  np.testing.assert_allclose(sharded["logits"], single["logits"], atol=1e-5)
+  assert sharded["tokens"] == single["tokens"]
