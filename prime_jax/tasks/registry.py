@@ -1,0 +1,55 @@
+"""A registry of built-in synthetic tasks, looked up by `config.task.name`.
+
+A task makes its own prompts and ground truths (no files needed), writes demonstrations for the
+SFT stage and trains the tokenizer its text needs. Grading goes through the verifier registry
+under the task's `ability`, like any other data.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Protocol
+
+import ml_collections
+import numpy as np
+
+from prime_jax.data.records import Record
+
+
+class Task(Protocol):
+  name: str
+  ability: str
+
+  def make_splits(self, task_config: ml_collections.ConfigDict, seed: int
+                  ) -> dict[str, list[Record]]:
+    """{"train": [...], "eval": [...]} of validated records (store them with
+    `prime_jax.data.write_records`): deterministic in `seed`; no eval prompt is in train."""
+
+  def demonstration(self, task_config: ml_collections.ConfigDict, record: Record,
+                    rng: np.random.Generator) -> str:
+    """A response text (without EOS) for `record`, for SFT; may contain the task's mistakes."""
+
+  def train_tokenizer(self, task_config: ml_collections.ConfigDict, out_dir: str | os.PathLike,
+                      seed: int) -> Path:
+    """Trains a tokenizer on the task's text into `out_dir`; returns the path load_tokenizer takes."""
+
+
+_TASKS: dict[str, Task] = {}
+
+
+def register_task(task: Task) -> Task:
+  if task.name in _TASKS:
+    raise ValueError(f"task {task.name!r} is already registered")
+  _TASKS[task.name] = task
+  return task
+
+
+def get_task(name: str) -> Task:
+  if name not in _TASKS:
+    raise KeyError(f"unknown task {name!r}; built-in tasks: {sorted(_TASKS)}")
+  return _TASKS[name]
+
+
+def task_names() -> list[str]:
+  return sorted(_TASKS)

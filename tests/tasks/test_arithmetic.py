@@ -1,0 +1,186 @@
+"""The arithmetic task: generator, mistakes, grading and tokenizer, checked against code written here."""
+
+import re
+
+import numpy as np
+import pytest
+
+from prime_jax import configs, verifiers
+from prime_jax.tasks import get_task, task_names
+from prime_jax.tasks import arithmetic as ar
+from prime_jax.tokenizer import load_tokenizer
+
+TASK = get_task("arithmetic")
+STEP = re.compile(r";([-+*])(\d+)")
+
+
+def task_config(**overrides):
+  c = configs.arithmetic_config().task
+  c.update({"num_train": 2000, "num_eval": 200, **overrides})
+  return c
+
+
+def reference_chain(prompt):
+  """(start, [(op, operand)], running values) of a prompt, parsed and computed independently."""
+  head, *_ = prompt.split(";")
+  start = int(head[len("a="):])
+  steps = [(op, int(n)) for op, n in STEP.findall(prompt)]
+  value, values = start, []
+  for op, n in steps:
+    value = {"+": value + n, "-": value - n, "*": value * n}[op]
+    values.append(value)
+  return start, steps, values
+
+
+def prompts(records):
+  return [r.chat()[-1]["content"] for r in records]
+
+
+@pytest.mark.parametrize("knobs", [dict(), dict(min_ops=1, max_ops=6, max_value=9, mul_min=2,
+                                                mul_max=3)])
+def test_records_have_the_format_range_and_ground_truth(knobs):
+  c = task_config(**knobs)
+  width = len(str(c.max_value))
+  num = rf"\d{{{width}}}"
+  prompt_re = re.compile(rf"a={num}(;[-+*]{num}){{{c.min_ops},{c.max_ops}}}=")
+  splits = TASK.make_splits(c, seed=0)
+  lengths = set()
+  for split, records in splits.items():
+    for i, r in enumerate(records):
+      assert r.id == f"arithmetic-{split}-{i:06d}"
+      assert (r.ability, r.data_source) == ("arithmetic", "arithmetic")
+      assert [m["role"] for m in r.chat()] == ["user"]
+      prompt = r.chat()[0]["content"]
+      assert prompt_re.fullmatch(prompt), prompt
+      start, steps, values = reference_chain(prompt)
+      assert 0 <= start <= c.max_value
+      assert all(0 <= v <= c.max_value for v in values), prompt
+      assert all(c.mul_min <= n <= c.mul_max for op, n in steps if op == "*"), prompt
+      assert all(n >= 1 for op, n in steps if op != "*"), prompt
+      assert r.ground_truth == str(values[-1])
+      lengths.add(len(steps))
+  assert lengths == set(range(c.min_ops, c.max_ops + 1))
+  ops = {op for r in splits["train"] for op, _ in reference_chain(prompts([r])[0])[1]}
+  assert ops == {"+", "-", "*"}
+
+
+def test_generation_is_deterministic_in_the_seed():
+  c = task_config()
+  assert TASK.make_splits(c, seed=3) == TASK.make_splits(c, seed=3)
+  assert prompts(TASK.make_splits(c, seed=4)["eval"]) != prompts(TASK.make_splits(c, 3)["eval"])
+
+
+def test_splits_are_disjoint_and_eval_is_distinct():
+  c = task_config(min_ops=1, max_ops=2, max_value=9, num_train=3000, num_eval=100)
+  splits = TASK.make_splits(c, seed=0)
+  train, evals = prompts(splits["train"]), prompts(splits["eval"])
+  assert (len(train), len(evals)) == (3000, 100)
+  assert len(set(evals)) == 100
+  assert not set(train) & set(evals)
+  # The eval split does not depend on how much train data is drawn.
+  c.num_train = 10
+  assert prompts(TASK.make_splits(c, seed=0)["eval"]) == evals
+
+
+def test_too_small_a_problem_space_is_a_clear_error():
+  c = task_config(min_ops=1, max_ops=1, max_value=2, mul_min=2, mul_max=2, num_eval=50)
+  with pytest.raises(ValueError, match="distinct arithmetic problems"):
+    TASK.make_splits(c, seed=0)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(min_ops=3, max_ops=2), "min_ops"), (dict(max_value=1), "max_value"),
+    (dict(mul_min=4, mul_max=3), "mul_min"), (dict(mistake_rate=1.5), "mistake_rate")])
+def test_bad_knobs_are_named(bad, message):
+  with pytest.raises(ValueError, match=message):
+    TASK.make_splits(task_config(**bad), seed=0)
+
+
+LINE = re.compile(r"(\d\d)([-+*])(\d\d)=(\d\d)")
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.2, 1.0])
+def test_demonstration_mistakes_have_the_rate_size_and_consistency(rate):
+  c = task_config(mistake_rate=rate)
+  records = TASK.make_splits(c, seed=0)["train"]
+  rng = np.random.default_rng(0)
+  mistakes = steps_seen = wrong_answers = 0
+  for r in records:
+    response = TASK.demonstration(c, r, rng)
+    *lines, boxed = response.split("\n")
+    start, steps, _ = reference_chain(prompts([r])[0])
+    assert len(lines) == len(steps)
+    previous = start
+    for (op, n), line in zip(steps, lines):
+      # Each line restates the step on the value written above (so it continues any mistake).
+      match = LINE.fullmatch(line)
+      assert match, response
+      assert (int(match[1]), match[2], int(match[3])) == (previous, op, n), response
+      written = int(match[4])
+      expected = {"+": previous + n, "-": previous - n, "*": previous * n}[op]
+      assert 0 <= written <= c.max_value
+      assert abs(written - expected) <= 3
+      mistakes += written != expected
+      steps_seen += 1
+      previous = written
+    assert boxed == f"\\boxed{{{previous:02d}}}"
+    wrong_answers += str(previous) != r.ground_truth
+  if rate == 0.0:
+    assert mistakes == wrong_answers == 0
+  elif rate == 1.0:
+    assert mistakes / steps_seen > 0.95  # a mistake is skipped only where none stays in range
+  else:
+    assert abs(mistakes / steps_seen - rate) < 0.02  # ~6000 steps: 5 standard deviations
+    assert 0.35 < wrong_answers / len(records) < 0.6
+
+
+def test_demonstrations_are_deterministic_in_the_rng():
+  c = task_config(mistake_rate=0.3)
+  records = TASK.make_splits(c, seed=0)["train"][:50]
+  run = lambda seed: [TASK.demonstration(c, r, np.random.default_rng(seed)) for r in records]
+  assert run(1) == run(1)
+  assert run(1) != run(2)
+
+
+def test_score_response():
+  assert ar.score_response("12\n24\n\\boxed{24}", "24") == 1.0
+  assert ar.score_response("\\boxed{07}", "7") == 1.0  # zero padding is the same integer
+  assert ar.score_response("\\boxed{08}", "7") == 0.0
+  assert ar.score_response("12\n25\n\\boxed{25}", "24") == 0.0
+  assert ar.score_response("12\n24\n24", "24") == 0.0  # no box
+  assert ar.score_response("\\boxed{24} then \\boxed{25}", "24") == 0.0  # the last box counts
+  assert ar.score_response("\\boxed{25}\n\\boxed{24}", "24") == 1.0
+  assert ar.score_response("\\boxed{2x}", "2") == 0.0
+  assert ar.score_response("\\boxed{24", "24") == 0.0  # unclosed
+  assert ar.score_response("", "24") == 0.0
+
+
+def test_grading_goes_through_the_verifier_registry():
+  scores = verifiers.grade("arithmetic", ["1\n\\boxed{05}", "\\boxed{6}", "5"], ["5", "5", "5"])
+  assert list(scores) == [1.0, 0.0, 0.0]
+
+
+def test_tokenizer_round_trip_and_pieces(tmp_path):
+  c = task_config()
+  tok = load_tokenizer(TASK.train_tokenizer(c, tmp_path, seed=0))
+  assert tok.vocab_size <= 32
+  pieces = {tok.processor.id_to_piece(i) for i in range(tok.vocab_size)}
+  assert set("0123456789") | {"\\boxed{"} <= pieces
+  rng = np.random.default_rng(0)
+  for r in TASK.make_splits(c, seed=1)["eval"][:50]:
+    prompt, response = prompts([r])[0], TASK.demonstration(c, r, rng)
+    prompt_ids = tok.encode_chat(r.chat())
+    assert tok.decode(prompt_ids) == prompt + "\n"
+    response_ids = tok.encode(response, add_special_tokens=False)
+    assert tok.decode(response_ids) == response
+    # Digits are single pieces: a response has one token per digit.
+    assert sum(tok.processor.id_to_piece(i).isdigit() for i in response_ids) == sum(
+        ch.isdigit() for ch in response)
+    assert tok.processor.unk_id() not in prompt_ids + response_ids
+
+
+def test_registry():
+  assert "arithmetic" in task_names()
+  assert get_task("arithmetic").ability == "arithmetic"
+  with pytest.raises(KeyError, match="unknown task 'nope'.*arithmetic"):
+    get_task("nope")
