@@ -37,6 +37,7 @@ from typing import Any, Callable, Iterator, Mapping, Optional
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from prime_jax.verifiers.math_answer import last_boxed
 from prime_jax.data.records import MalformedRecord, Record
 
 FORMATS = ("eurus", "problems", "code")
@@ -255,7 +256,7 @@ def _problem_record(row: RawRow, data_source: str) -> Record:
       answer = answer[0]
     answer = _answer_text(answer, "answer")
   elif fields.get("solution") is not None:
-    answer = _last_boxed(_text(fields["solution"], "solution"))
+    answer = last_boxed(_text(fields["solution"], "solution"))
     if answer is None:
       raise MalformedRecord("no answer field, and the solution has no \\boxed{} answer")
   else:
@@ -275,19 +276,3 @@ def _code_record(row: RawRow, data_source: str) -> Record:
                           ability="code", messages=_user_chat(problem),
                           ground_truth=_json_text(_require(fields, "input_output"),
                                                   "input_output"))
-
-
-_BOXED = "\\boxed{"
-
-
-def _last_boxed(text: str) -> Optional[str]:
-  """Content of the last brace-matched `\\boxed{...}`, or None."""
-  start = text.rfind(_BOXED)
-  if start < 0:
-    return None
-  depth, begin = 1, start + len(_BOXED)
-  for i in range(begin, len(text)):
-    depth += {"{": 1, "}": -1}.get(text[i], 0)
-    if depth == 0:
-      return text[begin:i]
-  return None

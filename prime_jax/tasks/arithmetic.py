@@ -35,6 +35,7 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 
+from prime_jax.verifiers.math_answer import last_boxed
 from prime_jax.data.records import Record
 from prime_jax.tasks.registry import register_task
 from prime_jax.tokenizer import train_sentencepiece
@@ -229,25 +230,12 @@ def make_problems(spec: ArithmeticSpec, seed: int, num_train: int, num_eval: int
   return {"train": train, "eval": list(eval_set)}
 
 
-def extract_boxed(text: str) -> str | None:
-  """Content of the last `\\boxed{...}` (brace-matched), or None when there is none."""
-  start = text.rfind(BOXED)
-  if start < 0:
-    return None
-  depth, i = 1, start + len(BOXED)
-  for j in range(i, len(text)):
-    depth += {"{": 1, "}": -1}.get(text[j], 0)
-    if depth == 0:
-      return text[i:j]
-  return None
-
-
 _INT_RE = re.compile(r"[+-]?\d+")
 
 
 def score_response(response: str, ground_truth: str) -> float:
   """1.0 iff the last `\\boxed{}` holds an integer equal to the ground truth, else 0.0."""
-  answer = extract_boxed(response)
+  answer = last_boxed(response)
   if answer is None or not _INT_RE.fullmatch(answer.strip()):
     return 0.0
   if not _INT_RE.fullmatch(ground_truth.strip()):
@@ -259,7 +247,7 @@ def grade_item(response: str, ground_truth: str, timeout_s: float) -> ItemResult
   """The verifier registry's scorer for ability "arithmetic"; counts responses without a box."""
   del timeout_s  # an exact integer comparison takes microseconds
   return ItemResult(score_response(response, ground_truth),
-                    {"no_answer": int(extract_boxed(response) is None)})
+                    {"no_answer": int(last_boxed(response) is None)})
 
 
 class ArithmeticTask:
