@@ -121,10 +121,10 @@ def _load_params(run: Run, directory: str):
     return params
 
 
-def initial_states(run: Run):
-    """(policy state, PRM state or None, frozen reference params or None), placed on the mesh."""
+def initial_states(run: Run, shardings: dict):
+    """(policy state, PRM state or None, frozen reference params or None), placed on the mesh
+    `shardings` (from `update_step_shardings`)."""
     rl = run.config.rl
-    shardings = update_step_shardings(run.config, run.mesh, run.model_config)
     params = _load_params(run, run.checkpoint_dir)
     policy = jax.device_put(create_train_state(params, policy_optimizer(rl)), shardings["policy"])
     prm = ref = None
@@ -132,8 +132,8 @@ def initial_states(run: Run):
         prm_params = _load_params(run, run.config.prm.checkpoint or run.checkpoint_dir)
         prm = jax.device_put(create_train_state(prm_params, prm_optimizer(rl)), shardings["prm"])
     if shardings["ref"] is not None:
-        ref = params  # frozen copy of the initial policy: the update step never writes it
-        ref = jax.tree_util.tree_map(lambda x: x.copy(), ref)
+        # A frozen copy of the initial policy: the policy state's buffers are donated each step.
+        ref = jax.tree_util.tree_map(lambda x: x.copy(), params)
     return policy, prm, ref
 
 
@@ -193,8 +193,8 @@ def train(config, workdir: str) -> dict:
     rl = config.rl
     logging.info("model %s (%d params), mesh %s", run.model_config, run.model_config.num_params,
                  dict(run.mesh.shape))
-    policy, prm, ref = initial_states(run)
     shardings = update_step_shardings(config, run.mesh, run.model_config)
+    policy, prm, ref = initial_states(run, shardings)
     step_fn = make_update_step(config, run.mesh, run.model_config)
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.keep_ckpts)
     log = MetricsLog(workdir, enabled=jax.process_index() == 0)

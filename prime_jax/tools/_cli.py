@@ -27,6 +27,17 @@ class InputError(ValueError):
   """Bad user input (flags, rows, prompt lengths); the tools print it without a traceback."""
 
 
+def run_main(argv: Sequence[str], fn: Callable[[], None]) -> None:
+  """A tool's absl `main`: rejects stray arguments, keeps the backend-probing INFO lines off the
+  console unless --verbosity is given, and runs `fn` under `run_reporting_errors`."""
+  from absl import app, flags, logging
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)
+  run_reporting_errors(fn)
+
+
 def run_reporting_errors(fn: Callable[[], None]) -> None:
   """Runs a tool body; input, checkpoint and tokenizer errors exit with status 1 and one line."""
   try:

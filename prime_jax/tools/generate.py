@@ -18,7 +18,7 @@ from typing import Optional
 
 import jax
 import numpy as np
-from absl import app, flags, logging
+from absl import app, flags
 
 from prime_jax.models import load_hf_checkpoint, read_hf_config
 from prime_jax.sampling import SamplingConfig, sample
@@ -115,11 +115,7 @@ def generate_file(checkpoint: str, prompts_path: str, out_path: str, *, max_new_
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if not FLAGS["verbosity"].present:  # keep the backend-probing INFO lines off the console
-    logging.set_verbosity(logging.WARNING)
-  _cli.run_reporting_errors(lambda: generate_file(
+  _cli.run_main(argv, lambda: generate_file(
       FLAGS.checkpoint, FLAGS.prompts, FLAGS.out, max_new_tokens=FLAGS.max_new_tokens,
       temperature=FLAGS.temperature, top_p=FLAGS.top_p, top_k=FLAGS.top_k,
       n_samples=FLAGS.n_samples, seed=FLAGS.seed, batch_size=FLAGS.batch_size, dtype=FLAGS.dtype))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import jax
 import numpy as np
-from absl import app, flags, logging
+from absl import app, flags
 
 from prime_jax.models import load_hf_checkpoint, read_hf_config
 from prime_jax.sampling import bucket_length
@@ -64,11 +64,7 @@ def score_file(checkpoint: str, inputs_path: str, out_path: str, *, batch_size: 
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if not FLAGS["verbosity"].present:  # keep the backend-probing INFO lines off the console
-    logging.set_verbosity(logging.WARNING)
-  _cli.run_reporting_errors(lambda: score_file(
+  _cli.run_main(argv, lambda: score_file(
       FLAGS.checkpoint, FLAGS.inputs, FLAGS.out, batch_size=FLAGS.batch_size, dtype=FLAGS.dtype))
 
 
