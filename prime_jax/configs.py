@@ -40,6 +40,13 @@ def base_config() -> ConfigDict:
   c.prm = ConfigDict(dict(
       checkpoint="",          # "" = initialise from the policy's (SFT) checkpoint, as the paper
   ))
+  c.ref = ConfigDict(dict(    # the frozen reference model (rl.ref_type="freeze"): a copy of the
+                              # initial policy, never trained
+      param_dtype="float32",  # float32 | bfloat16: dtype its params are held in (cast once at
+                              # start; the forward still computes in policy.dtype)
+      offload=False,          # hold its params in host memory (memory_kind="pinned_host") and
+                              # move them to the devices inside the update step, for its forward
+  ))
   c.tokenizer = ""            # path to tokenizer files; "" = the checkpoint dir / the task's own
 
   c.task = ConfigDict(dict(
@@ -114,7 +121,12 @@ def base_config() -> ConfigDict:
   ))
 
   c.mesh = ConfigDict(dict(data=-1, fsdp=1, tensor=1))
-  c.sharding_rules = ()          # () = prime_jax.sharding.DEFAULT_RULES
+  c.sharding_rules = ()          # ((logical axis, mesh axes), ...) for params, optimiser states,
+                                 # batches and activations; () = prime_jax.sharding.DEFAULT_RULES
+  c.sampler_rules = ()           # the sampler's layout of the same params (resharded device to
+                                 # device before each rollout), its KV cache and activations;
+                                 # () = sharding_rules. prime_jax.sharding.DECODE_RULES replicates
+                                 # params over fsdp and keeps tensor parallelism
   return c
 
 

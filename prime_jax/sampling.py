@@ -27,7 +27,8 @@ from jax.sharding import NamedSharding
 
 from prime_jax.models.config import DecoderConfig
 from prime_jax.models.decoder import Decoder, KVCache, init_cache, positions_from_mask
-from prime_jax.sharding import DEFAULT_RULES, fit_to_shape, logical_sharding
+from prime_jax.sharding import (DEFAULT_RULES, activation_rules, fit_to_shape, logical_sharding,
+                                rules_for_mesh)
 
 # Logical axes of a KV cache array [layers, batch, slots, kv_heads, head_dim].
 _CACHE_AXES = ("layers", "batch", "length", "kv_heads", "head_dim")
@@ -109,17 +110,29 @@ def sample(params, prompt_tokens: jax.Array, prompt_valid: jax.Array, key: jax.A
   """Samples `config.n_samples` responses for each prompt of a left-padded batch.
 
   Args:
-    params: decoder params (on one device, or sharded on a mesh: the KV cache then follows the
-      mesh, batch over the `batch` rule's axes and kv heads over the `kv_heads` rule's axes).
+    params: decoder params, on one device or sharded on a mesh. On a mesh everything follows
+      `rules` on the params' mesh: the KV cache (batch over the `batch` rule's axes, kv heads over
+      the `kv_heads` rule's), the prompts and outputs (rows over `batch`) and the decoder's
+      activations. The params may be in any layout of that mesh, e.g. the sampler's
+      (`prime_jax.sharding.reshard_params` with `sampler_rules(config)`): pass the same rules.
     prompt_tokens: [B, P] int token ids, left-padded.
     prompt_valid: [B, P] bool, True on real tokens; every row needs at least one.
     key: PRNG key (ignored when greedy). Same key and inputs give the same tokens.
     model_config: the decoder's config.
     config: the sampling settings.
-    rules: logical-axis rules used to shard the KV cache when the params live on a mesh.
+    rules: logical-axis rules of the sampler's layout (used when the params live on a mesh).
   Returns:
     SampleOutput with N = B * n_samples rows, the samples of prompt b at rows b*n .. b*n+n-1.
   """
+  args, static = _sample_args(params, prompt_tokens, prompt_valid, key, model_config=model_config,
+                              config=config, rules=rules)
+  out, _ = _sample_jit(*args, **static)
+  return out
+
+
+def _sample_args(params, prompt_tokens, prompt_valid, key, *, model_config, config, rules):
+  """Checks and pads the prompts, places them and a zeroed cache; returns `_sample_jit`'s
+  (positional args, static keyword args)."""
   prompt_tokens = np.asarray(prompt_tokens, np.int32)  # small: checked and padded on the host
   valid = np.asarray(prompt_valid, bool)
   if prompt_tokens.ndim != 2 or prompt_tokens.shape != valid.shape:
@@ -140,9 +153,19 @@ def sample(params, prompt_tokens: jax.Array, prompt_valid: jax.Array, key: jax.A
   valid = np.pad(valid, ((0, 0), (width - p, 0)))
   shape = (b * config.n_samples, width + config.max_new_tokens)
   cache = init_cache_like(params, model_config, *shape, rules=rules)
-  out, _ = _sample_jit(params, prompt_tokens, valid, key, cache,
-                       model_config=model_config, config=config)
-  return out
+  mesh = _params_mesh(params)
+  if mesh is not None:  # prompt rows over the batch axes (where they divide), as the cache's rows
+    rows = fit_to_shape(logical_sharding(mesh, ("batch", "length"), rules), prompt_tokens.shape)
+    prompt_tokens, valid = jax.device_put((prompt_tokens, valid), rows)
+  return (params, prompt_tokens, valid, key, cache), dict(
+      model_config=model_config, config=config, mesh=mesh,
+      rules=() if mesh is None else rules_for_mesh(rules, mesh))
+
+
+def _params_mesh(params):
+  """The mesh of sharded params, None for params on one device (or host numpy arrays)."""
+  leaf_sharding = getattr(jax.tree.leaves(params)[0], "sharding", None)
+  return leaf_sharding.mesh if isinstance(leaf_sharding, NamedSharding) else None
 
 
 def init_cache_like(params, model_config: DecoderConfig, batch: int, length: int, *,
@@ -151,13 +174,18 @@ def init_cache_like(params, model_config: DecoderConfig, batch: int, length: int
 
   A mesh axis that does not divide its cache dimension is left out (that dimension replicated).
   """
-  leaf_sharding = getattr(jax.tree.leaves(params)[0], "sharding", None)
-  if not isinstance(leaf_sharding, NamedSharding):
+  mesh = _params_mesh(params)
+  if mesh is None:
     return init_cache(model_config, batch, length)
   shape = (model_config.num_layers, batch, length, model_config.num_kv_heads, model_config.head_dim)
-  sharding = fit_to_shape(logical_sharding(leaf_sharding.mesh, _CACHE_AXES, rules), shape)
+  sharding = cache_sharding(mesh, shape, rules)
   zeros = lambda: jnp.zeros(shape, jnp.dtype(model_config.dtype), device=sharding)
   return {"k": zeros(), "v": zeros()}
+
+
+def cache_sharding(mesh, shape, rules=DEFAULT_RULES) -> NamedSharding:
+  """Where a KV cache array [layers, batch, slots, kv_heads, head_dim] of `shape` lives."""
+  return fit_to_shape(logical_sharding(mesh, _CACHE_AXES, rules), shape)
 
 
 def _choose_tokens(logits: jax.Array, key: jax.Array, config: SamplingConfig):
@@ -188,12 +216,29 @@ def _is_eos(tokens: jax.Array, eos_ids: tuple[int, ...]) -> jax.Array:
   return jnp.isin(tokens, jnp.asarray(eos_ids, jnp.int32))
 
 
-@functools.partial(jax.jit, static_argnames=("model_config", "config"), donate_argnames=("cache",))
-def _sample_jit(params, prompt_tokens, prompt_valid, key, cache, *, model_config, config):
+@functools.partial(jax.jit, static_argnames=("model_config", "config", "mesh", "rules"),
+                   donate_argnames=("cache",))
+def _sample_jit(params, prompt_tokens, prompt_valid, key, cache, *, model_config, config,
+                mesh=None, rules=()):
   """The loop. prompt [B, P] (P already a bucket), cache [L, B*n, P+T, ...] zeroed and donated.
 
   Returns (SampleOutput, the cache) so the donated buffer is the loop's carry, updated in place.
+  With a mesh it runs under `activation_rules(mesh, rules)`, and pins the cache and the outputs
+  (rows over the batch axes) to the rules' layout.
   """
+  with activation_rules(mesh, rules):
+    out, cache = _sample_loop(params, prompt_tokens, prompt_valid, key, cache,
+                              model_config=model_config, config=config)
+  if mesh is not None:
+    rows = lambda x: jax.lax.with_sharding_constraint(x, fit_to_shape(
+        logical_sharding(mesh, ("batch", "length")[:x.ndim], rules), x.shape))
+    out = jax.tree.map(rows, out)
+    cache = jax.tree.map(lambda x: jax.lax.with_sharding_constraint(
+        x, cache_sharding(mesh, x.shape, rules)), cache)
+  return out, cache
+
+
+def _sample_loop(params, prompt_tokens, prompt_valid, key, cache, *, model_config, config):
   model = Decoder(model_config)
   variables = {"params": params}
   n = config.n_samples

@@ -17,12 +17,14 @@ import functools
 from typing import Optional, Sequence
 
 import chex
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from prime_jax.models.config import DecoderConfig
 from prime_jax.models.decoder import Decoder, positions_from_mask
+from prime_jax.sharding import as_rules
 
 
 def pad_sequences(seqs: Sequence[Sequence[int]], *, length: Optional[int] = None, pad_id: int = 0,
@@ -45,7 +47,6 @@ def pad_sequences(seqs: Sequence[Sequence[int]], *, length: Optional[int] = None
   return tokens, valid
 
 
-@functools.partial(jax.jit, static_argnames=("config", "chunk_size", "with_entropy", "with_values"))
 def token_logprobs(params, prompt_tokens: jax.Array, prompt_valid: jax.Array,
                    response_tokens: jax.Array, response_mask: jax.Array, *,
                    config: DecoderConfig, chunk_size: int = 256, with_entropy: bool = False,
@@ -68,7 +69,21 @@ def token_logprobs(params, prompt_tokens: jax.Array, prompt_valid: jax.Array,
   Returns:
     logprobs [N, T] float32 (0 where response_mask is 0) when no extra is asked for; else the
     tuple (logprobs, *extras) with entropy then values, each [N, T] float32, 0 on padding.
+
+  Jitted. Called while a function is traced under `prime_jax.sharding.activation_rules` (the
+  update step), the decoder's activation constraints follow those rules; the rules in effect are a
+  static argument of the jit, so programs traced under different layouts are never mixed up.
   """
+  return _token_logprobs(params, prompt_tokens, prompt_valid, response_tokens, response_mask,
+                         config=config, chunk_size=chunk_size, with_entropy=with_entropy,
+                         with_values=with_values, rules=as_rules(nn.get_logical_axis_rules()))
+
+
+@functools.partial(jax.jit, static_argnames=("config", "chunk_size", "with_entropy", "with_values",
+                                             "rules"))
+def _token_logprobs(params, prompt_tokens, prompt_valid, response_tokens, response_mask, *, config,
+                    chunk_size, with_entropy, with_values, rules):
+  del rules  # a cache key only: the decoder reads the rules in effect while this is traced
   check = dict(exception_type=ValueError)
   chex.assert_rank([prompt_tokens, prompt_valid, response_tokens, response_mask], 2,
                    custom_message="prompt and response arrays must be [N, P] and [N, T]", **check)

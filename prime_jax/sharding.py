@@ -2,10 +2,17 @@
 
 Every param carries logical axis names (see `prime_jax.models.decoder`); a rule table maps each
 name to a mesh axis (or None = replicated). Changing the layout is changing the table, not code.
+
+The tables a run uses: `training_rules(config)` (`config.sharding_rules`) for params, optimiser
+states, batches and the update step's activations; `sampler_rules(config)`
+(`config.sampler_rules`) for the sampler's copy of the params (`reshard_params`), its KV cache and
+activations. Activation constraints (`nn.with_logical_constraint` in the decoder) take effect only
+in functions traced under `activation_rules(mesh, rules)`, as the update step and sampler are.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Mapping, Optional, Sequence
 
@@ -29,6 +36,30 @@ DEFAULT_RULES: tuple[tuple[str, object], ...] = (
     ("length", None),
     ("act_embed", None),
 )
+
+# A decode-friendly layout (`config.sampler_rules = DECODE_RULES`): params replicated over `fsdp`
+# (no all-gather of every weight at every decoded token), still tensor-parallel over heads / MLP /
+# vocab; activations and the KV cache keep batch over data and fsdp.
+DECODE_RULES: tuple[tuple[str, object], ...] = tuple(
+    (name, None if name == "embed" else axes) for name, axes in DEFAULT_RULES)
+
+
+def training_rules(config) -> tuple:
+  """`config.sharding_rules` as a rule tuple; `()` means DEFAULT_RULES."""
+  return as_rules(config.sharding_rules) or DEFAULT_RULES
+
+
+def sampler_rules(config) -> tuple:
+  """`config.sampler_rules` as a rule tuple; `()` means the training rules."""
+  return as_rules(config.get("sampler_rules", ())) or training_rules(config)
+
+
+def as_rules(rules) -> tuple:
+  """A hashable rule tuple ((name, axes), ...), axes None, a mesh axis or a tuple of them (a
+  config may hold lists)."""
+  def axes(a):
+    return a if a is None or isinstance(a, str) else tuple(a)
+  return tuple((str(name), axes(a)) for name, a in (rules or ()))
 
 
 def make_mesh(axes: Mapping[str, int], devices: Optional[Sequence[jax.Device]] = None) -> Mesh:
@@ -64,6 +95,22 @@ def rules_for_mesh(rules, mesh: Mesh):
   return tuple((logical, keep(axes)) for logical, axes in rules)
 
 
+@contextlib.contextmanager
+def activation_rules(mesh: Optional[Mesh], rules=DEFAULT_RULES):
+  """Makes the models' `nn.with_logical_constraint`s take effect while a function is traced.
+
+  Enter it inside the function given to `jax.jit` (it sets the mesh abstractly, so it is allowed
+  under a trace, unlike `jax.set_mesh`): activations are then constrained to the layout `rules`
+  give on `mesh` (batch over data x fsdp, heads over tensor, ...). No-op for mesh None.
+  """
+  if mesh is None:
+    yield
+    return
+  with jax.sharding.use_abstract_mesh(mesh.abstract_mesh), \
+      nn.logical_axis_rules(rules_for_mesh(as_rules(rules), mesh)):
+    yield
+
+
 def logical_sharding(mesh: Mesh, logical_axes: PartitionSpec | Sequence, rules=DEFAULT_RULES):
   """NamedSharding for one array with the given logical axis names."""
   return NamedSharding(mesh, nn.logical_to_mesh_axes(tuple(logical_axes),
@@ -92,3 +139,11 @@ def param_shardings(config, mesh: Mesh, rules=DEFAULT_RULES):
   shapes = jax.eval_shape(lambda: init_params(config, jax.random.key(0)))
   return jax.tree_util.tree_map(lambda s, a: fit_to_shape(s, a.shape),
                                 tree_shardings(mesh, param_logical_axes(config), rules), shapes)
+
+
+def reshard_params(params, model_config, mesh: Mesh, rules=DEFAULT_RULES):
+  """`params` laid out as `rules` say on `mesh`, e.g. the sampler's layout (`sampler_rules`) of
+  the training params. `jax.device_put` between shardings of one mesh moves shards device to
+  device, never through the host; leaves already laid out so are returned as they are (no copy),
+  so with equal rules this is free and the result aliases `params`."""
+  return jax.device_put(params, param_shardings(model_config, mesh, rules))

@@ -202,42 +202,85 @@ def test_bad_prompts_and_settings_raise(model):
 _SHARDED_CHECK = """
 import json
 import jax, numpy as np
-from prime_jax.models import Decoder, load_hf_checkpoint, positions_from_mask
-from prime_jax.sampling import SamplingConfig, init_cache_like, sample
+from jax.sharding import NamedSharding, PartitionSpec as P
+from prime_jax.models import load_hf_checkpoint
+from prime_jax.sampling import SamplingConfig, _sample_args, _sample_jit, init_cache_like
 from prime_jax.scoring import pad_sequences
-from prime_jax.sharding import make_mesh, param_shardings
+from prime_jax.sharding import (DECODE_RULES, DEFAULT_RULES, make_mesh, param_shardings,
+                                reshard_params)
 
-directory = DIRECTORY
 assert jax.device_count() == 8
+directory = DIRECTORY
 config, params = load_hf_checkpoint(directory)
-mesh = make_mesh({"data": 1, "fsdp": 4, "tensor": 2})
-_, sharded = load_hf_checkpoint(directory, shardings=param_shardings(config, mesh))
-tokens, valid = pad_sequences([[5, 6, 7, 8, 9, 10], [11, 12, 13]], left=True)
-settings = SamplingConfig(max_new_tokens=24, temperature=0.0, n_samples=2)
-result = {}
-for name, p in (("single", params), ("sharded", sharded)):
-  logits = Decoder(config).apply({"params": p}, tokens, positions_from_mask(valid), valid,
-                                 method=Decoder.forward_logits)
-  out = sample(p, tokens, valid, jax.random.key(0), model_config=config, config=settings)
-  result[name] = dict(logits=np.asarray(logits).tolist(), tokens=np.asarray(out.tokens).tolist(),
-                      devices=len(out.tokens.sharding.device_set))
-result["lm_head_spec"] = tuple(sharded["lm_head"]["kernel"].sharding.spec)
-result["cache_spec"] = tuple(init_cache_like(sharded, config, 4, 40)["k"].sharding.spec)
-print(json.dumps(result))
+tokens, valid = pad_sequences([[5, 6, 7, 8, 9, 10], [11, 12, 13], [20, 21], [30, 31, 32, 33]],
+                              left=True)
+settings = {"greedy": SamplingConfig(max_new_tokens=16, temperature=0.0, n_samples=2),
+            "sampled": SamplingConfig(max_new_tokens=16, temperature=1.0, top_k=20, n_samples=2,
+                                      eos_ids=(3, 7, 11, 40))}
+
+
+def run(p, rules, setting):
+    # What `sample` runs, lowered here so the compiled program's shardings can be checked.
+    args, static = _sample_args(p, tokens, valid, jax.random.key(3), model_config=config,
+                                config=settings[setting], rules=rules)
+    compiled = _sample_jit.lower(*args, **static).compile()
+    (params_in, _, _, _, cache_in), _ = compiled.input_shardings
+    out_s, cache_out = compiled.output_shardings
+    out, _ = compiled(*args)
+    return jax.device_get(out), dict(
+        cache=args[-1]["k"].sharding, cache_in=cache_in["k"], cache_out=cache_out["k"],
+        tokens_out=out_s.tokens, logprobs_out=out_s.logprobs, mask_out=out_s.mask,
+        tokens=out.tokens.sharding, q_in=params_in["layers"]["self_attn"]["q_proj"]["kernel"])
+
+
+reference = {s: run(params, DEFAULT_RULES, s)[0] for s in settings}
+checked, lm_head = [], None
+for axes, rules in [({"data": 8}, DEFAULT_RULES), ({"fsdp": 4, "tensor": 2}, DEFAULT_RULES),
+                    ({"data": 2, "fsdp": 4}, DEFAULT_RULES), ({"fsdp": 4, "tensor": 2}, DECODE_RULES)]:
+    mesh = make_mesh(axes)
+    _, trained = load_hf_checkpoint(directory, shardings=param_shardings(config, mesh))
+    p = reshard_params(trained, config, mesh, rules)  # the sampler's layout (a no-op if the same)
+    has = lambda *names: tuple(a for a in names if a in mesh.axis_names)
+    one = lambda names: None if not names else names[0] if len(names) == 1 else names
+    # The rules written out: params embed over fsdp (not with DECODE_RULES), heads over tensor;
+    # cache [layers, batch, slots, kv_heads, head_dim] and output rows: batch over data x fsdp.
+    fsdp = None if rules is DECODE_RULES else one(has("fsdp"))
+    want_q = NamedSharding(mesh, P(None, fsdp, one(has("tensor")), None))
+    want_cache = NamedSharding(mesh, P(None, one(has("data", "fsdp")), None, one(has("tensor")), None))
+    want_rows = NamedSharding(mesh, P(one(has("data", "fsdp")), None))
+    q = p["layers"]["self_attn"]["q_proj"]["kernel"]
+    assert q.sharding.is_equivalent_to(want_q, 4), (axes, q.sharding)
+    if rules is DEFAULT_RULES and "tensor" in mesh.axis_names:
+        lm_head = tuple(p["lm_head"]["kernel"].sharding.spec)
+    assert init_cache_like(p, config, 8, 32, rules=rules)["k"].sharding.is_equivalent_to(want_cache, 5)
+    for s in settings:
+        out, sh = run(p, rules, s)
+        assert sh["q_in"].is_equivalent_to(want_q, 4), (axes, sh["q_in"])
+        for key in ("cache", "cache_in", "cache_out"):
+            assert sh[key].is_equivalent_to(want_cache, 5), (axes, key, sh[key])
+        for key in ("tokens_out", "logprobs_out", "mask_out", "tokens"):
+            assert sh[key].is_equivalent_to(want_rows, 2), (axes, key, sh[key])
+        np.testing.assert_array_equal(out.tokens, reference[s].tokens)
+        np.testing.assert_array_equal(out.lengths, reference[s].lengths)
+        np.testing.assert_allclose(out.logprobs, reference[s].logprobs, atol=1e-5)
+        checked.append([axes, rules is DECODE_RULES, s])
+print(json.dumps(dict(checked=checked, lm_head=lm_head,
+                      sampled_lengths=reference["sampled"].lengths.tolist())))
 """
 
 
 @pytest.mark.slow
-def test_fsdp_tensor_mesh_matches_single_device(tmp_path):
+def test_meshes_and_sampler_layout_match_single_device(tmp_path):
+  """Greedy and temperature-sampled tokens and log-probs on 8 devices under pure data, fsdp x
+  tensor and data x fsdp meshes, and in a decode layout resharded from the training one
+  (DECODE_RULES), equal one device's; the compiled sampler's params, KV cache and outputs are
+  sharded as the rules say."""
   from hf_fixtures import make_tiny_hf_model
   make_tiny_hf_model(str(tmp_path), "qwen2", vocab=128)  # vocab divisible by the tensor axis
   result = json.loads(run_with_devices(_SHARDED_CHECK.replace("DIRECTORY", repr(str(tmp_path))))
                       .strip().splitlines()[-1])
-  single, sharded = result["single"], result["sharded"]
-  assert result["lm_head_spec"] == ["fsdp", "tensor"]
-  # KV cache [layers, batch, slots, kv_heads, head_dim]: batch over data x fsdp, kv heads over
-  # tensor.
-  assert result["cache_spec"] == [None, ["data", "fsdp"], None, "tensor", None]
-  assert single["devices"] == 1 and sharded["devices"] == 8
-  np.testing.assert_allclose(sharded["logits"], single["logits"], atol=1e-5)
-  assert sharded["tokens"] == single["tokens"]
+  assert len(result["checked"]) == 8, result["checked"]
+  assert {c[1] for c in result["checked"]} == {True, False}  # training and decode layouts
+  assert result["lm_head"] == ["fsdp", "tensor"]
+  lengths = result["sampled_lengths"]
+  assert min(lengths) < 16 and len(set(lengths)) > 1  # rows stopped at EOS at different steps

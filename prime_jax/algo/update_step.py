@@ -36,6 +36,7 @@ from prime_jax.algo.rewards import implicit_rewards, normalize_process_rewards
 from prime_jax.algo.token_ops import masked_mean, outcome_token_rewards
 from prime_jax.models.config import DecoderConfig
 from prime_jax.scoring import token_logprobs
+from prime_jax.sharding import activation_rules, logical_sharding, param_shardings, training_rules
 from prime_jax.train_state import (TrainState, apply_gradients, make_optimizer,
                                    train_state_shardings)
 
@@ -59,6 +60,25 @@ def prm_optimizer(rl) -> optax.GradientTransformation:
 def uses_prm(rl) -> bool:
     """Whether the step runs the implicit PRM (and so the reference) at all."""
     return rl.estimator == "prm_value" or rl.coef_proc != 0
+
+
+def forward_passes(rl) -> list[tuple[str, str, int]]:
+    """(phase, pass, cost in forward passes over the batch) that the step runs for `rl`; a
+    forward+backward costs 3. Phase "prm" is the PRM and its reference, "policy" the rest. The
+    trainer splits the one compiled step's time between the two by these shares (time/prm_est,
+    time/policy_est), the update-step benchmark counts FLOPs with them."""
+    out = []
+    if rl.old_logp == "recompute":
+        out.append(("policy", "policy old-logp fwd", 1))
+    if uses_prm(rl):
+        if rl.ref_type == "freeze":
+            out.append(("prm", "reference fwd", 1))
+        out.append(("prm", "PRM fwd" if rl.prm_update == "none" else "PRM fwd+bwd",
+                    1 if rl.prm_update == "none" else 3))
+        if rl.prm_update == "before" or rl.prm_metrics_after:
+            out.append(("prm", "PRM re-score fwd", 1))
+    out.append(("policy", "policy fwd+bwd", 3 * rl.ppo_epochs))
+    return out
 
 
 def check_rl_config(rl) -> None:
@@ -111,9 +131,13 @@ def make_update_step(config, mesh: Optional[Mesh], model_config: DecoderConfig, 
                      rules=None) -> Callable:
     """Builds the jitted update step for `config.rl` and the decoder `model_config`.
 
-    With a mesh, states keep the sharding of the logical-axis rules, batch rows are split over
-    the `batch` rule's axes, and the policy/PRM states are donated. Without one (mesh=None) it
-    runs wherever its inputs are.
+    With a mesh, states keep the sharding of the logical-axis rules (`rules`, default
+    `config.sharding_rules`), batch rows are split over the `batch` rule's axes, the decoder's
+    activations are constrained by the same rules (the step is traced under
+    `prime_jax.sharding.activation_rules`), and the policy/PRM states are donated. With
+    `config.ref.offload` the reference params arrive in host memory and are moved to the devices
+    inside the step, for the reference forward only. Without a mesh (mesh=None) it runs wherever
+    its inputs are (and `config.ref.offload` is an error).
     """
     rl = config.rl
     check_rl_config(rl)
@@ -124,10 +148,18 @@ def make_update_step(config, mesh: Optional[Mesh], model_config: DecoderConfig, 
     run_prm = uses_prm(rl)
     needs_ref = run_prm or rl.kl_coef != 0
     batch_spec = PartitionSpec()
+    offload_ref = _ref_options(config).offload and needs_ref and rl.ref_type == "freeze"
+    ref_on_device = None  # with offload: the reference's device shardings inside the step
+    if mesh is None and offload_ref:
+        raise ValueError("config.ref.offload needs a mesh (it places the reference params with "
+                         "NamedShardings of memory_kind='pinned_host')")
     if mesh is not None:
-        from prime_jax.sharding import DEFAULT_RULES, logical_sharding
-        rules = rules or DEFAULT_RULES
+        rules = rules or training_rules(config)
         batch_spec = logical_sharding(mesh, ("batch",), rules).spec
+        if offload_ref:
+            ref_on_device = jax.tree_util.tree_map(
+                lambda s: s.with_memory_kind("device"),
+                update_step_shardings(config, mesh, model_config, rules=rules)["ref"])
 
     def constrain_micro(tree):
         """Keeps each micro-batch spread over the data-parallel devices inside the scans."""
@@ -302,8 +334,12 @@ def make_update_step(config, mesh: Optional[Mesh], model_config: DecoderConfig, 
                    "response_length_mean": jnp.mean(jnp.sum(mask, axis=1).astype(jnp.float32)),
                    "tokens": jnp.sum(mask)}
         ref_logp = None  # ref_params is None unless a frozen reference is needed
-        if needs_ref:
-            ref_logp = old_logp if rl.ref_type == "policy" else score_batch(ref_params, inputs)
+        if needs_ref and rl.ref_type == "policy":
+            ref_logp = old_logp
+        elif needs_ref:
+            if ref_on_device is not None:  # host -> devices, for this forward only
+                ref_params = jax.device_put(ref_params, ref_on_device)
+            ref_logp = score_batch(ref_params, inputs)
 
         q = scores = jnp.zeros(mask.shape, jnp.float32)
         if run_prm:
@@ -333,9 +369,15 @@ def make_update_step(config, mesh: Optional[Mesh], model_config: DecoderConfig, 
 
     if mesh is None:
         return jax.jit(update_step, donate_argnums=(0, 1))
+
+    @functools.wraps(update_step)
+    def update_step_on_mesh(*args):
+        with activation_rules(mesh, rules):
+            return update_step(*args)
+
     shardings = update_step_shardings(config, mesh, model_config, rules=rules)
     replicated = NamedSharding(mesh, PartitionSpec())
-    return jax.jit(update_step, donate_argnums=(0, 1),
+    return jax.jit(update_step_on_mesh, donate_argnums=(0, 1),
                    in_shardings=(shardings["policy"], shardings["prm"], shardings["ref"],
                                  shardings["batch"], replicated),
                    out_shardings=(shardings["policy"], shardings["prm"], replicated))
@@ -343,12 +385,13 @@ def make_update_step(config, mesh: Optional[Mesh], model_config: DecoderConfig, 
 
 def update_step_shardings(config, mesh: Mesh, model_config: DecoderConfig, *, rules=None) -> dict:
     """Where the step's inputs live: {"policy", "prm"} TrainState shardings, "ref" params
-    shardings, "batch" (rows over the `batch` rule's axes). `jax.device_put` states and batches
-    onto these before the first call: the step donates the states in place. "prm" is None when
-    the step never runs the PRM and "ref" None when it needs no reference: pass None for them."""
+    shardings (memory_kind "pinned_host" with `config.ref.offload`), "batch" (rows over the
+    `batch` rule's axes). `rules` default to `config.sharding_rules`. `jax.device_put` states
+    and batches onto these before the first call (the reference through `reference_params`): the
+    step donates the states in place. "prm" is None when the step never runs the PRM and "ref"
+    None when it needs no reference: pass None for them."""
     from prime_jax.models.decoder import init_params
-    from prime_jax.sharding import DEFAULT_RULES, logical_sharding, param_shardings
-    rules = rules or DEFAULT_RULES
+    rules = rules or training_rules(config)
     abstract_params = jax.eval_shape(lambda: init_params(model_config, jax.random.key(0)))
     p_shardings = param_shardings(model_config, mesh, rules)
     rl = config.rl
@@ -357,5 +400,41 @@ def update_step_shardings(config, mesh: Mesh, model_config: DecoderConfig, *, ru
     return {"policy": train_state_shardings(p_shardings, policy_optimizer(rl), abstract_params),
             "prm": (train_state_shardings(p_shardings, prm_optimizer(rl), abstract_params)
                     if run_prm else None),
-            "ref": p_shardings if frozen_ref else None,
+            "ref": (None if not frozen_ref else _ref_memory(p_shardings, config)),
             "batch": logical_sharding(mesh, ("batch",), rules)}
+
+
+REF_PARAM_DTYPES = ("float32", "bfloat16")
+
+
+def _ref_options(config):
+    """`config.ref` (param_dtype, offload), checked; configs without it get the defaults."""
+    from ml_collections import ConfigDict
+    ref = config.get("ref") or ConfigDict(dict(param_dtype="float32", offload=False))
+    if ref.param_dtype not in REF_PARAM_DTYPES:
+        raise ValueError(f"config.ref.param_dtype={ref.param_dtype!r}; expected one of "
+                         f"{REF_PARAM_DTYPES}")
+    return ref
+
+
+def _ref_memory(shardings, config):
+    """The reference's shardings: in host memory ("pinned_host") with `config.ref.offload`."""
+    if not _ref_options(config).offload:
+        return shardings
+    devices = jax.tree_util.tree_leaves(shardings)[0].addressable_devices
+    kinds = {m.kind for d in devices for m in d.addressable_memories()}
+    if "pinned_host" not in kinds:
+        raise ValueError(f"config.ref.offload: the {next(iter(devices)).platform} devices have "
+                         f"no pinned_host memory (memory kinds: {sorted(kinds)})")
+    return jax.tree_util.tree_map(lambda s: s.with_memory_kind("pinned_host"), shardings)
+
+
+def reference_params(params, config, ref_shardings):
+    """The frozen reference: a copy of `params` (the policy's, whose buffers the step donates) in
+    `config.ref.param_dtype` (cast once here; its forward still computes in the model's dtype),
+    placed on `ref_shardings` (`update_step_shardings(...)["ref"]`: on the devices, or in host
+    memory with `config.ref.offload`). Device-to-device / device-to-host copies only."""
+    dtype = jnp.dtype(_ref_options(config).param_dtype)
+    copy = jax.tree_util.tree_map(
+        lambda x: x.astype(dtype) if x.dtype != dtype else x.copy(), params)  # fresh buffers
+    return jax.device_put(copy, ref_shardings)

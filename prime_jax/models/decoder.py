@@ -79,32 +79,79 @@ class RMSNorm(nn.Module):
     return (scale * x32.astype(self.dtype)).astype(self.dtype)
 
 
+def _flat_init(init, flat_dims: int):
+  """`init` drawn as the 2-D matrix [prod(shape[:flat_dims]), prod(shape[flat_dims:])] and
+  reshaped, i.e. the values `nn.DenseGeneral` gives the same param (bias: flat_dims=0)."""
+  def flat(key, shape, dtype=jnp.float32):
+    lead, rest = int(np.prod(shape[:flat_dims])), int(np.prod(shape[flat_dims:]))
+    return init(key, (lead, rest) if flat_dims else (rest,), dtype).reshape(shape)
+  return flat
+
+
+class HeadsProjection(nn.Module):
+  """x [B, S, hidden] -> [B, S, heads, head_dim] (`q_proj` / `k_proj` / `v_proj`).
+
+  The params and values of `nn.DenseGeneral((heads, head_dim))` (kernel [hidden, heads,
+  head_dim], bias [heads, head_dim]), created 3-D with `self.param` so their logical boxes never
+  hold a reshaped 2-D array (DenseGeneral's does, which breaks under a mesh + rules context).
+  """
+  heads: int
+  heads_axis: str
+  config: DecoderConfig
+
+  @nn.compact
+  def __call__(self, x):
+    c = self.config
+    dtype, pdtype = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
+    kernel = self.param(
+        "kernel", _param(_flat_init(nn.initializers.normal(0.02), 1), "embed", self.heads_axis,
+                         "head_dim"), (x.shape[-1], self.heads, c.head_dim), pdtype)
+    # = einsum("bsh,hnd->bsnd"), as the same dot_general DenseGeneral runs (same rounding).
+    out = jax.lax.dot_general(x.astype(dtype), kernel.astype(dtype),
+                              (((x.ndim - 1,), (0,)), ((), ())))
+    if c.qkv_bias:
+      bias = self.param("bias", _param(_flat_init(nn.initializers.zeros, 0), self.heads_axis,
+                                       "head_dim"), (self.heads, c.head_dim), pdtype)
+      out = out + bias.astype(dtype)
+    return nn.with_logical_constraint(out, ("batch", "length", self.heads_axis, "head_dim"))
+
+
+class OutProjection(nn.Module):
+  """[B, S, heads, head_dim] -> [B, S, hidden] (`o_proj`): `nn.DenseGeneral(hidden, axis=(-2, -1),
+  use_bias=False)`'s kernel [heads, head_dim, hidden] and values."""
+  config: DecoderConfig
+
+  @nn.compact
+  def __call__(self, x):
+    c = self.config
+    dtype, pdtype = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
+    kernel = self.param(
+        "kernel", _param(_flat_init(nn.initializers.normal(0.02), 2), "heads", "head_dim",
+                         "embed"), (c.num_heads, c.head_dim, c.hidden_size), pdtype)
+    # = einsum("bsnd,ndh->bsh"), as DenseGeneral's dot_general.
+    return jax.lax.dot_general(x.astype(dtype), kernel.astype(dtype),
+                               (((x.ndim - 2, x.ndim - 1), (0, 1)), ((), ())))
+
+
 class Attention(nn.Module):
   config: DecoderConfig
 
   @nn.compact
   def __call__(self, x, cos, sin, attn_mask, layer_cache, cache_offset):
     c = self.config
-    dtype, pdtype = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
-    init = nn.initializers.normal(0.02)
-
-    def proj(name, heads, heads_axis):
-      return nn.DenseGeneral(
-          (heads, c.head_dim), use_bias=c.qkv_bias, dtype=dtype, param_dtype=pdtype, name=name,
-          kernel_init=_param(init, "embed", heads_axis, "head_dim"),
-          bias_init=_param(nn.initializers.zeros, heads_axis, "head_dim"))(x)
-
-    q = apply_rope(proj("q_proj", c.num_heads, "heads"), cos, sin)
-    k = apply_rope(proj("k_proj", c.num_kv_heads, "kv_heads"), cos, sin)
-    v = proj("v_proj", c.num_kv_heads, "kv_heads")
+    dtype = jnp.dtype(c.dtype)
+    q = apply_rope(HeadsProjection(c.num_heads, "heads", c, name="q_proj")(x), cos, sin)
+    k = apply_rope(HeadsProjection(c.num_kv_heads, "kv_heads", c, name="k_proj")(x), cos, sin)
+    v = HeadsProjection(c.num_kv_heads, "kv_heads", c, name="v_proj")(x)
 
     new_cache = None
     if layer_cache is not None:
       # Write this chunk's keys/values at slots [offset, offset + S) and attend over the whole cache.
-      k = jax.lax.dynamic_update_slice_in_dim(layer_cache[0], k.astype(layer_cache[0].dtype),
-                                              cache_offset, axis=1)
-      v = jax.lax.dynamic_update_slice_in_dim(layer_cache[1], v.astype(layer_cache[1].dtype),
-                                              cache_offset, axis=1)
+      kv_axes = ("batch", "length", "kv_heads", "head_dim")
+      k = nn.with_logical_constraint(jax.lax.dynamic_update_slice_in_dim(
+          layer_cache[0], k.astype(layer_cache[0].dtype), cache_offset, axis=1), kv_axes)
+      v = nn.with_logical_constraint(jax.lax.dynamic_update_slice_in_dim(
+          layer_cache[1], v.astype(layer_cache[1].dtype), cache_offset, axis=1), kv_axes)
       new_cache = (k, v)
 
     b, s = q.shape[:2]
@@ -115,11 +162,9 @@ class Attention(nn.Module):
     scores = jnp.where(attn_mask[:, None, None, :, :], scores, _MASKED)
     probs = jax.nn.softmax(scores, axis=-1).astype(dtype)
     out = jnp.einsum("bngst,btnd->bsngd", probs, v.astype(dtype))
-    out = out.reshape(b, s, c.num_heads, c.head_dim)
-    out = nn.DenseGeneral(
-        c.hidden_size, axis=(-2, -1), use_bias=False, dtype=dtype, param_dtype=pdtype,
-        name="o_proj", kernel_init=_param(init, "heads", "head_dim", "embed"))(out)
-    return out, new_cache
+    out = nn.with_logical_constraint(out.reshape(b, s, c.num_heads, c.head_dim),
+                                     ("batch", "length", "heads", "head_dim"))
+    return OutProjection(c, name="o_proj")(out), new_cache
 
 
 class MLP(nn.Module):
@@ -133,7 +178,8 @@ class MLP(nn.Module):
         kernel_init=_param(nn.initializers.normal(0.02), *axes), name=name)
     gate = dense(c.intermediate_size, ("embed", "mlp"), "gate_proj")(x)
     up = dense(c.intermediate_size, ("embed", "mlp"), "up_proj")(x)
-    return dense(c.hidden_size, ("mlp", "embed"), "down_proj")(nn.silu(gate) * up)
+    hidden = nn.with_logical_constraint(nn.silu(gate) * up, ("batch", "length", "mlp"))
+    return dense(c.hidden_size, ("mlp", "embed"), "down_proj")(hidden)
 
 
 class DecoderLayer(nn.Module):
@@ -235,7 +281,8 @@ class Decoder(nn.Module):
       out = self.embed_tokens.attend(hidden)
     else:
       out = self.lm_head(hidden)
-    return out.astype(jnp.float32)
+    axes = ("batch",) + ("length",) * (out.ndim - 2) + ("vocab",)
+    return nn.with_logical_constraint(out.astype(jnp.float32), axes)
 
 
 def init_cache(config: DecoderConfig, batch: int, length: int, dtype=None) -> KVCache:

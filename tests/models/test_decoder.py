@@ -205,5 +205,59 @@ def test_sharded_load_and_forward_match_single_device(tiny_hf):
                                                 valid, method=Decoder.forward_logits))
     np.testing.assert_allclose(np.asarray(f(sharded)), np.asarray(jax.device_get(f(params))),
                                atol=1e-5)
+    # Under the mesh + rules context (activation constraints on; the params' boxed inits, which
+    # the apply's shape check traces, broke there with DenseGeneral's 2-D boxes) it is the same.
+    import flax.linen as nn
+    from prime_jax.sharding import DEFAULT_RULES, activation_rules, rules_for_mesh
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules_for_mesh(DEFAULT_RULES, mesh)):
+      np.testing.assert_allclose(np.asarray(f(sharded)), np.asarray(f(params)), atol=1e-5)
+    def constrained(p):
+      with activation_rules(mesh, DEFAULT_RULES):
+        return f(p)
+    np.testing.assert_allclose(np.asarray(jax.jit(constrained)(sharded)),
+                               np.asarray(jax.device_get(f(params))), atol=1e-5)
     print("ok")
   """)
+
+
+def _constraints(jaxpr, found=None):
+  """(operand shape, PartitionSpec) of every sharding constraint in a jaxpr, sub-jaxprs included."""
+  found = [] if found is None else found
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == "sharding_constraint":
+      found.append((eqn.invars[0].aval.shape, eqn.params["sharding"].spec))
+    for value in eqn.params.values():
+      for sub in value if isinstance(value, (list, tuple)) else [value]:
+        sub = getattr(sub, "jaxpr", sub)
+        if hasattr(sub, "eqns"):
+          _constraints(sub, found)
+  return found
+
+
+def test_activation_constraints_follow_the_rules():
+  """Traced under `activation_rules`, the decoder constrains its activations as the rules say
+  (an abstract 2x2x2 mesh: no devices needed); outside it, it constrains nothing."""
+  from jax.sharding import PartitionSpec as P
+  from prime_jax.models import DecoderConfig, init_params
+  from prime_jax.sharding import DEFAULT_RULES, activation_rules
+  config = DecoderConfig(vocab_size=32, hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2,
+                         head_dim=8, intermediate_size=64, max_position_embeddings=64)
+  params = init_params(config, jax.random.key(0))
+  tokens, valid = jnp.zeros((4, 8), jnp.int32), jnp.ones((4, 8), bool)
+  mesh = jax.sharding.AbstractMesh((2, 2, 2), ("data", "fsdp", "tensor"))
+
+  def logits(p, mesh):
+    with activation_rules(mesh, DEFAULT_RULES):
+      return Decoder(config).apply({"params": p}, tokens, positions_from_mask(valid), valid,
+                                   method=Decoder.forward_logits)
+
+  found = set(_constraints(jax.make_jaxpr(lambda p: logits(p, mesh))(params).jaxpr))
+  rows = ("data", "fsdp")
+  assert found == {
+      ((4, 8, 32), P(rows, None, None)),               # residual stream
+      ((4, 8, 4, 8), P(rows, None, "tensor", None)),   # q, attention output: heads
+      ((4, 8, 2, 8), P(rows, None, "tensor", None)),   # k, v: kv heads
+      ((4, 8, 64), P(rows, None, "tensor")),           # MLP hidden
+      ((4, 8, 32), P(rows, None, "tensor")),           # logits: vocab
+  }, found
+  assert not _constraints(jax.make_jaxpr(lambda p: logits(p, None))(params).jaxpr)
