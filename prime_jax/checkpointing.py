@@ -14,6 +14,8 @@ from typing import Any, Optional
 import jax
 import orbax.checkpoint as ocp
 
+from prime_jax import paths
+
 
 class CheckpointMismatchError(ValueError):
     """A checkpoint whose arrays do not fit the configured model."""
@@ -39,11 +41,12 @@ def _shape_mismatches(saved, expected, prefix: str) -> list[str]:
 
 
 class Checkpointer:
-    """Keeps the last `keep` checkpoints of a run under `directory`."""
+    """Keeps the last `keep` checkpoints of a run under `directory` (local or gs://...)."""
 
     def __init__(self, directory: str, *, keep: int = 3, async_save: bool = True):
+        # A local path is made absolute; os.path.abspath would turn gs://b/x into CWD/gs:/b/x.
         self.manager = ocp.CheckpointManager(
-            os.path.abspath(directory),
+            directory if paths.is_remote(directory) else os.path.abspath(directory),
             options=ocp.CheckpointManagerOptions(max_to_keep=keep,
                                                  enable_async_checkpointing=async_save),
             item_handlers={"policy": ocp.StandardCheckpointHandler(),

@@ -3,7 +3,8 @@
 Host-side orchestration around the jitted sampler: prompts come from the refill buffer first, then
 the data iterator; each round samples n responses per prompt, grades them with the verifier
 registry and keeps the groups whose mean accuracy lies in [lo, hi]. Rounds repeat until B groups
-passed; passing groups beyond B go back to the buffer as prompts (re-sampled next step).
+passed; passing groups beyond B go back to the buffer (re-sampled next step). Prompts are held as
+their records' positions in the train split, so the buffer is a list of integers.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 
 from prime_jax import verifiers
 from prime_jax.data import Prompt, PromptEncoder, PromptIterator, Record
+from prime_jax.distributed import ProcessGroup, process_group, to_host
 from prime_jax.sampling import SampleOutput, SamplingConfig, sample
 from prime_jax.scoring import pad_sequences
 
@@ -55,7 +57,7 @@ def grade_responses(records: Sequence[Record], texts: Sequence[str], n: int
 @dataclasses.dataclass
 class RolloutBatch:
     """B kept groups, N = B * n rows, as host numpy arrays (the update step's batch layout)."""
-    prompts: list[Prompt]
+    record_indices: list[int]    # [B] positions in the train split of the groups' records
     prompt_tokens: np.ndarray    # [N, P] int32, left-padded
     prompt_mask: np.ndarray      # [N, P] bool
     response_tokens: np.ndarray  # [N, T] int32, right-padded
@@ -74,49 +76,109 @@ def _take_rows(arrays: dict, rows: np.ndarray) -> dict:
     return {k: v[rows] for k, v in arrays.items()}
 
 
+def merge_grader_metrics(parts: Sequence[dict]) -> tuple[np.ndarray, dict]:
+    """(scores, grader metrics) of a round from each process's {"scores", "abilities",
+    "metrics"} for its rows (in process order): what one process grading every row reports.
+    Counts add up, times are the slowest process's, mean scores are recomputed from the rows."""
+    if len(parts) == 1:
+        return np.asarray(parts[0]["scores"], np.float32), dict(parts[0]["metrics"])
+    scores = np.concatenate([np.asarray(p["scores"], np.float32) for p in parts])
+    abilities = np.asarray([a for p in parts for a in p["abilities"]])
+    merged: dict = {}
+    for part in parts:
+        for key, value in part["metrics"].items():
+            field = key.rsplit("/", 1)[1]
+            if key not in merged:
+                merged[key] = value
+            elif field in ("wall_s", "max_item_s"):
+                merged[key] = max(merged[key], value)
+            elif field not in ("items_per_s", "mean_score"):
+                merged[key] += value
+    for key in merged:
+        prefix, field = key.rsplit("/", 1)
+        if field == "mean_score":
+            rows = abilities == prefix.split("/", 1)[1]
+            merged[key] = float(scores[rows].mean()) if rows.any() else 0.0
+        elif field == "items_per_s":
+            wall = merged.get(prefix + "/wall_s", 0.0)
+            merged[key] = merged[prefix + "/items"] / wall if wall > 0 else 0.0
+    return scores, merged
+
+
 def collect_rollouts(params, *, model_config, tokenizer, encoder: PromptEncoder,
-                     iterator: PromptIterator, buffer: list[Prompt], rl, key: jax.Array,
-                     sample_fn: Callable[..., SampleOutput] = sample
-                     ) -> tuple[RolloutBatch, list[Prompt], dict]:
+                     iterator: PromptIterator, buffer: Sequence[int], rl, key: jax.Array,
+                     sample_fn: Callable[..., SampleOutput] = sample,
+                     processes: Optional[ProcessGroup] = None
+                     ) -> tuple[RolloutBatch, list[int], dict]:
     """Samples until `rl.batch_prompts` groups pass the filter.
 
+    Prompts are positions in `iterator.source`. With several processes, every process walks
+    the same positions and takes the same decisions; each reads, encodes and grades only its
+    share of a round's prompts (`processes.share`), and the prompt tokens, the prompts' lengths
+    and the scores are exchanged, so the result is the same for any number of processes.
+
     Args:
-      params: policy params. buffer: prompts held over from the last step (used first).
+      params: policy params. buffer: source positions of prompts held over from the last step
+        (used first).
       key: this step's PRNG key; round r samples with fold_in(key, r).
+      processes: the run's processes (default: JAX's).
     Returns:
       (batch, the new refill buffer, metrics of the rounds: counts, pass rate, accuracy of all
       samples, grader stats).
     """
+    processes = processes or process_group()
     n, want = rl.n_samples, rl.sample_batch_prompts or rl.batch_prompts
     sampling = SamplingConfig(max_new_tokens=rl.max_new_tokens, temperature=rl.temperature,
                               top_p=rl.top_p, top_k=rl.top_k, n_samples=n,
                               eos_ids=tuple(tokenizer.eos_ids), pad_id=tokenizer.pad_id,
                               prompt_buckets=(rl.max_prompt_len,))
+    encoded: dict[int, Prompt] = {}  # this process's prompts, by source position
+
+    def encode(positions: Sequence[int]) -> list[Prompt]:
+        missing = [i for i in dict.fromkeys(positions) if i not in encoded]
+        for i, record in zip(missing, iterator.read(missing)):
+            encoded[i] = encoder.encode(record)
+        return [encoded[i] for i in positions]
+
+    def prompt_lengths(positions: list[int]) -> list[int]:
+        mine = [positions[j] for j in processes.share(len(positions))]
+        parts = processes.allgather([len(p.token_ids) for p in encode(mine)])
+        return [length for part in parts for length in part]
+
     buffer = list(buffer)
-    kept_prompts: list[Prompt] = []
+    kept_positions: list[int] = []
     kept_rows: list[dict] = []
     kept_texts: list[str] = []
-    surplus: list[Prompt] = []
+    surplus: list[int] = []
     sampled_acc, dropped, rounds, empty = [], 0, 0, 0
     grader_metrics: dict = {}
     seconds = {"sampling": 0.0, "grading": 0.0}
     tokens_sampled = 0
-    while len(kept_prompts) < rl.batch_prompts:
-        prompts, buffer = buffer[:want], buffer[want:]
-        drawn, num_dropped = encoder.draw(iterator, want - len(prompts))
-        prompts += drawn
+    while len(kept_positions) < rl.batch_prompts:
+        positions, buffer = buffer[:want], buffer[want:]
+        drawn, num_dropped = encoder.draw_positions(iterator, want - len(positions),
+                                                    lengths=prompt_lengths)
+        positions += drawn
         dropped += num_dropped
-        tokens, valid = pad_sequences([p.token_ids for p in prompts], length=rl.max_prompt_len,
+        mine = processes.share(len(positions))  # the groups this process reads and grades
+        own = encode([positions[g] for g in mine])
+        tokens, valid = pad_sequences([p.token_ids for p in own], length=rl.max_prompt_len,
                                       pad_id=tokenizer.pad_id, left=True)
+        tokens, valid = processes.allgather_rows(tokens), processes.allgather_rows(valid)
         start = time.perf_counter()
-        out = jax.device_get(sample_fn(params, tokens, valid, jax.random.fold_in(key, rounds),
-                                       model_config=model_config, config=sampling))
+        out = sample_fn(params, tokens, valid, jax.random.fold_in(key, rounds),
+                        model_config=model_config, config=sampling)
+        out = SampleOutput(*(to_host(x) for x in out))
         seconds["sampling"] += time.perf_counter() - start
         start = time.perf_counter()
         lengths = np.asarray(out.lengths)
         tokens_sampled += int(lengths.sum())
         texts = [tokenizer.decode(row[:length]) for row, length in zip(out.tokens, lengths)]
-        acc, grader_metrics = grade_responses([p.record for p in prompts], texts, n)
+        records = [p.record for p in own]
+        own_acc, own_metrics = grade_responses(records, texts[mine.start * n:mine.stop * n], n)
+        acc, grader_metrics = merge_grader_metrics(processes.allgather(dict(
+            scores=own_acc.tolist(), abilities=np.repeat([r.ability for r in records], n).tolist(),
+            metrics=own_metrics)))
         seconds["grading"] += time.perf_counter() - start
         sampled_acc.append(acc)
         truncated = None
@@ -137,19 +199,19 @@ def collect_rollouts(params, *, model_config, tokenizer, encoder: PromptEncoder,
                       prompt_mask=np.repeat(valid, n, axis=0), response_tokens=out.tokens,
                       response_mask=out.mask, old_logp=out.logprobs, acc=acc)
         for g in passed:
-            if len(kept_prompts) < rl.batch_prompts:
+            if len(kept_positions) < rl.batch_prompts:
                 rows = np.arange(g * n, (g + 1) * n)
-                kept_prompts.append(prompts[g])
+                kept_positions.append(positions[g])
                 kept_rows.append(_take_rows(arrays, rows))
                 kept_texts += [texts[i] for i in rows]
             else:
-                surplus.append(prompts[g])
-    batch = RolloutBatch(kept_prompts, texts=kept_texts, **{
+                surplus.append(positions[g])
+    batch = RolloutBatch(kept_positions, texts=kept_texts, **{
         k: np.concatenate([r[k] for r in kept_rows]) for k in kept_rows[0]})
     all_acc = np.concatenate(sampled_acc)
     metrics = dict(grader_metrics, **{
         "rollout/rounds": rounds, "rollout/prompts_sampled": rounds * want,
-        "rollout/filter_pass_rate": (len(kept_prompts) + len(surplus)) / (rounds * want),
+        "rollout/filter_pass_rate": (len(kept_positions) + len(surplus)) / (rounds * want),
         "rollout/acc_all_samples": float(all_acc.mean()),
         "rollout/prompts_dropped_too_long": dropped, "rollout/refill_buffer": len(buffer + surplus),
         "rollout/tokens_sampled": tokens_sampled,

@@ -46,9 +46,11 @@ from ml_collections import config_flags
 
 from prime_jax import configs, verifiers
 from prime_jax.data import PromptEncoder, PromptFormat, Record
+from prime_jax.distributed import to_host
 from prime_jax.models import DecoderConfig, init_params, save_hf_checkpoint
 from prime_jax.sampling import SamplingConfig, sample
 from prime_jax.scoring import pad_sequences, token_logprobs
+from prime_jax.sharding import DEFAULT_RULES, sampler_rules
 from prime_jax.tasks import get_task
 from prime_jax.tokenizer import Tokenizer, load_tokenizer
 
@@ -168,24 +170,28 @@ def make_train_step(model_config: DecoderConfig, optimizer: optax.GradientTransf
 
 
 def generate(params, model_config: DecoderConfig, tokenizer: Tokenizer, prompts: list[list[int]],
-             sampling: SamplingConfig, key: jax.Array, batch_size: int) -> list[str]:
-  """Decoded responses, `sampling.n_samples` per prompt (prompt-major), in fixed-size batches."""
+             sampling: SamplingConfig, key: jax.Array, batch_size: int,
+             rules=DEFAULT_RULES) -> list[str]:
+  """Decoded responses, `sampling.n_samples` per prompt (prompt-major), in fixed-size batches.
+  `rules`: the sampler's layout on the params' mesh (see `prime_jax.sampling.sample`)."""
   texts = []
   for b, start in enumerate(range(0, len(prompts), batch_size)):
     chunk = prompts[start:start + batch_size]
     padded = chunk + [chunk[0]] * (batch_size - len(chunk))  # one shape: one compile
     tokens, valid = pad_sequences(padded, pad_id=tokenizer.pad_id, left=True)
     out = sample(params, tokens, valid, jax.random.fold_in(key, b), model_config=model_config,
-                 config=sampling)
-    rows = np.asarray(out.tokens)[:len(chunk) * sampling.n_samples]
-    lengths = np.asarray(out.lengths)
+                 config=sampling, rules=rules)
+    # to_host: with several processes the sampled rows are spread over all of them.
+    rows = to_host(out.tokens)[:len(chunk) * sampling.n_samples]
+    lengths = to_host(out.lengths)
     texts += [tokenizer.decode(row[:n]) for row, n in zip(rows, lengths)]
   return texts
 
 
 def evaluate(params, model_config: DecoderConfig, tokenizer: Tokenizer, records: list[Record],
              config: ml_collections.ConfigDict, key: jax.Array) -> dict:
-  """Greedy accuracy, sampled accuracy and the online filter's pass share on `records`."""
+  """Greedy accuracy, sampled accuracy and the online filter's pass share on `records`, sampled
+  in the config's sampler layout (`sampler_rules`)."""
   if config.eval.num_prompts:
     records = records[:config.eval.num_prompts]
   encoder = prompt_encoder(config, tokenizer)
@@ -196,11 +202,12 @@ def evaluate(params, model_config: DecoderConfig, tokenizer: Tokenizer, records:
   common = dict(max_new_tokens=config.eval.max_new_tokens, eos_ids=tokenizer.eos_ids,
                 pad_id=tokenizer.pad_id)
   batch_size = min(config.eval.batch_size, len(prompts))
+  rules = sampler_rules(config)
   greedy = generate(params, model_config, tokenizer, prompts,
-                    SamplingConfig(temperature=0.0, **common), key, batch_size)
+                    SamplingConfig(temperature=0.0, **common), key, batch_size, rules)
   sampled = generate(params, model_config, tokenizer, prompts,
                      SamplingConfig(temperature=rl.temperature, top_p=rl.top_p, top_k=rl.top_k,
-                                    n_samples=n, **common), key, batch_size)
+                                    n_samples=n, **common), key, batch_size, rules)
   greedy_acc = np.asarray(verifiers.grade(ability, greedy, truths), np.float64)
   sampled_acc = np.asarray(verifiers.grade(ability, sampled, np.repeat(truths, n).tolist()),
                            np.float64).reshape(len(prompts), n)

@@ -5,13 +5,24 @@ PRM, advantages, PPO) -> eval every `eval_every` steps -> orbax checkpoint every
 Without --config it runs the embedded default (`prime_jax.configs.arithmetic_config()`): SFT of a
 tiny model on the synthetic arithmetic task, then PRIME, on a CPU. Re-running with the same
 --workdir resumes from the last checkpoint and reproduces the uninterrupted run's metrics.
+
+Several processes (hosts) run the same command (`prime_jax.distributed`: --coordinator_address,
+--num_processes, --process_id, or auto-detected on Cloud TPU VMs) on a --workdir they all see.
+They walk the same prompt order, each reading and grading its share of every sampling round, and
+take the same decisions from the exchanged results, so the metrics equal a single-process run's
+on as many devices. Process 0 writes the data, the SFT model, metrics, summaries and exports;
+orbax checkpoints are saved and restored by all.
+
+The workdir may be local or on GCS (`--workdir=gs://BUCKET/run`, which needs `pip install gcsfs`;
+see `prime_jax.paths`): then every process keeps its own local copy of the built-in task's data
+and of the SFT model, and the rest lives in the bucket.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
+import functools
 import math
 import os
 import shutil
@@ -19,20 +30,22 @@ import sys
 import time
 
 import jax
-import numpy as np
 from absl import app, flags, logging
+from etils import epath
 from ml_collections import config_flags
 
-from prime_jax.algo.update_step import (make_update_step, policy_optimizer, prm_optimizer,
-                                        update_step_shardings, uses_prm)
+from prime_jax import distributed, paths
+from prime_jax.algo.update_step import (forward_passes, make_update_step, policy_optimizer,
+                                        prm_optimizer, reference_params, update_step_shardings)
 from prime_jax.checkpointing import Checkpointer
-from prime_jax.data import (Prompt, PromptEncoder, PromptFormat, PromptIterator, Record,
-                            load_split, write_records)
+from prime_jax.data import PromptEncoder, PromptFormat, PromptIterator, load_split, write_records
 from prime_jax.data.storage import split_names
 from prime_jax.metrics_log import MetricsLog
 from prime_jax.models import load_hf_checkpoint, read_hf_config, save_hf_checkpoint
 from prime_jax.rollout import collect_rollouts
-from prime_jax.sharding import DEFAULT_RULES, make_mesh, param_shardings
+from prime_jax.sampling import sample
+from prime_jax.sharding import (make_mesh, param_shardings, reshard_params, sampler_rules,
+                                training_rules)
 from prime_jax.tasks import get_task, task_names
 from prime_jax.tokenizer import load_tokenizer
 from prime_jax.train_state import create_train_state
@@ -60,10 +73,50 @@ class Run:
     mesh: object
 
 
+def _remote_sft(config, workdir: str) -> str:
+    """The SFT stage when its checkpoint goes to a remote place (a gs:// workdir or
+    sft.checkpoint): process 0 trains it in a local scratch directory and copies it up, SFT_INFO
+    last (its presence marks a finished checkpoint); a later run, and every other process, copies
+    the finished one down. Returns the local copy, which the run reads its models from."""
+    from prime_jax.sft import SFT_INFO, run_sft
+    remote = epath.Path(config.sft.checkpoint or epath.Path(workdir) / "sft")
+    local_config = config.copy_and_resolve_references()
+    local_config.sft.checkpoint = os.path.join(paths.scratch_dir("sft"), "sft")
+    if distributed.is_primary():
+        finished = (remote / SFT_INFO).exists()
+        if finished:
+            paths.copy_tree(remote, local_config.sft.checkpoint)
+        checkpoint = run_sft(local_config, workdir)  # trains, or checks the copy's settings
+        if not finished:
+            paths.copy_tree(checkpoint, remote, last=(SFT_INFO,))
+    distributed.barrier("sft")
+    if not distributed.is_primary():
+        if not (remote / SFT_INFO).exists():
+            raise FileNotFoundError(f"process {jax.process_index()}: no finished SFT checkpoint "
+                                    f"at {remote} after process 0 wrote it")
+        paths.copy_tree(remote, local_config.sft.checkpoint)
+        checkpoint = run_sft(local_config, workdir)  # reuses it (after checking its settings)
+    return str(checkpoint)
+
+
 def _initial_checkpoint(config, workdir: str) -> str:
+    if config.sft.enabled and paths.is_remote(config.sft.checkpoint or workdir):
+        return _remote_sft(config, workdir)
     if config.sft.enabled:
-        from prime_jax.sft import run_sft  # trains (or reuses) the SFT model the run starts from
-        return str(run_sft(config, workdir))
+        from prime_jax.sft import is_finished, run_sft, sft_checkpoint_dir
+        # Trains (or reuses) the SFT model the run starts from: process 0 only, the others wait
+        # for it and then reuse what it wrote.
+        if distributed.is_primary():
+            checkpoint = run_sft(config, workdir)
+        distributed.barrier("sft")
+        if not distributed.is_primary():
+            if not is_finished(sft_checkpoint_dir(config, workdir)):
+                raise FileNotFoundError(
+                    f"process {jax.process_index()}: no finished SFT checkpoint at "
+                    f"{sft_checkpoint_dir(config, workdir)} after process 0 wrote it; every "
+                    "process needs the same --workdir (and sft.checkpoint) on a shared filesystem")
+            checkpoint = run_sft(config, workdir)  # reuses it (after checking its settings)
+        return str(checkpoint)
     if not config.policy.checkpoint:
         raise ValueError("config.policy.checkpoint is empty and config.sft.enabled is False: "
                          "nothing to start RL from")
@@ -71,29 +124,40 @@ def _initial_checkpoint(config, workdir: str) -> str:
 
 
 def _data(config, workdir: str):
-    """(train source, eval records) for this process: a built-in task's generated records
-    (stored once under workdir/data through tfds) or a prepared data dir."""
+    """(train source, eval records): a built-in task's generated records (stored once under
+    workdir/data through tfds, by process 0) or a prepared data dir. The train source is the
+    whole split, opened for random access: each process reads only the records it uses.
+
+    tfds's ArrayRecord files are written and read on a local disk: with a remote (gs://) workdir
+    every process writes the built-in task's records (a function of the config and seed) to its
+    own local scratch directory, and a prepared data dir must be a local path."""
     task = config.task
-    process = dict(process_index=jax.process_index(), process_count=jax.process_count())
+    if task.data_dir and paths.is_remote(task.data_dir):
+        raise ValueError(f"config.task.data_dir={task.data_dir!r}: prepared data is read from a "
+                         "local directory; copy it to each host (`gcloud storage cp -r "
+                         f"{task.data_dir} DIR`) and pass --config.task.data_dir=DIR")
     if task.name in task_names():
-        data_dir = task.data_dir or os.path.join(workdir, "data")
-        if set(split_names(data_dir)) < {task.train_split, task.eval_split}:
+        per_process = not task.data_dir and paths.is_remote(workdir)
+        data_dir = (paths.scratch_dir("data") if per_process
+                    else task.data_dir or os.path.join(workdir, "data"))
+        if (per_process or distributed.is_primary()) and not (
+                set(split_names(data_dir)) >= {task.train_split, task.eval_split}):
             splits = get_task(task.name).make_splits(task, config.seed)
-            if jax.process_index() == 0:
-                write_records(splits["train"], data_dir, task.train_split, overwrite=True)
-                write_records(splits["eval"], data_dir, task.eval_split, overwrite=True)
+            write_records(splits["train"], data_dir, task.train_split, overwrite=True)
+            write_records(splits["eval"], data_dir, task.eval_split, overwrite=True)
+        distributed.barrier("task_data")
     else:
         if not task.data_dir:
             raise ValueError(f"config.task.data_dir is empty (task {task.name!r}); prepare one "
                              "with `python -m prime_jax.data.prepare`")
         data_dir = task.data_dir
-    train = load_split(data_dir, task.train_split, **process)
+    train = load_split(data_dir, task.train_split)
     eval_records = list(load_split(data_dir, task.eval_split))
     return train, eval_records
 
 
 def setup(config, workdir: str) -> Run:
-    os.makedirs(workdir, exist_ok=True)
+    epath.Path(workdir).mkdir(parents=True, exist_ok=True)
     checkpoint_dir = _initial_checkpoint(config, workdir)
     tokenizer = load_tokenizer(config.tokenizer or checkpoint_dir)
     train, eval_records = _data(config, workdir)
@@ -111,7 +175,7 @@ def setup(config, workdir: str) -> Run:
 
 
 def _load_params(run: Run, directory: str):
-    rules = tuple(run.config.sharding_rules) or DEFAULT_RULES
+    rules = training_rules(run.config)
     shardings = param_shardings(run.model_config, run.mesh, rules)
     config, params = load_hf_checkpoint(directory, shardings=shardings,
                                         dtype=run.model_config.dtype,
@@ -132,26 +196,29 @@ def initial_states(run: Run, shardings: dict):
         prm_params = _load_params(run, run.config.prm.checkpoint or run.checkpoint_dir)
         prm = jax.device_put(create_train_state(prm_params, prm_optimizer(rl)), shardings["prm"])
     if shardings["ref"] is not None:
-        # A frozen copy of the initial policy: the policy state's buffers are donated each step.
-        ref = jax.tree_util.tree_map(lambda x: x.copy(), params)
+        # A frozen copy of the initial policy (the policy state's buffers are donated each step),
+        # in config.ref.param_dtype, in host memory with config.ref.offload.
+        ref = reference_params(params, run.config, shardings["ref"])
     return policy, prm, ref
 
 
 def evaluate(run: Run, params, key) -> dict:
     """eval/ metrics: greedy pass@1 and the mean accuracy of temperature-1 samples."""
     from prime_jax.sft import evaluate as evaluate_records
+    params = reshard_params(params, run.model_config, run.mesh, sampler_rules(run.config))
     results = evaluate_records(params, run.model_config, run.tokenizer, run.eval_records,
                                run.config, key)
     return {f"eval/{k}": v for k, v in results.items() if isinstance(v, (int, float))}
 
 
-def _prompt_to_json(prompt: Prompt) -> dict:
-    return {"record": dataclasses.asdict(prompt.record), "text": prompt.text,
-            "token_ids": list(prompt.token_ids)}
-
-
-def _prompt_from_json(d: dict) -> Prompt:
-    return Prompt(Record(**d["record"]), d["text"], tuple(d["token_ids"]))
+def _buffer_from_state(state: dict, num_records: int) -> list[int]:
+    """The refill buffer of a checkpoint's run state: positions of records in the train split."""
+    buffer = state["buffer"]
+    if not all(isinstance(i, int) and 0 <= i < num_records for i in buffer):
+        raise ValueError("the checkpoint's refill buffer is not a list of train-split positions "
+                         f"(got {str(buffer)[:120]}); it was written by an older prime-jax, whose "
+                         "buffer held whole prompts: resume it with that version or start anew")
+    return list(buffer)
 
 
 def _check_finite(step: int, metrics: dict, checkpointer: Checkpointer) -> None:
@@ -165,15 +232,24 @@ def _check_finite(step: int, metrics: dict, checkpointer: Checkpointer) -> None:
 
 
 def _export(run: Run, policy, prm) -> None:
+    """HF checkpoints of the final models, written by process 0 (every process calls this: params
+    spread over several processes are gathered first). For a remote workdir they are written to
+    a local scratch directory and copied up."""
     for name, state in (("policy", policy), ("prm", prm)):
         if state is None:
             continue
+        params = distributed.tree_to_host(state.params)
+        if not distributed.is_primary():
+            continue
         out = os.path.join(run.workdir, "export", name)
-        save_hf_checkpoint(out, run.model_config, state.params)
+        local = paths.scratch_dir("export") if paths.is_remote(out) else out
+        save_hf_checkpoint(local, run.model_config, params)
         for f in _TOKENIZER_FILES:
             src = os.path.join(run.checkpoint_dir, f)
             if os.path.exists(src):
-                shutil.copy(src, out)
+                shutil.copy(src, local)
+        if local != out:
+            paths.copy_tree(local, out)
 
 
 def _summary_table(first: dict, last: dict) -> str:
@@ -197,41 +273,49 @@ def train(config, workdir: str) -> dict:
     policy, prm, ref = initial_states(run, shardings)
     step_fn = make_update_step(config, run.mesh, run.model_config)
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.keep_ckpts)
-    log = MetricsLog(workdir, enabled=jax.process_index() == 0)
+    log = MetricsLog(workdir, enabled=distributed.is_primary())
     base_key = jax.random.key(config.seed)
-    buffer: list[Prompt] = []
+    buffer: list[int] = []  # positions of held-over prompts in the train split
     start = checkpointer.latest_step()
     if start is None:
-        if os.path.exists(log.path):
-            os.remove(log.path)  # metrics of a run that died before its first checkpoint
+        log.remove()  # metrics of a run that died before its first checkpoint
         first_eval = evaluate(run, policy.params, jax.random.fold_in(base_key, 0))
         log.write(0, first_eval)
         checkpointer.save(0, policy, prm, dict(iterator=run.iterator.state(), buffer=[],
-                                               first_eval=first_eval))
-        start = 0
+                                               first_eval=first_eval, last_eval=first_eval))
+        start, last_eval = 0, first_eval
     else:
         abstract = lambda s: None if s is None else jax.tree_util.tree_map(
             lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), s)
         policy, prm, state = checkpointer.restore(start, abstract(policy), abstract(prm))
         run.iterator.restore(state["iterator"])
-        buffer = [_prompt_from_json(p) for p in state["buffer"]]
+        buffer = _buffer_from_state(state, len(run.iterator.source))
         first_eval = state["first_eval"]
+        # The latest eval: a rerun of a finished workdir reports the run's table, not step 0's.
+        last_eval = state.get("last_eval", first_eval)
         log.truncate_after(start)
         logging.info("resumed from step %d", start)
 
-    last_eval = first_eval
+    # PRM and policy update run in one compiled graph: split its time by their forward passes.
+    passes = forward_passes(rl)
+    prm_share = sum(c for phase, _, c in passes if phase == "prm") / sum(c for *_, c in passes)
+    checkpoint_s = 0.0
+    sampler_layout = sampler_rules(config)
     bar = tqdm(total=config.total_steps, initial=start, desc="PRIME", dynamic_ncols=True,
                disable=jax.process_index() != 0)
     try:
         for step in range(start + 1, config.total_steps + 1):
             t0 = time.perf_counter()
             key = jax.random.fold_in(base_key, step)
+            # The sampler's layout of the params (a device-to-device reshard; the same arrays
+            # when sampler_rules are the training rules).
             batch, buffer, metrics = collect_rollouts(
-                policy.params, model_config=run.model_config, tokenizer=run.tokenizer,
-                encoder=run.encoder, iterator=run.iterator, buffer=buffer, rl=rl,
-                key=jax.random.fold_in(key, 0))
+                reshard_params(policy.params, run.model_config, run.mesh, sampler_layout),
+                model_config=run.model_config, tokenizer=run.tokenizer, encoder=run.encoder,
+                iterator=run.iterator, buffer=buffer, rl=rl, key=jax.random.fold_in(key, 0),
+                sample_fn=functools.partial(sample, rules=sampler_layout))
             t1 = time.perf_counter()
-            inputs = jax.device_put(batch.update_inputs(), shardings["batch"])
+            inputs = distributed.host_to_global(batch.update_inputs(), shardings["batch"])
             policy, prm, step_metrics = step_fn(policy, prm, ref, inputs, jax.random.fold_in(key, 1))
             metrics.update({k: float(v) for k, v in jax.device_get(step_metrics).items()})
             t2 = time.perf_counter()
@@ -241,12 +325,17 @@ def train(config, workdir: str) -> dict:
                 metrics.update(last_eval)
             t3 = time.perf_counter()
             metrics.update({"time/update": t2 - t1, "time/eval": t3 - t2, "time/step": t3 - t0,
+                            "time/prm_est": (t2 - t1) * prm_share,
+                            "time/policy_est": (t2 - t1) * (1 - prm_share),
+                            "time/checkpoint": checkpoint_s,  # the last step's save, blocking part
                             "time/tokens_per_s": metrics["rollout/tokens_sampled"] / (t3 - t0)})
             log.write(step, metrics)  # before the save: a crash in between re-runs this step
+            checkpoint_s = 0.0
             if step % config.ckpt_every == 0 or step == config.total_steps:
                 checkpointer.save(step, policy, prm, dict(
-                    iterator=run.iterator.state(), buffer=[_prompt_to_json(p) for p in buffer],
-                    first_eval=first_eval))
+                    iterator=run.iterator.state(), buffer=buffer, first_eval=first_eval,
+                    last_eval=last_eval))
+                checkpoint_s = time.perf_counter() - t3
             bar.update(1)
             bar.set_postfix(reward=f"{metrics['acc_mean']:.2f}",
                             acc=f"{metrics['rollout/acc_all_samples']:.2f}",
@@ -257,11 +346,10 @@ def train(config, workdir: str) -> dict:
         checkpointer.wait()
         checkpointer.close()
         log.close()
-    if jax.process_index() == 0:
-        _export(run, policy, prm)
+    _export(run, policy, prm)
+    if distributed.is_primary():
         table = _summary_table(first_eval, last_eval)
-        with open(os.path.join(workdir, "summary.md"), "w") as f:
-            f.write(table + "\n")
+        (epath.Path(workdir) / "summary.md").write_text(table + "\n")
         print(table)
     return {"first_eval": first_eval, "last_eval": last_eval}
 
@@ -293,6 +381,11 @@ def _parse_flags(argv: list[str]) -> list[str]:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    try:
+        distributed.initialize(flags.FLAGS.coordinator_address, flags.FLAGS.num_processes,
+                               flags.FLAGS.process_id)
+    except ValueError as e:
+        raise app.UsageError(str(e)) from None
     train(flags.FLAGS.config, flags.FLAGS.workdir)
 
 
@@ -303,5 +396,14 @@ if __name__ == "__main__":
             "config", DEFAULT_CONFIG, "Experiment config file (get_config()[:ARG]); overrides as "
             "--config.rl.beta=0.05. Default: the embedded arithmetic PRIME run.")
     flags.DEFINE_string("workdir", "workdir/arithmetic_prime",
-                        "Run directory: checkpoints, metrics, exports. Reused = resumed.")
+                        "Run directory: checkpoints, metrics, exports. Reused = resumed. With "
+                        "several processes, one directory all of them see. Local or "
+                        "gs://BUCKET/PATH (needs gcsfs).")
+    flags.DEFINE_string("coordinator_address", None, "Multi-process runs: host:port of process "
+                        "0's coordinator, the same on every process (jax.distributed.initialize)."
+                        " Not needed on Cloud TPU VMs, SLURM or Open MPI (auto-detected).")
+    flags.DEFINE_integer("num_processes", None, "Multi-process runs: how many processes take "
+                         "part. 1 forces a single-process run.")
+    flags.DEFINE_integer("process_id", None, "Multi-process runs: this process's index, 0 .. "
+                         "num_processes - 1; process 0 writes metrics, summaries and exports.")
     app.run(main, flags_parser=_parse_flags)

@@ -83,7 +83,7 @@ def rl_config(**overrides):
     return rl
 
 
-def collect(records, rl, buffer=(), sampler=None, iterator=None, key=None):
+def collect(records, rl, buffer=(), sampler=None, iterator=None, key=None, processes=None):
     tokenizer = CharTokenizer()
     encoder = PromptEncoder(tokenizer, PromptFormat(apply_chat_template=False), rl.max_prompt_len)
     iterator = iterator or PromptIterator(records, seed=0, shuffle=False)
@@ -91,12 +91,13 @@ def collect(records, rl, buffer=(), sampler=None, iterator=None, key=None):
     batch, new_buffer, metrics = collect_rollouts(
         None, model_config=None, tokenizer=tokenizer, encoder=encoder, iterator=iterator,
         buffer=list(buffer), rl=rl, key=jax.random.key(0) if key is None else key,
-        sample_fn=sampler)
+        sample_fn=sampler, processes=processes)
     return batch, new_buffer, metrics, sampler
 
 
-def ids(prompts):
-    return [p.record.id for p in prompts]
+def ids(positions):
+    """Record ids of source positions (a buffer, a batch's record_indices): record(i) is r{i}."""
+    return [f"r{i}" for i in positions]
 
 
 # ------------------------------------------------------------------------- group_pass_mask
@@ -127,15 +128,17 @@ def test_keeps_exactly_the_groups_inside_the_bounds_with_their_rows():
     rl = rl_config(batch_prompts=3, sample_batch_prompts=5)
     batch, buffer, metrics, sampler = collect(records, rl)
     assert len(sampler.calls) == 1 and buffer == []
-    assert ids(batch.prompts) == ["r1", "r2", "r3"]  # means 1/4, 1/2, 3/4; not 0 or 1
+    assert ids(batch.record_indices) == ["r1", "r2", "r3"]  # means 1/4, 1/2, 3/4; not 0 or 1
     np.testing.assert_array_equal(batch.acc, [1, 0, 0, 0, 1, 1, 0, 0, 1, 1, 1, 0])
     assert batch.response_tokens.shape == batch.response_mask.shape == batch.old_logp.shape == (
         3 * N, T)
     assert batch.prompt_tokens.shape == batch.prompt_mask.shape == (3 * N, rl.max_prompt_len)
-    for g, prompt in enumerate(batch.prompts):  # each group's n rows hold its own prompt
+    encoder = PromptEncoder(CharTokenizer(), PromptFormat(apply_chat_template=False),
+                            rl.max_prompt_len)
+    for g, i in enumerate(batch.record_indices):  # each group's n rows hold its own prompt
         for row in range(g * N, (g + 1) * N):
             valid = batch.prompt_mask[row]
-            assert tuple(batch.prompt_tokens[row][valid]) == prompt.token_ids
+            assert tuple(batch.prompt_tokens[row][valid]) == encoder.encode(records[i]).token_ids
             assert valid[-1] and not valid[0]  # left-padded
     assert batch.texts[:2] == ["\\boxed{7}", "\\boxed{8}"]
     np.testing.assert_array_equal(batch.response_mask.sum(1), [10] * 12)  # 9 chars + EOS
@@ -151,14 +154,14 @@ def test_surplus_passing_prompts_are_carried_over_and_used_first():
     rl = rl_config(batch_prompts=2, sample_batch_prompts=3)
     iterator = PromptIterator(records, seed=0, shuffle=False)
     batch, buffer, metrics, _ = collect(records, rl, iterator=iterator)
-    assert ids(batch.prompts) == ["r0", "r1"] and ids(buffer) == ["r2"]
+    assert ids(batch.record_indices) == ["r0", "r1"] and ids(buffer) == ["r2"]
     assert metrics["rollout/refill_buffer"] == 1
     assert metrics["rollout/filter_pass_rate"] == 1.0
 
     batch, buffer, _, sampler = collect(records, rl, buffer=buffer, iterator=iterator)
     # The held prompt is sampled first, then the iterator continues where it stopped.
     assert [t.split()[0] for t in sampler.calls[0][0]] == ["q02", "q03", "q04"]
-    assert ids(batch.prompts) == ["r2", "r3"] and ids(buffer) == ["r4"]
+    assert ids(batch.record_indices) == ["r2", "r3"] and ids(buffer) == ["r4"]
 
 
 def test_a_buffer_longer_than_a_round_is_drawn_in_order_and_kept():
@@ -170,7 +173,7 @@ def test_a_buffer_longer_than_a_round_is_drawn_in_order_and_kept():
     batch, buffer, _, sampler = collect(records, rl, buffer=held, iterator=iterator)
     assert [t.split()[0] for t in sampler.calls[0][0]] == ["q01", "q02"]
     assert iterator.state()["position"] == 0  # nothing new was drawn
-    assert ids(batch.prompts) == ["r1"] and ids(buffer) == ["r3", "r4", "r2"]
+    assert ids(batch.record_indices) == ["r1"] and ids(buffer) == ["r3", "r4", "r2"]
 
 
 def test_refills_over_rounds_with_one_key_per_round():
@@ -179,7 +182,7 @@ def test_refills_over_rounds_with_one_key_per_round():
     rl = rl_config(batch_prompts=2, sample_batch_prompts=1, max_empty_rounds=3)
     key = jax.random.key(5)
     batch, buffer, metrics, sampler = collect(records, rl, key=key)
-    assert ids(batch.prompts) == ["r0", "r3"] and buffer == []
+    assert ids(batch.record_indices) == ["r0", "r3"] and buffer == []
     assert metrics["rollout/rounds"] == 4 and metrics["rollout/prompts_sampled"] == 4
     assert metrics["rollout/filter_pass_rate"] == pytest.approx(2 / 4)
     assert metrics["rollout/acc_all_samples"] == pytest.approx((2 + 0 + 4 + 1) / 16)
@@ -207,7 +210,7 @@ def test_a_passing_round_resets_the_empty_round_count():
     records = [record(i, k) for i, k in enumerate([0, 2, 0, 4, 2])]
     rl = rl_config(batch_prompts=2, sample_batch_prompts=1, max_empty_rounds=3)
     batch, _, metrics, _ = collect(records, rl)
-    assert ids(batch.prompts) == ["r1", "r4"] and metrics["rollout/rounds"] == 5
+    assert ids(batch.record_indices) == ["r1", "r4"] and metrics["rollout/rounds"] == 5
     with pytest.raises(FilterStarvedError, match="2 sampling rounds in a row"):
         collect(records, rl_config(batch_prompts=2, sample_batch_prompts=1, max_empty_rounds=2))
 
@@ -216,11 +219,11 @@ def test_filter_truncated_drops_groups_that_hit_the_length_budget():
     records = [record(0, 2, truncated=True), record(1, 2), record(2, 2)]
     rl = rl_config(batch_prompts=2, sample_batch_prompts=3)
     batch, buffer, _, _ = collect(records, rl)
-    assert ids(batch.prompts) == ["r0", "r1"] and ids(buffer) == ["r2"]  # off: kept
+    assert ids(batch.record_indices) == ["r0", "r1"] and ids(buffer) == ["r2"]  # off: kept
     assert batch.response_mask[:N].all()  # full-length rows, no EOS
     batch, buffer, metrics, _ = collect(records, rl_config(batch_prompts=2, sample_batch_prompts=3,
                                                            filter_truncated=True))
-    assert ids(batch.prompts) == ["r1", "r2"] and buffer == []
+    assert ids(batch.record_indices) == ["r1", "r2"] and buffer == []
     assert metrics["rollout/filter_pass_rate"] == pytest.approx(2 / 3)
 
 
@@ -234,13 +237,13 @@ def test_a_response_ending_with_eos_exactly_at_the_budget_is_not_truncated():
 
     rl = rl_config(batch_prompts=1, sample_batch_prompts=1, filter_truncated=True)
     batch, _, _, _ = collect([record(0, 2)], rl, sampler=EosAtBudget())
-    assert ids(batch.prompts) == ["r0"]
+    assert ids(batch.record_indices) == ["r0"]
 
 
 def test_prompts_over_max_prompt_len_are_dropped_and_counted():
     records = [record(0, 2, pad=30), record(1, 2), record(2, 2, pad=30), record(3, 2)]
     rl = rl_config(batch_prompts=2, sample_batch_prompts=2)
     batch, _, metrics, sampler = collect(records, rl)
-    assert ids(batch.prompts) == ["r1", "r3"]
+    assert ids(batch.record_indices) == ["r1", "r3"]
     assert metrics["rollout/prompts_dropped_too_long"] == 2
     assert len(sampler.calls) == 1

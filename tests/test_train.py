@@ -24,10 +24,12 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from etils import epath
 from jax.experimental.compilation_cache import compilation_cache
 
 import prime_jax.train as train_module
-from prime_jax import configs, sft
+from fake_gcs import gcs  # noqa: F401 (fixture)
+from prime_jax import configs, paths, sft
 from prime_jax.checkpointing import Checkpointer, CheckpointMismatchError
 from prime_jax.metrics_log import MetricsLog, read_metrics
 from prime_jax.models import init_params, load_hf_checkpoint, save_hf_checkpoint
@@ -206,6 +208,14 @@ def test_truncate_after_drops_later_steps_and_a_torn_last_line(tmp_path):
     assert [r["step"] for r in read_metrics(str(tmp_path))] == [0, 1, 2, 3]
 
 
+def test_the_refill_buffer_is_saved_as_train_split_positions():
+    assert train_module._buffer_from_state({"buffer": [3, 1, 3]}, 10) == [3, 1, 3]
+    old = {"record": {"id": "r1"}, "text": "q", "token_ids": [1]}  # a prompt, as saved before
+    for buffer in ([old], [10], [-1]):
+        with pytest.raises(ValueError, match="not a list of train-split positions"):
+            train_module._buffer_from_state({"buffer": buffer}, 10)
+
+
 # ---------------------------------------------------------------------------- runs
 
 
@@ -224,6 +234,63 @@ def test_prime_run(prime_run, base):
         assert 0.0 <= row["prm/acc_before"] <= 1.0
 
 
+@pytest.mark.slow
+def test_rerunning_a_finished_workdir_reports_its_last_eval(prime_run, base, tmp_path):
+    workdir = tmp_path / "copy"
+    shutil.copytree(prime_run.workdir, workdir)
+    rerun = run_in_process(tiny_config(base), workdir)
+    assert rerun.result == prime_run.result  # no step ran; the table is the finished run's
+    assert (workdir / "summary.md").read_text() == (prime_run.workdir / "summary.md").read_text()
+    manager = Checkpointer(os.path.join(workdir, "checkpoints"))
+    state = manager.manager.restore(3, args=ocp.args.Composite(
+        run_state=ocp.args.JsonRestore()))["run_state"]
+    manager.close()
+    last = {k: v for k, v in read_metrics(str(workdir))[3].items() if k.startswith("eval/")}
+    assert state["last_eval"] == last
+
+
+@pytest.mark.slow
+def test_a_gcs_workdir_holds_what_a_local_one_does(prime_run, base, gcs, tmp_path, monkeypatch,
+                                                   caplog):
+    """prime_run's config on gs://bucket/run (an in-memory fake GCS, tests/fake_gcs.py) whose SFT
+    model a previous run left at gs://bucket/run/sft: the same metrics, summary and exports, and
+    running it again resumes. Checkpoints go to a local directory: orbax writes arrays through
+    tensorstore's own GCS driver, which the fake does not reach."""
+    workdir = "gs://bucket/run"
+    paths.copy_tree(base["sft.checkpoint"], f"{workdir}/sft")
+    real_checkpointer = train_module.Checkpointer
+
+    def checkpointer(directory, **kwargs):
+        assert directory == f"{workdir}/checkpoints"
+        return real_checkpointer(str(tmp_path / "checkpoints"), **kwargs)
+
+    monkeypatch.setattr(train_module, "Checkpointer", checkpointer)
+    monkeypatch.chdir(tmp_path)
+    config = tiny_config(base, **{"sft.checkpoint": ""})
+    caplog.set_level("INFO", logger="absl")
+    for attempt in range(2):  # the second one resumes from step 3 and only exports again
+        caplog.clear()
+        run = run_in_process(config, workdir)
+        assert ("resumed from step 3" in caplog.text) == bool(attempt)
+        assert_same_metrics(read_metrics(workdir), read_metrics(str(prime_run.workdir)))
+        assert run.result["first_eval"] == prime_run.result["first_eval"]
+        if not attempt:
+            assert run.result == prime_run.result
+            assert (epath.Path(workdir) / "summary.md").read_text() == (
+                prime_run.workdir / "summary.md").read_text()
+        for name in ("policy", "prm"):
+            down = tmp_path / f"export{attempt}" / name
+            paths.copy_tree(f"{workdir}/export/{name}", down)
+            assert sorted(os.listdir(down)) == sorted(
+                os.listdir(prime_run.workdir / "export" / name))
+            _, got = load_hf_checkpoint(str(down))
+            _, want = load_hf_checkpoint(str(prime_run.workdir / "export" / name))
+            jax.tree_util.tree_map(np.testing.assert_array_equal, got, want)
+    assert any("/tensorboard/events.out.tfevents." in f for f in gcs.files())
+    assert not any("/data/" in f for f in gcs.files())  # the task's records stay local
+    assert not os.path.exists(tmp_path / "gs:")
+
+
 class TrainCLI:
     """`python -m prime_jax.train` subprocesses, each in its own process group (the run and its
     grader workers) with its output in a log file; any still running at teardown are killed."""
@@ -232,11 +299,13 @@ class TrainCLI:
         self.config_file, self.cache_dir, self.log_dir = config_file, cache_dir, log_dir
         self.processes = []
 
-    def start(self, workdir):
-        env = dict(os.environ, PYTHONPATH=REPO, JAX_COMPILATION_CACHE_DIR=self.cache_dir,
-                   JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+    def start(self, workdir, *, args=(), env=None):
+        """`args`: more command-line flags; `env`: more environment variables."""
+        env = {**os.environ, "PYTHONPATH": REPO, "JAX_COMPILATION_CACHE_DIR": self.cache_dir,
+               "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", **(env or {})}
         command = [sys.executable, "-m", "prime_jax.train", f"--config={self.config_file}",
-                   f"--workdir={workdir}", f"--config.total_steps={TINY['total_steps']}"]
+                   f"--workdir={workdir}", f"--config.total_steps={TINY['total_steps']}",
+                   *args]
         path = os.path.join(self.log_dir, f"run{len(self.processes)}.log")
         with open(path, "w") as log:
             process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log,
@@ -265,7 +334,7 @@ class TrainCLI:
 @pytest.fixture
 def train_cli(base, compile_cache, tmp_path):
     config_file = tmp_path / "tiny_prime.py"
-    # total_steps comes from the command line (the file keeps the default's 40): an override
+    # total_steps comes from the command line (the file keeps the default's 100): an override
     # that did not reach the run would show in its metrics.
     file_overrides = {k: v for k, v in base.items() if k != "total_steps"}
     config_file.write_text(CONFIG_FILE.format(overrides=file_overrides))

@@ -61,8 +61,8 @@ import numpy as np  # noqa: E402
 
 from machine import matmul_peak, matmul_rates, timed_calls  # noqa: E402
 from prime_jax.algo import implicit_rewards, ppo_clip_loss, prm_ce_loss  # noqa: E402
-from prime_jax.algo.update_step import (make_update_step, policy_optimizer,  # noqa: E402
-                                        prm_optimizer, uses_prm)
+from prime_jax.algo.update_step import (forward_passes, make_update_step,  # noqa: E402
+                                        policy_optimizer, prm_optimizer, uses_prm)
 from prime_jax.configs import base_config  # noqa: E402
 from prime_jax.models import Decoder, DecoderConfig, init_params, positions_from_mask  # noqa: E402
 from prime_jax.scoring import token_logprobs  # noqa: E402
@@ -109,22 +109,6 @@ def forward_flops(model: DecoderConfig, rows: int, prompt: int, response: int,
     return {"layers": 2.0 * weights * rows * seq * model.num_layers,
             "attention": 4.0 * seq * model.num_heads * d * rows * seq * model.num_layers,
             "lm_head": 2.0 * h * model.vocab_size * rows * scored}
-
-
-def passes(rl) -> list[tuple[str, int]]:
-    """(pass, cost in forwards) that a step with config `rl` runs, from the config itself."""
-    out = []
-    if rl.old_logp == "recompute":
-        out.append(("policy old-logp fwd", 1))
-    if uses_prm(rl):
-        if rl.ref_type == "freeze":
-            out.append(("reference fwd", 1))
-        out.append(("PRM fwd" if rl.prm_update == "none" else "PRM fwd+bwd",
-                    1 if rl.prm_update == "none" else 3))
-        if rl.prm_update == "before" or rl.prm_metrics_after:
-            out.append(("PRM re-score fwd", 1))
-    out.append(("policy fwd+bwd", 3 * rl.ppo_epochs))
-    return out
 
 
 def make_batch(args, vocab: int, with_old_logp: bool) -> dict:
@@ -395,7 +379,7 @@ def main():
           f"{'RSS GB':>8}{'XLA temp GB':>12}")
     flops, cpu = {}, {}
     for mode, r in results.items():
-        units = sum(c for _, c in passes(rl_config(args, mode).rl))
+        units = sum(c for _, _, c in forward_passes(rl_config(args, mode).rl))
         flops[mode] = units * one_fwd
         wall, cpu[mode] = (statistics.median(x) for x in zip(*r["times"]))
         temp = f"{r['xla_temp'] / GB:.2f}" if "xla_temp" in r else "n/a"
@@ -408,7 +392,7 @@ def main():
           "second; RSS: the process's high-water mark, states included; XLA temp: the compiled "
           "step's scratch)")
     for mode, r in results.items():
-        print(f"  {mode}: " + " + ".join(f"{name} ({c})" for name, c in passes(
+        print(f"  {mode}: " + " + ".join(f"{name} ({c})" for _, name, c in forward_passes(
             rl_config(args, mode).rl)))
         details = (f"    first call {r['first_s']:.1f} s, calls (wall/CPU s) "
                    + ", ".join(f"{w:.1f}/{c:.1f}" for w, c in r["times"])

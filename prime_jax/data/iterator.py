@@ -5,8 +5,10 @@ Epoch e visits every record of the source once, in the order of a permutation dr
 integers, so a checkpoint saves `iterator.state()` and a restarted run calls
 `iterator.restore(state)` and continues with exactly the records an uninterrupted run would get.
 
-With several processes each walks its own slice (`load_split(..., process_index=...)`), so the
-state is per process.
+The walk is over source positions (`take_positions`), which are plain integers: the trainer's
+processes all walk the same order over the whole split, and each reads (`read`) only the records
+of the positions it handles, so their states are equal and a run's prompts do not depend on how
+many processes it has.
 """
 
 from __future__ import annotations
@@ -39,8 +41,8 @@ class PromptIterator(Iterator[Record]):
       self._order_epoch = self.epoch
     return self._order
 
-  def _next_positions(self, n: int) -> list[int]:
-    """Source positions of the next `n` records; advances the state."""
+  def take_positions(self, n: int) -> list[int]:
+    """Source positions of the next `n` records (nothing is read); advances the state."""
     positions = []
     while len(positions) < n:
       if self.position == len(self.source):
@@ -52,9 +54,14 @@ class PromptIterator(Iterator[Record]):
 
   def take(self, n: int) -> list[Record]:
     """The next `n` records, read in one batch when the source can (`RecordSource` can)."""
-    positions = self._next_positions(n)
+    return self.read(self.take_positions(n))
+
+  def read(self, positions: Sequence[int]) -> list[Record]:
+    """The records at source `positions`, in one batched read when the source can
+    (`RecordSource` can); the state is unchanged."""
+    positions = [int(i) for i in positions]
     if hasattr(self.source, "__getitems__"):
-      return self.source.__getitems__(positions)
+      return self.source.__getitems__(positions) if positions else []
     return [self.source[i] for i in positions]
 
   def __next__(self) -> Record:

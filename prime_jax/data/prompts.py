@@ -20,7 +20,7 @@ training stream, `PromptEncoder.encode_all` for a held-out split).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 from prime_jax.data.iterator import PromptIterator
 from prime_jax.data.records import Record
@@ -137,13 +137,32 @@ class PromptEncoder:
   def draw(self, records: PromptIterator, n: int) -> tuple[list[Prompt], int]:
     """The next `n` prompts that fit, and how many were dropped on the way. Dropping more than
     an epoch's worth of records in one call means too few prompts fit: an error."""
+    prompts: dict[int, Prompt] = {}
+
+    def lengths(positions):
+      for i, record in zip(positions, records.read(positions)):
+        prompts[i] = self.encode(record)
+      return [len(prompts[i].token_ids) for i in positions]
+
+    positions, dropped = self.draw_positions(records, n, lengths=lengths)
+    return [prompts[i] for i in positions], dropped
+
+  def draw_positions(self, records: PromptIterator, n: int, *,
+                     lengths: Optional[Callable[[list[int]], Sequence[int]]] = None
+                     ) -> tuple[list[int], int]:
+    """`draw` as source positions: those of the next `n` prompts that fit, and how many were
+    dropped. `lengths(positions)` gives the prompts' token counts (default: encode them here;
+    the trainer's processes each encode a share and exchange the counts)."""
+    if lengths is None:
+      lengths = lambda positions: [len(self.encode(r).token_ids) for r in records.read(positions)]
     num_records = len(records.source)
     kept, dropped = [], 0
     while len(kept) < n:
       # Exactly the shortfall, so the iterator never runs past the records used.
-      for prompt in map(self.encode, records.take(n - len(kept))):
-        if len(prompt.token_ids) <= self.max_prompt_len:
-          kept.append(prompt)
+      positions = records.take_positions(n - len(kept))
+      for i, length in zip(positions, lengths(positions)):
+        if length <= self.max_prompt_len:
+          kept.append(i)
         else:
           dropped += 1
       if dropped > num_records:

@@ -35,6 +35,14 @@ def test_deterministic_in_the_seed_and_unshuffled_order():
   assert walk(1, 12, shuffle=False) == _ids(source + source[:2])
 
 
+def test_positions_read_later_are_the_records_take_gives():
+  source = _records(10)
+  walked, taken = PromptIterator(source, seed=2), PromptIterator(source, seed=2)
+  positions = walked.take_positions(15)  # across an epoch boundary; reads nothing
+  assert _ids(walked.read(positions)) == _ids(taken.take(15))
+  assert walked.state() == taken.state() and walked.read([]) == []
+
+
 @pytest.mark.parametrize("stop", [0, 7, 13, 26])  # start, mid-epoch, epoch 1, epoch boundary
 def test_resume_from_saved_state_gives_the_same_prompts(tmp_path, stop):
   write_records(_records(13), tmp_path, "train")
