@@ -1,0 +1,62 @@
+r"""Per-device memory plan of a run on a slice you may not have: shapes only, nothing allocated.
+
+  python -m prime_jax.tools.plan --config=experiments/configs/NAME.py --hardware=v5p-64 \
+      [--mesh=data=1,fsdp=-1,tensor=4] [--model=qwen2.5-math-7b] [--mem_fraction=0.9] \
+      [--config.rl.micro_batch=4 ...]
+
+Prints a markdown table of what one device holds (params, gradients and AdamW states of policy
+and PRM, the frozen reference, the KV cache of a sampling round, estimates of the update step's
+activations and logits) and whether the peak fits the hardware's memory, with what headroom, and
+if not which config flags would make it fit. Hardware: v4-N / v5p-N (N TensorCores, N/2 chips),
+v5e-N / v6e-N (N chips), NxH100, NxH200, NxA100-40G, NxA100-80G, cpu-N. The mesh defaults to the
+config's `mesh`; the model's shapes come from --model, else the checkpoint's config.json, else a
+preset named like the checkpoint directory, else `config.policy.init`. See prime_jax/memory_plan.py.
+"""
+
+from __future__ import annotations
+
+import os
+
+# The planner needs no accelerator (everything is jax.eval_shape): never grab a TPU / GPU that a
+# running job may be holding.
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+from absl import app, flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from prime_jax import memory_plan  # noqa: E402
+from prime_jax.tools import _cli  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Experiment config file (get_config()); overrides as --config.rl.micro_batch=4.")
+flags.DEFINE_string("hardware", None, "Slice: v5p-64, v4-32, v5e-256, v6e-8, 8xH100, 8xA100-80G, "
+                    "8xH200, cpu-8, ...")
+flags.DEFINE_string("mesh", None, "Mesh axes, e.g. data=1,fsdp=-1,tensor=4 (one may be -1); "
+                    "default: the config's mesh.")
+flags.DEFINE_string("model", None, "Model preset instead of a checkpoint's config.json: "
+                    + ", ".join(sorted(memory_plan.MODEL_PRESETS) + sorted(memory_plan.MODEL_ALIASES)))
+flags.DEFINE_float("mem_fraction", None, "Usable fraction of each device's memory (default 1 on TPU, "
+                   "0.75 on GPU: JAX's default XLA_PYTHON_CLIENT_MEM_FRACTION).")
+FLAGS = flags.FLAGS
+
+
+def plan_from_flags() -> memory_plan.Plan:
+  config = _CONFIG.value
+  if config is None:
+    raise _cli.InputError("--config is required")
+  try:
+    hardware = memory_plan.parse_hardware(FLAGS.hardware, mem_fraction=FLAGS.mem_fraction)
+    mesh = memory_plan.parse_mesh(FLAGS.mesh) if FLAGS.mesh else None
+    model_config, source = memory_plan.resolve_model_config(config, FLAGS.model)
+    return memory_plan.plan(config, mesh, hardware, model_config, model_source=source)
+  except ValueError as e:
+    raise _cli.InputError(str(e)) from None
+
+
+def main(argv):
+  _cli.run_main(argv, lambda: print(plan_from_flags().to_markdown()))
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["config", "hardware"])
+  app.run(main)
