@@ -212,26 +212,6 @@ def parse_mesh(text: str) -> dict[str, int]:
   return out
 
 
-def resolve_mesh(axes: Mapping[str, int], num_devices: int) -> dict[str, int]:
-  """The axis sizes `prime_jax.sharding.make_mesh` would give on `num_devices` devices."""
-  from prime_jax.sharding import MESH_AXES
-  names, sizes = list(axes), [int(v) for v in axes.values()]
-  unknown = [n for n in names if n not in MESH_AXES]
-  if unknown:
-    raise ValueError(f"unknown mesh axes {unknown}; allowed: {MESH_AXES}")
-  if sizes.count(-1) > 1:
-    raise ValueError(f"at most one mesh axis may be -1, got {dict(axes)}")
-  known = math.prod(s for s in sizes if s != -1)
-  if -1 in sizes:
-    if num_devices % known:
-      raise ValueError(f"{num_devices} devices cannot be split as {dict(axes)}")
-    sizes[sizes.index(-1)] = num_devices // known
-  if math.prod(sizes) != num_devices:
-    raise ValueError(f"mesh {dict(zip(names, sizes))} needs {math.prod(sizes)} devices; the "
-                     f"hardware has {num_devices}")
-  return dict(zip(names, sizes))
-
-
 def abstract_mesh(sizes: Mapping[str, int]) -> AbstractMesh:
   return AbstractMesh(tuple(sizes.values()), tuple(sizes),
                       axis_types=(AxisType.Auto,) * len(sizes))
@@ -594,8 +574,9 @@ def plan(config, mesh_axes: Optional[Mapping[str, int]] = None, hardware: Any = 
   from prime_jax.algo.update_step import check_rl_config
   rl = config.rl
   check_rl_config(rl)
-  mesh_sizes = resolve_mesh(dict(config.mesh) if mesh_axes is None else dict(mesh_axes),
-                            hw.num_devices)
+  from prime_jax.sharding import mesh_sizes as sizes_on
+  mesh_sizes = sizes_on(dict(config.mesh) if mesh_axes is None else dict(mesh_axes),
+                        hw.num_devices)
   mesh = abstract_mesh(mesh_sizes)
   rules = _rules(config)
   ways = lambda logical: axis_ways(rules, mesh_sizes, logical)
@@ -745,7 +726,7 @@ def _knobs(config, p: Plan):
   rl, mc, n = config.rl, p.model_config, p.hardware.num_devices
   out = []
   if p.mesh.get("fsdp", 1) < n:
-    out.append((f"raise fsdp: --mesh=data=1,fsdp=-1,tensor=1 (--config.mesh.data=1 "
+    out.append(("raise fsdp: --mesh=data=1,fsdp=-1,tensor=1 (--config.mesh.data=1 "
                 f"--config.mesh.fsdp=-1 --config.mesh.tensor=1)", {},
                 {"data": 1, "fsdp": -1, "tensor": 1}))
   for t in (2, 4, 8):

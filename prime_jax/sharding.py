@@ -62,13 +62,10 @@ def as_rules(rules) -> tuple:
   return tuple((str(name), axes(a)) for name, a in (rules or ()))
 
 
-def make_mesh(axes: Mapping[str, int], devices: Optional[Sequence[jax.Device]] = None) -> Mesh:
-  """A mesh with the named axes; one size may be -1 (all remaining devices).
-
-  Example: `make_mesh({"data": 1, "fsdp": -1, "tensor": 2})` on 8 devices is 1 x 4 x 2.
-  """
-  devices = list(jax.devices() if devices is None else devices)
-  names, sizes = list(axes), list(axes.values())
+def mesh_sizes(axes: Mapping[str, int], num_devices: int) -> dict[str, int]:
+  """The axis sizes of `axes` on `num_devices` devices: at most one size may be -1 (all the
+  remaining devices). Raises ValueError for unknown axes or sizes that do not multiply out."""
+  names, sizes = list(axes), [int(v) for v in axes.values()]
   unknown = [n for n in names if n not in MESH_AXES]
   if unknown:
     raise ValueError(f"unknown mesh axes {unknown}; allowed: {MESH_AXES}")
@@ -76,13 +73,24 @@ def make_mesh(axes: Mapping[str, int], devices: Optional[Sequence[jax.Device]] =
     raise ValueError(f"at most one mesh axis may be -1, got {dict(axes)}")
   known = math.prod(s for s in sizes if s != -1)
   if -1 in sizes:
-    if len(devices) % known:
-      raise ValueError(f"{len(devices)} devices cannot be split as {dict(axes)}")
-    sizes[sizes.index(-1)] = len(devices) // known
-  if math.prod(sizes) != len(devices):
+    if num_devices % known:
+      raise ValueError(f"{num_devices} devices cannot be split as {dict(axes)}")
+    sizes[sizes.index(-1)] = num_devices // known
+  if math.prod(sizes) != num_devices:
     raise ValueError(f"mesh {dict(zip(names, sizes))} needs {math.prod(sizes)} devices, "
-                     f"{len(devices)} available")
-  return jax.make_mesh(sizes, names, axis_types=(AxisType.Auto,) * len(names), devices=devices)
+                     f"{num_devices} available")
+  return dict(zip(names, sizes))
+
+
+def make_mesh(axes: Mapping[str, int], devices: Optional[Sequence[jax.Device]] = None) -> Mesh:
+  """A mesh with the named axes; one size may be -1 (all remaining devices).
+
+  Example: `make_mesh({"data": 1, "fsdp": -1, "tensor": 2})` on 8 devices is 1 x 4 x 2.
+  """
+  devices = list(jax.devices() if devices is None else devices)
+  sizes = mesh_sizes(axes, len(devices))
+  return jax.make_mesh(tuple(sizes.values()), tuple(sizes),
+                       axis_types=(AxisType.Auto,) * len(sizes), devices=devices)
 
 
 def rules_for_mesh(rules, mesh: Mesh):

@@ -41,3 +41,25 @@ def make_tiny_hf_model(directory: str, name: str = "qwen2", *, seed: int = 0, hi
   os.makedirs(directory, exist_ok=True)
   model.save_pretrained(directory, safe_serialization=True)
   return model
+
+
+def with_word_level_tokenizer(source: str, directory, chat_template: str) -> str:
+  """Copies the checkpoint at `source` into `directory` and adds a word-level tokenizer over the
+  tiny vocab ("w{i}" is id i; <pad> <s> </s> <unk> are 0-3) with `chat_template`."""
+  import json
+  import shutil
+
+  import tokenizers
+
+  for name in os.listdir(source):
+    shutil.copy(os.path.join(source, name), directory)
+  vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3,
+           **{f"w{i}": i for i in range(4, TINY_VOCAB)}}
+  backend = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="<unk>"))
+  backend.pre_tokenizer = tokenizers.pre_tokenizers.WhitespaceSplit()
+  backend.add_special_tokens(["<pad>", "<s>", "</s>", "<unk>"])
+  backend.save(os.path.join(directory, "tokenizer.json"))
+  with open(os.path.join(directory, "tokenizer_config.json"), "w") as f:
+    json.dump({"eos_token": "</s>", "pad_token": "<pad>", "bos_token": "<s>",
+               "chat_template": chat_template}, f)
+  return str(directory)

@@ -9,8 +9,8 @@ import sys
 
 import numpy as np
 import pytest
-import tokenizers
 
+from hf_fixtures import with_word_level_tokenizer
 from prime_jax import evaluation as ev
 from prime_jax.data import EURUS_SYSTEM_PROMPT, USER_SUFFIXES
 
@@ -46,21 +46,10 @@ def wrong_answer(record):
 @pytest.fixture(scope="module")
 def checkpoint(tiny_hf, tmp_path_factory):
   """The tiny qwen2 checkpoint (context 256) with a word-level tokenizer and a chat template."""
-  source, _ = tiny_hf("qwen2")
-  directory = tmp_path_factory.mktemp("eval_ckpt")
-  for name in os.listdir(source):
-    shutil.copy(os.path.join(source, name), directory)
-  vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, **{f"w{i}": i for i in range(4, 97)}}
-  backend = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="<unk>"))
-  backend.pre_tokenizer = tokenizers.pre_tokenizers.WhitespaceSplit()
-  backend.add_special_tokens(["<pad>", "<s>", "</s>", "<unk>"])
-  backend.save(str(directory / "tokenizer.json"))
-  with open(directory / "tokenizer_config.json", "w") as f:
-    json.dump({"eos_token": "</s>", "pad_token": "<pad>", "bos_token": "<s>",
-               "chat_template": "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }} "
-                                "{% endfor %}{% if add_generation_prompt %}assistant: {% endif %}"},
-              f)
-  return str(directory)
+  return with_word_level_tokenizer(
+      tiny_hf("qwen2")[0], tmp_path_factory.mktemp("eval_ckpt"),
+      "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }} {% endfor %}"
+      "{% if add_generation_prompt %}assistant: {% endif %}")
 
 
 # ----------------------------------------------------------------------------- pure parts

@@ -15,6 +15,7 @@ from multidevice import REPO, run_with_devices
 from prime_jax import memory_plan as mp
 from prime_jax.configs import base_config
 from prime_jax.models import DecoderConfig, config_to_hf, init_params, read_hf_config
+from prime_jax.sharding import mesh_sizes
 
 EURUS_CONFIG = os.path.join(REPO, "experiments", "configs", "eurus2_7b_prime.py")
 QWEN_7B_PARAMS = 7_615_616_512  # Qwen2.5(-Math)-7B: 7.62 B with untied embeddings
@@ -182,10 +183,10 @@ def test_hardware_names():
   for bad in ("v5p-63", "v9-8", "8xA100"):
     with pytest.raises(ValueError):
       mp.parse_hardware(bad)
-  assert mp.resolve_mesh({"data": 1, "fsdp": -1, "tensor": 4}, 32) == {"data": 1, "fsdp": 8,
-                                                                          "tensor": 4}
+  assert mesh_sizes({"data": 1, "fsdp": -1, "tensor": 4}, 32) == {"data": 1, "fsdp": 8,
+                                                                     "tensor": 4}
   with pytest.raises(ValueError, match="needs 16 devices"):
-    mp.resolve_mesh({"data": 2, "fsdp": 8}, 32)
+    mesh_sizes({"data": 2, "fsdp": 8}, 32)
 
 
 def test_preset_matches_its_config_json(tmp_path):

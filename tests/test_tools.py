@@ -3,15 +3,14 @@
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 
 import numpy as np
 import pytest
-import tokenizers
 import torch
 
+from hf_fixtures import with_word_level_tokenizer
 from prime_jax.tools._cli import InputError
 from prime_jax.tools.generate import generate_file
 from prime_jax.tools.score import score_file
@@ -41,19 +40,8 @@ def run_tool(tool, *args):
 @pytest.fixture(scope="module")
 def checkpoint_with_tokenizer(tiny_hf, tmp_path_factory):
   """The tiny qwen2 checkpoint plus a word-level tokenizer: "w{i}" is id i, specials 0-3."""
-  source, _ = tiny_hf("qwen2")
-  directory = tmp_path_factory.mktemp("with_tokenizer")
-  for name in os.listdir(source):
-    shutil.copy(os.path.join(source, name), directory)
-  vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, **{f"w{i}": i for i in range(4, 97)}}
-  backend = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="<unk>"))
-  backend.pre_tokenizer = tokenizers.pre_tokenizers.WhitespaceSplit()
-  backend.add_special_tokens(["<pad>", "<s>", "</s>", "<unk>"])
-  backend.save(str(directory / "tokenizer.json"))
-  with open(directory / "tokenizer_config.json", "w") as f:
-    json.dump({"eos_token": "</s>", "pad_token": "<pad>", "bos_token": "<s>",
-               "chat_template": "{% for m in messages %}{{ m['content'] }} {% endfor %}"}, f)
-  return str(directory)
+  return with_word_level_tokenizer(tiny_hf("qwen2")[0], tmp_path_factory.mktemp("with_tokenizer"),
+                                   "{% for m in messages %}{{ m['content'] }} {% endfor %}")
 
 
 @pytest.mark.slow
