@@ -1,9 +1,8 @@
-"""Outcome-only RLOO on the synthetic arithmetic task: PRIME's default with the process stream off."""
+"""Outcome-only RLOO on the synthetic arithmetic task: PRIME's default with the process stream off
+(the variant "rloo" of experiments/configs/arithmetic.py)."""
 
-from prime_jax.configs import arithmetic_config
+from experiments.configs import arithmetic
 
 
 def get_config():
-    config = arithmetic_config()
-    config.rl.coef_proc = 0.0
-    return config.lock()
+    return arithmetic.get_config("rloo")

@@ -1,0 +1,258 @@
+"""Experiment variants (experiments/variants.py) on both bases, and experiments/run_table.py.
+
+Every variant loads through `--config=FILE:NAME` as prime_jax.train parses it, differs from its
+base in exactly its own fields, and (full scale) plans on v5p-64 with Qwen2.5-Math-7B's shapes
+without allocating anything. One small table runs end to end at a smoke scale.
+"""
+
+import os
+import re
+import subprocess
+import sys
+
+import jax
+import ml_collections
+import pytest
+from absl import flags
+from ml_collections import config_flags
+
+from experiments import variants
+from experiments.configs import eurus2_7b_prime
+from prime_jax import configs
+from prime_jax import memory_plan as mp
+from prime_jax.metrics_log import read_metrics
+from prime_jax.models import DecoderConfig
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FULL = "experiments/configs/eurus2_7b.py"
+SMALL = "experiments/configs/arithmetic.py"
+NAMES = variants.names()
+
+
+def parse(config_arg):
+  """`--config=config_arg` as prime_jax.train's flag parses it (ml_collections config_flags)."""
+  fv = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", None, flag_values=fv)
+  fv(["train", f"--config={os.path.join(REPO, config_arg)}"])
+  return fv.config
+
+
+def flat(config):
+  def walk(tree, prefix):
+    if isinstance(tree, dict):
+      for key, sub in tree.items():
+        yield from walk(sub, f"{prefix}{key}.")
+    else:
+      yield prefix[:-1], tree
+  return dict(walk(config.to_dict(), ""))
+
+
+def changed(config, base):
+  a, b = flat(config), flat(base)
+  assert a.keys() == b.keys()
+  return {k: a[k] for k in a if a[k] != b[k]}
+
+
+def test_the_variant_set_is_the_documented_one():
+  assert set(NAMES) == {
+      "prime", "rloo", "reinforce", "reinforce_prime", "grpo", "grpo_prime", "ppo", "ppo_prime",
+      "prm_value", "prm_offline", "prm_from_trained", "ref_policy", "double_forward", "prm_dpo",
+      "prime_n16"}
+  readme = open(os.path.join(REPO, "experiments", "README.md")).read()
+  for name in NAMES:
+    assert f"`{name}`" in readme, name
+  from experiments import run_table
+  for table in run_table.TABLES.values():
+    assert set(table.variants) <= set(NAMES)
+
+
+def test_the_full_scale_files_keep_their_meaning():
+  prime = parse("experiments/configs/eurus2_7b_prime.py")
+  assert prime.is_locked and prime.to_dict() == eurus2_7b_prime.base().to_dict()
+  assert parse(FULL).to_dict() == prime.to_dict()  # the default variant is "prime"
+  assert parse("experiments/configs/eurus2_7b_rloo.py").to_dict() == parse(
+      f"{FULL}:rloo").to_dict()
+  assert parse("experiments/configs/arithmetic_rloo.py").to_dict() == parse(
+      f"{SMALL}:rloo").to_dict()
+  with pytest.raises(Exception, match="unknown experiment variant 'nope'"):
+    parse(f"{FULL}:nope")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_full_scale_variant_loads_and_plans(name):
+  base = eurus2_7b_prime.base()
+  config = parse(f"{FULL}:{name}")
+  assert isinstance(config, ml_collections.ConfigDict) and config.is_locked
+  assert changed(config, base) == variants.resolved_overrides(base, name)
+  assert set(changed(config, base)) == set(variants.VARIANTS[name].overrides)
+  # The planner's shape check: shardings and shapes resolve for this variant, nothing allocated.
+  model, _ = mp.resolve_model_config(config, "qwen2.5-math-7b")
+  live = len(jax.live_arrays())
+  plan = mp.plan(config, None, "v5p-64", model, suggest=False)
+  assert len(jax.live_arrays()) == live
+  assert plan.mesh == {"data": 1, "fsdp": 32, "tensor": 1}
+  assert plan.model_config.value_head == (name in ("ppo", "ppo_prime"))
+  assert plan.has("prm_params") == (name not in ("rloo", "reinforce", "grpo", "ppo"))
+  assert plan.has("ref") == (plan.has("prm_params") and name != "ref_policy")
+  rows = config.rl.batch_prompts * config.rl.n_samples
+  assert rows == 256 * 4  # responses per step: the 16-samples run keeps the base's 1024
+  assert plan.bytes("kv_cache") == mp.cache_bytes(
+      plan.model_config, rows, 4096, mp.abstract_mesh(plan.mesh), mp._rules(config, "sampler_rules"))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_small_scale_variant_applies_to_the_arithmetic_base(name):
+  base = configs.arithmetic_config()
+  config = parse(f"{SMALL}:{name}")
+  assert config.is_locked
+  assert changed(config, base) == variants.resolved_overrides(base, name)
+  assert config.rl.batch_prompts * config.rl.n_samples == 64 * 4
+  # Shapes resolve here too (the task's tokenizer sets the vocab at run time: any size will do).
+  model = DecoderConfig(**dict(config.policy.init.to_dict(), vocab_size=32),
+                        value_head=config.rl.estimator == "ppo")
+  mp.plan(config, None, mp.Hardware("cpu-1", "cpu", 1, 2 ** 34), model, suggest=False)
+
+
+def test_prime_n16_keeps_responses_per_step():
+  full, small = parse(f"{FULL}:prime_n16"), parse(f"{SMALL}:prime_n16")
+  assert (full.rl.n_samples, full.rl.batch_prompts) == (16, 64)
+  assert (small.rl.n_samples, small.rl.batch_prompts) == (16, 16)
+  assert full.rl.prm_mini_batch % 16 == 0 and small.rl.prm_mini_batch % 16 == 0
+
+
+def test_dry_run_prints_the_commands_and_writes_nothing(tmp_path):
+  result = subprocess.run(
+      [sys.executable, "experiments/run_table.py", "prm_ablations", "--scale", "small",
+       "--seeds", "0,1", "--steps", "5", "--workdir_root", str(tmp_path / "runs"),
+       "--results_dir", str(tmp_path / "results"), "--dry_run"],
+      cwd=REPO, capture_output=True, text=True, timeout=120)
+  assert result.returncode == 0, result.stderr
+  lines = result.stdout.strip().splitlines()
+  assert len(lines) == 2 * 7 and all("-m prime_jax.train" in line for line in lines)
+  assert f"--config={SMALL}:prm_from_trained" in lines[2]
+  assert f"--config.prm.checkpoint={tmp_path}/runs/prime_seed0_steps5/export/prm" in lines[2]
+  assert f"--config.sft.checkpoint={tmp_path}/runs/sft_seed1" in lines[-1]
+  assert not (tmp_path / "runs").exists() and not (tmp_path / "results").exists()
+  bad = subprocess.run([sys.executable, "experiments/run_table.py", "table1", "--scale", "small",
+                        "--dry_run", "--", "--config.seed=3"], cwd=REPO, capture_output=True,
+                       text=True, timeout=120)
+  assert bad.returncode != 0 and "--config.seed is set by run_table.py" in bad.stderr
+
+
+def _fake_run(workdir, evals, *, prm=True, total=4, eval_results=None):
+  """A finished run's files: metrics.jsonl with eval rows at steps 0 and `total`, summary.md."""
+  import json
+  os.makedirs(workdir, exist_ok=True)
+  rows = []
+  for step in range(total + 1):
+    row = {"step": step}
+    if step:
+      row["rollout/acc_all_samples"] = 0.1 * step
+      if prm:
+        row["prm/acc_before"] = 0.5
+    if step in (0, total):
+      greedy, sampled = evals[step == total]
+      row.update({"eval/accuracy_greedy": greedy, "eval/accuracy_sampled": sampled})
+    rows.append(row)
+  with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
+    f.writelines(json.dumps(r) + "\n" for r in rows)
+  with open(os.path.join(workdir, "summary.md"), "w") as f:
+    f.write("| table |\n")
+  if eval_results is not None:
+    os.makedirs(os.path.join(workdir, "eval"))
+    with open(os.path.join(workdir, "eval", "results.json"), "w") as f:
+      json.dump({"benchmarks": {k: {"score": v} for k, v in eval_results.items()}}, f)
+
+
+def test_small_table_and_curves_render_mean_std_over_seeds(tmp_path):
+  from experiments import run_table
+  args, flags_ = run_table.parse_args(["table1", "--scale", "small", "--seeds", "0,1",
+                                       "--steps", "4", "--workdir_root", str(tmp_path)])
+  runs = run_table.plan_runs(args, flags_)
+  assert [r.name for r in runs] == ["prime_seed0", "rloo_seed0", "prime_seed1", "rloo_seed1"]
+  finals = {("prime", 0): 0.6, ("prime", 1): 0.7, ("rloo", 0): 0.5}  # rloo_seed1 unfinished
+  for run in runs:
+    if (run.variant, run.seed) in finals:
+      _fake_run(run.workdir, [(0.4, 0.2), (finals[run.variant, run.seed], 0.3)],
+                prm=run.variant == "prime")
+  assert run_table.is_finished(runs[0].workdir, 4) and not run_table.is_finished(
+      runs[0].workdir, 5)
+  done = run_table.collect(runs)
+  text = run_table.render_small(args, runs, done)
+  prime_row, rloo_row = [l for l in text.splitlines() if l.startswith("| `")]
+  assert "| 2/2 | 0.400 ± 0.000 | 0.650 ± 0.071 | 0.200 ± 0.000 | 0.300 ± 0.000 |" in prime_row
+  assert "| 0.400 ± 0.000 | 0.500 ± 0.000 |" in prime_row  # training acc (steps 4), PRM acc
+  assert "| 1/2 | 0.400 | 0.500 | 0.200 | 0.300 | 0.400 | – |" in rloo_row
+  out = run_table.plot_curves(done, str(tmp_path / "curves.png"))
+  with open(out, "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_full_table_renders_table1_layout_beside_the_paper(tmp_path):
+  from experiments import run_table
+  args, flags_ = run_table.parse_args(["table1", "--scale", "full", "--seeds", "0,1",
+                                       "--workdir_root", str(tmp_path), "--eval_data_dir", "D",
+                                       "--benchmarks", "math500,aime24"])
+  runs = run_table.plan_runs(args, flags_)
+  assert all(r.total_steps == 240 and "--config.total_steps=240" in r.command for r in runs)
+  scores = {"prime": [0.78, 0.80], "rloo": [0.70, 0.72]}
+  for run in runs:
+    _fake_run(run.workdir, [(0.3, 0.3), (0.4, 0.4)], total=240,
+              eval_results={"math500": scores[run.variant][run.seed], "aime24": 0.2})
+  text = run_table.render_full(args, runs, run_table.collect(runs))
+  assert "| Model | AIME24 | AMC | MATH-500 |" in text
+  assert "| prime (ours, 2 seeds) | 20.0 | – | 79.0 |" in text
+  assert "| PRIME (paper, step 240) | 20.0 | 50.6 | 78.2 | 39.3 | 40.3 | 31.1 | 27.5 | 41.0 |" in text
+  assert "| `rloo` |" in text and "| 2/2 | 2/2 | 45.5 ± 0.7 |" in text
+
+
+# test_train.py's tiny model and task, 2 RL steps: the trainer's flags after `--`.
+TINY = {
+    "policy.init.hidden_size": 32, "policy.init.num_layers": 1, "policy.init.num_heads": 2,
+    "policy.init.num_kv_heads": 1, "policy.init.head_dim": 16, "policy.init.intermediate_size": 64,
+    "task.num_train": 500, "task.num_eval": 8, "task.min_ops": 1, "task.max_ops": 2,
+    "sft.steps": 30, "sft.batch_size": 16, "sft.lr": 1e-2, "sft.end_lr": 1e-3,
+    "sft.warmup_steps": 5, "sft.log_every": 10,
+    "eval.num_prompts": 8, "eval.max_new_tokens": 24, "eval.batch_size": 8,
+    "rl.batch_prompts": 4, "rl.n_samples": 4, "rl.max_new_tokens": 24,
+    "rl.filter_lo": 0.0, "rl.filter_hi": 1.0,
+    "rl.mini_batch": 16, "rl.micro_batch": 8, "rl.prm_mini_batch": 16,
+    "eval_every": 2, "ckpt_every": 2,
+}
+
+
+@pytest.mark.slow
+def test_run_table_end_to_end_on_a_tiny_table1(tmp_path):
+  runs, results = tmp_path / "runs", tmp_path / "results"
+  command = [sys.executable, "experiments/run_table.py", "table1", "--scale", "small",
+             "--seeds", "0", "--steps", "2", "--workdir_root", str(runs), "--results_dir",
+             str(results), "--", *(f"--config.{k}={v}" for k, v in TINY.items())]
+  env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=str(tmp_path / "cache"),
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+  first = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+  assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
+  for variant in ("prime", "rloo"):
+    rows = read_metrics(str(runs / f"{variant}_seed0_steps2"))
+    assert [r["step"] for r in rows] == [0, 1, 2]
+    assert (runs / f"{variant}_seed0_steps2" / "summary.md").exists()
+  assert (runs / "sft_seed0" / "sft_info.json").exists()  # one SFT model for both variants
+  assert not (runs / "prime_seed0_steps2" / "sft").exists()
+
+  text = (results / "results.md").read_text()
+  table = [line for line in text.splitlines() if line.startswith("| `")]
+  assert [line.split("|")[1].strip() for line in table] == ["`prime`", "`rloo`"]
+  final = rows[-1]["eval/accuracy_greedy"]  # rloo's last eval, as the table prints it
+  assert f"| {final:.3f} |" in table[1]
+  assert "41.0 ('PRIME', step 240)" in table[0] and "36.9 ('RLOO" in table[1]
+  assert all(" 1/1 " in line for line in table)
+  with open(results / "curves.png", "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+  command_txt = (results / "command.txt").read_text()
+  assert "run_table.py table1 --scale small --seeds 0 --steps 2" in command_txt
+  assert re.search(r"git rev-parse HEAD: [0-9a-f]{40}", command_txt)
+  assert command_txt.count("-m prime_jax.train") == 2
+
+  again = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert again.stdout.count("finished, skipped") == 2
+  assert (results / "results.md").read_text() == text
