@@ -22,6 +22,7 @@ from prime_jax import configs
 from prime_jax import memory_plan as mp
 from prime_jax.metrics_log import read_metrics
 from prime_jax.models import DecoderConfig
+from tiny_run import TINY_RUN
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FULL = "experiments/configs/eurus2_7b.py"
@@ -206,19 +207,7 @@ def test_full_table_renders_table1_layout_beside_the_paper(tmp_path):
   assert "| `rloo` |" in text and "| 2/2 | 2/2 | 45.5 ± 0.7 |" in text
 
 
-# test_train.py's tiny model and task, 2 RL steps: the trainer's flags after `--`.
-TINY = {
-    "policy.init.hidden_size": 32, "policy.init.num_layers": 1, "policy.init.num_heads": 2,
-    "policy.init.num_kv_heads": 1, "policy.init.head_dim": 16, "policy.init.intermediate_size": 64,
-    "task.num_train": 500, "task.num_eval": 8, "task.min_ops": 1, "task.max_ops": 2,
-    "sft.steps": 30, "sft.batch_size": 16, "sft.lr": 1e-2, "sft.end_lr": 1e-3,
-    "sft.warmup_steps": 5, "sft.log_every": 10,
-    "eval.num_prompts": 8, "eval.max_new_tokens": 24, "eval.batch_size": 8,
-    "rl.batch_prompts": 4, "rl.n_samples": 4, "rl.max_new_tokens": 24,
-    "rl.filter_lo": 0.0, "rl.filter_hi": 1.0,
-    "rl.mini_batch": 16, "rl.micro_batch": 8, "rl.prm_mini_batch": 16,
-    "eval_every": 2, "ckpt_every": 2,
-}
+TINY = dict(TINY_RUN, ckpt_every=2)  # the trainer tests' tiny run; its flags after `--`
 
 
 @pytest.mark.slow

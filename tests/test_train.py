@@ -29,6 +29,7 @@ from jax.experimental.compilation_cache import compilation_cache
 
 import prime_jax.train as train_module
 from fake_gcs import gcs  # noqa: F401 (fixture)
+from tiny_run import TINY_RUN
 from prime_jax import configs, paths, sft
 from prime_jax.checkpointing import Checkpointer, CheckpointMismatchError
 from prime_jax.metrics_log import MetricsLog, read_metrics
@@ -38,18 +39,10 @@ from prime_jax.train import train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-TINY = {
-    "policy.init.hidden_size": 32, "policy.init.num_layers": 1, "policy.init.num_heads": 2,
-    "policy.init.num_kv_heads": 1, "policy.init.head_dim": 16, "policy.init.intermediate_size": 64,
-    "task.num_train": 500, "task.num_eval": 8, "task.min_ops": 1, "task.max_ops": 2,
-    "sft.steps": 30, "sft.batch_size": 16, "sft.lr": 1e-2, "sft.end_lr": 1e-3,
-    "sft.warmup_steps": 5, "sft.log_every": 10,
-    "eval.num_prompts": 8, "eval.max_new_tokens": 24, "eval.batch_size": 8,
-    "rl.batch_prompts": 4, "rl.n_samples": 4, "rl.max_new_tokens": 24,
-    "rl.filter_lo": 0.0, "rl.filter_hi": 1.0, "rl.sample_batch_prompts": 6,  # 2 held over
-    "rl.mini_batch": 16, "rl.micro_batch": 8, "rl.prm_mini_batch": 16,
-    "total_steps": 3, "eval_every": 2, "ckpt_every": 1,
-}
+TINY = dict(TINY_RUN, **{
+    "rl.sample_batch_prompts": 6,  # 2 held over
+    "total_steps": 3, "ckpt_every": 1,
+})
 OUTCOME_ONLY = {"rl.coef_proc": 0.0}
 CONFIG_FILE = '''"""A tiny PRIME run for tests/test_train.py."""
 from prime_jax import configs
