@@ -73,50 +73,42 @@ class Run:
     mesh: object
 
 
-def _remote_sft(config, workdir: str) -> str:
-    """The SFT stage when its checkpoint goes to a remote place (a gs:// workdir or
-    sft.checkpoint): process 0 trains it in a local scratch directory and copies it up, SFT_INFO
-    last (its presence marks a finished checkpoint); a later run, and every other process, copies
-    the finished one down. Returns the local copy, which the run reads its models from."""
+def _sft_checkpoint(config, workdir: str) -> str:
+    """The SFT model the run starts from (a local directory): process 0 trains it, or reuses a
+    finished one; the other processes wait for it and then reuse it (after `run_sft` checks its
+    settings). A remote checkpoint place (a gs:// workdir or sft.checkpoint) is trained in a local
+    scratch directory and copied up, SFT_INFO last (its presence marks a finished checkpoint); a
+    later run, and every other process, copies the finished one down."""
     from prime_jax.sft import SFT_INFO, run_sft
-    remote = epath.Path(config.sft.checkpoint or epath.Path(workdir) / "sft")
-    local_config = config.copy_and_resolve_references()
-    local_config.sft.checkpoint = os.path.join(paths.scratch_dir("sft"), "sft")
+    shared = epath.Path(config.sft.checkpoint or epath.Path(workdir) / "sft")
+    remote = paths.is_remote(str(shared))
+    local_config = config
+    if remote:
+        local_config = config.copy_and_resolve_references()
+        local_config.sft.checkpoint = os.path.join(paths.scratch_dir("sft"), "sft")
     if distributed.is_primary():
-        finished = (remote / SFT_INFO).exists()
+        finished = remote and (shared / SFT_INFO).exists()
         if finished:
-            paths.copy_tree(remote, local_config.sft.checkpoint)
-        checkpoint = run_sft(local_config, workdir)  # trains, or checks the copy's settings
-        if not finished:
-            paths.copy_tree(checkpoint, remote, last=(SFT_INFO,))
+            paths.copy_tree(shared, local_config.sft.checkpoint)
+        checkpoint = run_sft(local_config, workdir)  # trains, or checks a finished one's settings
+        if remote and not finished:
+            paths.copy_tree(checkpoint, shared, last=(SFT_INFO,))
     distributed.barrier("sft")
     if not distributed.is_primary():
-        if not (remote / SFT_INFO).exists():
-            raise FileNotFoundError(f"process {jax.process_index()}: no finished SFT checkpoint "
-                                    f"at {remote} after process 0 wrote it")
-        paths.copy_tree(remote, local_config.sft.checkpoint)
+        if not (shared / SFT_INFO).exists():
+            raise FileNotFoundError(
+                f"process {jax.process_index()}: no finished SFT checkpoint at {shared} after "
+                "process 0 wrote it; every process needs the same --workdir (and sft.checkpoint) "
+                "on a shared filesystem or GCS")
+        if remote:
+            paths.copy_tree(shared, local_config.sft.checkpoint)
         checkpoint = run_sft(local_config, workdir)  # reuses it (after checking its settings)
     return str(checkpoint)
 
 
 def _initial_checkpoint(config, workdir: str) -> str:
-    if config.sft.enabled and paths.is_remote(config.sft.checkpoint or workdir):
-        return _remote_sft(config, workdir)
     if config.sft.enabled:
-        from prime_jax.sft import is_finished, run_sft, sft_checkpoint_dir
-        # Trains (or reuses) the SFT model the run starts from: process 0 only, the others wait
-        # for it and then reuse what it wrote.
-        if distributed.is_primary():
-            checkpoint = run_sft(config, workdir)
-        distributed.barrier("sft")
-        if not distributed.is_primary():
-            if not is_finished(sft_checkpoint_dir(config, workdir)):
-                raise FileNotFoundError(
-                    f"process {jax.process_index()}: no finished SFT checkpoint at "
-                    f"{sft_checkpoint_dir(config, workdir)} after process 0 wrote it; every "
-                    "process needs the same --workdir (and sft.checkpoint) on a shared filesystem")
-            checkpoint = run_sft(config, workdir)  # reuses it (after checking its settings)
-        return str(checkpoint)
+        return _sft_checkpoint(config, workdir)
     if not config.policy.checkpoint:
         raise ValueError("config.policy.checkpoint is empty and config.sft.enabled is False: "
                          "nothing to start RL from")
