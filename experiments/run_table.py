@@ -49,6 +49,7 @@ if REPO not in sys.path:  # run as a script: experiments/ is sys.path[0], not th
 from etils import epath  # noqa: E402
 
 from experiments import variants  # noqa: E402
+from prime_jax.paths import is_remote  # noqa: E402
 
 BASE_FILES = {"small": "experiments/configs/arithmetic.py",
               "full": "experiments/configs/eurus2_7b.py"}
@@ -134,10 +135,6 @@ def base_config(scale: str):
   return eurus2_7b_prime.base()
 
 
-def _is_remote(path: str) -> bool:
-  return "://" in path
-
-
 def _join(root: str, *parts: str) -> str:
   return os.fspath(epath.Path(root).joinpath(*parts))
 
@@ -166,7 +163,7 @@ def plan_runs(args, train_flags: Sequence[str]) -> list[Run]:
   base = base_config(args.scale)
   steps = args.steps if args.steps is not None else (
       table.full_steps if args.scale == "full" else None)
-  log_dir = (_join(args.workdir_root, "logs") if not _is_remote(args.workdir_root)
+  log_dir = (_join(args.workdir_root, "logs") if not is_remote(args.workdir_root)
              else os.path.join(args.results_dir, "logs"))
   runs = []
   for seed in args.seeds:
@@ -554,7 +551,7 @@ def parse_args(argv: Sequence[str]):
   # The runs' subprocesses start in the repository: relative paths are made absolute here.
   for name in ("workdir_root", "results_dir", "eval_data_dir", "trained_prm"):
     value = getattr(args, name)
-    if value and not _is_remote(value):
+    if value and not is_remote(value):
       setattr(args, name, os.path.abspath(value))
   check_train_flags(train_flags)
   return args, train_flags
