@@ -38,6 +38,7 @@ import json
 import math
 import os
 import shlex
+import statistics
 import subprocess
 import sys
 from typing import Optional, Sequence
@@ -48,7 +49,7 @@ if REPO not in sys.path:  # run as a script: experiments/ is sys.path[0], not th
 
 from etils import epath  # noqa: E402
 
-from experiments import variants  # noqa: E402
+from experiments import table_stats, variants  # noqa: E402
 from prime_jax.paths import is_remote  # noqa: E402
 
 BASE_FILES = {"small": "experiments/configs/arithmetic.py",
@@ -103,6 +104,19 @@ PAPER_FINDINGS = {  # spec §9's headline ablations: curves in the paper, no tab
     "ref_policy": "SFT-ref and policy-ref give similar rewards",
     "double_forward": "double forward raises PRM accuracy but not reward",
 }
+
+# (baseline, treated) pairs whose gap each small table reports, with confidence intervals.
+PAIRS = {
+    "table1": (("rloo", "prime"),),
+    "table4": (("rloo", "prime"), ("reinforce", "reinforce_prime"), ("grpo", "grpo_prime"),
+               ("ppo", "ppo_prime"), ("rloo", "prm_value")),
+    "prm_ablations": tuple(("prime", v) for v in TABLES["prm_ablations"].variants[1:]),
+}
+EFFICIENCY_METRIC, EFFICIENCY_WINDOW = "rollout/acc_all_samples", 10
+TIMING_SKIP_STEPS = 2  # the first steps compile
+PHASES = (("time/sampling", "sampling"), ("time/grading", "grading"), ("time/update", "update"),
+          ("time/prm_est", "PRM (est.)"), ("time/policy_est", "policy (est.)"),
+          ("time/checkpoint", "checkpoint"))
 
 CURVE_METRICS = ("eval/accuracy_greedy", "eval/accuracy_sampled", "rollout/acc_all_samples",
                  "prm/acc_before")
@@ -390,7 +404,131 @@ def render_small(args, runs: Sequence[Run], done: dict) -> str:
              _fmt([r["eval/accuracy_sampled"] for r in last]),
              _fmt(train), _fmt(prm), _paper_cell(args.table, variant)]
     lines.append("| " + " | ".join(cells) + " |")
+  lines += render_effects(args, done) + render_prm_accuracy(done) + render_timing(args, done)
   return "\n".join(lines) + "\n"
+
+
+def _curve(rows: Sequence[dict], key: str) -> dict[int, float]:
+  return {r["step"]: r[key] for r in rows if r["step"] > 0 and isinstance(r.get(key), (int, float))}
+
+
+def _final_evals(finished, key: str) -> dict[int, float]:
+  """{seed: the last eval's value of key}."""
+  out = {}
+  for run, rows in finished:
+    evals = _eval_rows(rows)
+    if evals:
+      out[run.seed] = evals[-1][key]
+  return out
+
+
+def _gaps(treated, baseline, key: str) -> list[str]:
+  """[unpaired, paired] gap cells of one metric."""
+  t, b = _final_evals(treated, key), _final_evals(baseline, key)
+  welch = table_stats.welch_gap(list(t.values()), list(b.values()))
+  paired = table_stats.paired_gap(t, b)
+  return [welch.format() if welch else "– (needs 2+ seeds each)",
+          paired.format() if paired else "– (needs 2+ common seeds)"]
+
+
+def render_effects(args, done: dict) -> list[str]:
+  """The gap of each (baseline, treated) pair of the table, with 95% CIs over seeds, and the
+  steps the treated variant takes to reach the baseline's final training accuracy."""
+  pairs = [(b, t) for b, t in PAIRS[args.table] if done.get(b) and done.get(t)]
+  if not pairs:
+    return []
+  lines = [
+      "", "## Effect of each change, with 95% confidence intervals", "",
+      "Final gap: treated − baseline of the last eval's held-out accuracy. Unpaired: the "
+      "difference of the seed means with Welch's t interval. Paired: the mean of the per-seed "
+      "differences with the paired t interval; a seed's runs share the SFT model, the prompt "
+      "order and the sampling keys, so pairing removes the seed-to-seed spread (mostly the SFT "
+      "model's), the larger part of the unpaired interval. Seeds are the unit, so with 2–3 "
+      "seeds either interval is wide. Steps to "
+      f"reach: the first RL step at which the treated variant's seed-mean `{EFFICIENCY_METRIC}` "
+      f"({EFFICIENCY_WINDOW}-step trailing mean) reaches the baseline's value at its last step "
+      "(the paper's sample-efficiency measure, its '2.5×'), and baseline steps / that step; the "
+      "interval is a percentile bootstrap over seeds (2000 resamples; a seed's two runs are "
+      "resampled together when both variants have the same seeds; with 3 seeds it has few "
+      "distinct values).", "",
+      "| baseline → treated | seeds | sampled final gap, unpaired | paired | greedy final gap, "
+      "unpaired | paired | steps to reach the baseline's final training acc |",
+      "|---|---|---|---|---|---|---|"]
+  for base, treated in pairs:
+    eff = table_stats.sample_efficiency(
+        {run.seed: _curve(rows, EFFICIENCY_METRIC) for run, rows in done[treated]},
+        {run.seed: _curve(rows, EFFICIENCY_METRIC) for run, rows in done[base]},
+        window=EFFICIENCY_WINDOW)
+    cells = [f"{base} → {treated}", f"{len(done[base])} / {len(done[treated])}",
+             *_gaps(done[treated], done[base], "eval/accuracy_sampled"),
+             *_gaps(done[treated], done[base], "eval/accuracy_greedy"),
+             eff.format() if eff else "–"]
+    lines.append("| " + " | ".join(cells) + " |")
+  return lines
+
+
+def _num(value: Optional[float], digits: int = 3) -> str:
+  return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _median(values: Sequence[float]) -> Optional[float]:
+  return statistics.median(values) if values else None
+
+
+def render_timing(args, done: dict) -> list[str]:
+  """Median seconds per RL step and per phase, pooled over seeds, eval time left out."""
+  if not done:
+    return []
+  lines = ["", "## Wall-clock per RL step", "",
+           f"Median over RL steps > {TIMING_SKIP_STEPS} (the first compile) of every seed's "
+           "`time/*` metrics, seconds; step = the trainer's `time/step` minus its `time/eval`. "
+           "The fused update is one compiled graph: its PRM / policy split is estimated from "
+           "forward-pass counts (`algo.update_step.forward_passes`). × baseline: this step over "
+           "the pair's baseline step (PAIRS).", "",
+           "| variant | steps timed | step | " + " | ".join(n for _, n in PHASES)
+           + " | × baseline |", "|---|---|---|" + "---|" * len(PHASES) + "---|"]
+  timed = {variant: [r for _, rs in finished for r in rs if r["step"] > TIMING_SKIP_STEPS
+                     and isinstance(r.get("time/step"), (int, float))]
+           for variant, finished in done.items()}
+  medians = {variant: _median([r["time/step"] - r.get("time/eval", 0.0) for r in rows])
+             for variant, rows in timed.items()}
+  for variant, rows in timed.items():
+    cells = [variant, str(len(rows)), _num(medians[variant], 2)]
+    cells += [_num(_median([r[k] for r in rows if isinstance(r.get(k), (int, float))]), 2)
+              for k, _ in PHASES]
+    base = next((b for b, t in PAIRS[args.table] if t == variant), None)
+    ratio = (medians[variant] / medians[base]
+             if medians.get(base) and medians[variant] else None)
+    cells.append(f"{ratio:.2f}× {base}" if ratio else "–")
+    lines.append("| " + " | ".join(cells) + " |")
+  return lines
+
+
+def render_prm_accuracy(done: dict) -> list[str]:
+  """The implicit PRM's pair accuracy on each step's fresh rollouts, by quarter of the run."""
+  keyed = [(variant, key) for variant, finished in done.items()
+           for key in ("prm/acc_before", "prm/acc_after")
+           if any(_curve(rows, key) for _, rows in finished)]
+  if not keyed:
+    return []
+  lines = ["", "## Implicit PRM pair accuracy by quarter of the run", "",
+           "`prm/acc_before`: share of (correct, incorrect) response pairs of a prompt whose "
+           "implicit rewards rank the correct one higher, on each step's fresh rollouts, before "
+           "that step's PRM update (`prm/acc_after`: after it, double forward only). Mean over "
+           "the steps of each quarter, then mean ± std over seeds. 0.5 is chance.", "",
+           "| variant | metric | steps 1–25% | 25–50% | 50–75% | 75–100% |",
+           "|---|---|---|---|---|---|"]
+  for variant, key in keyed:
+    quarters = [[] for _ in range(4)]
+    for run, rows in done[variant]:
+      curve = _curve(rows, key)
+      for q in range(4):
+        part = [v for s, v in curve.items()
+                if q * run.total_steps / 4 < s <= (q + 1) * run.total_steps / 4]
+        if part:
+          quarters[q].append(sum(part) / len(part))
+    lines.append(f"| {variant} | {key} | " + " | ".join(_fmt(q) for q in quarters) + " |")
+  return lines
 
 
 def render_full(args, runs: Sequence[Run], done: dict) -> str:

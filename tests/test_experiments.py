@@ -245,3 +245,35 @@ def test_run_table_end_to_end_on_a_tiny_table1(tmp_path):
   assert again.returncode == 0, again.stderr[-3000:]
   assert again.stdout.count("finished, skipped") == 2
   assert (results / "results.md").read_text() == text
+
+
+def test_small_table_reports_gaps_prm_quarters_and_step_times(tmp_path):
+  import json
+  from experiments import run_table
+  args, flags_ = run_table.parse_args(["table1", "--scale", "small", "--seeds", "0,1",
+                                       "--steps", "8", "--workdir_root", str(tmp_path)])
+  runs = run_table.plan_runs(args, flags_)
+  finals = {("prime", 0): 0.6, ("prime", 1): 0.7, ("rloo", 0): 0.5, ("rloo", 1): 0.4}
+  for run in runs:
+    _fake_run(run.workdir, [(0.4, 0.2), (finals[run.variant, run.seed], 0.3)], total=8,
+              prm=run.variant == "prime")
+    rows = read_metrics(run.workdir)
+    for row in rows[1:]:  # PRIME's step 3 s (1 s in eval at the last step), RLOO's 2 s
+      row.update({"time/step": 3.0 + (row["step"] == 8) if run.variant == "prime" else 2.0,
+                  "time/eval": float(row["step"] == 8), "time/sampling": 0.5})
+    with open(os.path.join(run.workdir, "metrics.jsonl"), "w") as f:
+      f.writelines(json.dumps(r) + "\n" for r in rows)
+  text = run_table.render_small(args, runs, run_table.collect(runs))
+  # Greedy finals 0.6/0.7 vs 0.5/0.4: gap +0.2 with Welch's interval (dof 2, t = 4.303).
+  half = 4.302652729911275 * 0.005 ** 0.5  # se = sqrt(0.005/2 + 0.005/2)
+  # Paired: differences 0.1 and 0.3 (seed 0: 0.6 - 0.5, seed 1: 0.7 - 0.4), t(1) = 12.706.
+  paired = 12.706204736174707 * 0.1
+  assert f"| +0.200 [{0.2 - half:+.3f}, {0.2 + half:+.3f}] | +0.200 [{0.2 - paired:+.3f}, " \
+      f"{0.2 + paired:+.3f}] |" in text
+  # sampled: equal
+  assert "| rloo → prime | 2 / 2 | +0.000 [+0.000, +0.000] | +0.000 [+0.000, +0.000] |" in text
+  # Training accuracy 0.1 * step on both: PRIME reaches RLOO's last smoothed value at step 8.
+  assert "8 steps (1.00×); 95% CI 8 to 8 steps (1.00× to 1.00×)" in text
+  assert "| prime | prm/acc_before | 0.500 ± 0.000 | 0.500 ± 0.000 |" in text
+  assert "| prime | 12 | 3.00 | 0.50 |" in text and "| 1.50× rloo |" in text
+  assert "| rloo | 12 | 2.00 | 0.50 |" in text
