@@ -18,7 +18,8 @@ Small scale (experiments/configs/arithmetic.py, a CPU): the table holds the fina
 and sampled accuracy (mean +- sample std over seeds, from each run's metrics.jsonl eval rows)
 beside the paper's number for the row. Each seed's SFT model is trained once, by its first run,
 at <root>/sft_seed<S>, and reused by the seed's other variants (--config.sft.checkpoint).
-prm_from_trained's PRM is the same seed's PRIME run's exported PRM.
+The variants that start from a separately trained PRM (prm_offline, prm_from_trained) take the
+same seed's PRIME run's exported PRM (a PRM trained online on this task by another run).
 
 Full scale (experiments/configs/eurus2_7b.py, a pod): pass the model and data with TRAIN_FLAGS
 (`-- --config.policy.checkpoint=SFT --config.task.data_dir=DATA`); each run then goes through the
@@ -134,7 +135,7 @@ class Run:
   total_steps: int
   command: list[str]
   log: str
-  needs: Optional[str] = None  # workdir of a run that must finish first (prm_from_trained)
+  needs: Optional[str] = None  # workdir of a run that must finish first (its trained PRM)
 
   @property
   def name(self) -> str:
@@ -172,8 +173,9 @@ def plan_runs(args, train_flags: Sequence[str]) -> list[Run]:
   unknown = [v for v in chosen if v not in variants.VARIANTS]
   if unknown:
     raise SystemExit(f"error: unknown variants {unknown}; known: {', '.join(variants.VARIANTS)}")
-  if args.scale == "small" and "prm_from_trained" in chosen and "prime" not in chosen:
-    chosen.insert(0, "prime")  # its exported PRM is prm_from_trained's starting PRM
+  if (args.scale == "small" and any(variants.needs_trained_prm(v) for v in chosen)
+      and "prime" not in chosen):
+    chosen.insert(0, "prime")  # its exported PRM is the trained PRM
   base = base_config(args.scale)
   steps = args.steps if args.steps is not None else (
       table.full_steps if args.scale == "full" else None)
@@ -193,7 +195,7 @@ def plan_runs(args, train_flags: Sequence[str]) -> list[Run]:
       if args.scale == "small":
         command.append(f"--config.sft.checkpoint={_join(args.workdir_root, f'sft_seed{seed}')}")
       needs = None
-      if variant == "prm_from_trained":
+      if variants.needs_trained_prm(variant):
         if args.trained_prm:
           prm = args.trained_prm
         elif args.scale == "small":
@@ -669,8 +671,9 @@ def parse_args(argv: Sequence[str]):
   p.add_argument("--benchmarks", default="all", help="full scale: prime_jax.eval --benchmarks")
   p.add_argument("--eval_mode", default="greedy", help="full scale: prime_jax.eval --mode")
   p.add_argument("--trained_prm", default=None,
-                 help="prm_from_trained's PRM checkpoint (required at full scale; default at "
-                      "small scale: the same seed's PRIME run's export/prm)")
+                 help="the trained PRM checkpoint of prm_offline and prm_from_trained (required "
+                      "at full scale; default at small scale: the same seed's PRIME run's "
+                      "export/prm)")
   p.add_argument("--python", default=sys.executable, help=argparse.SUPPRESS)
   args = p.parse_args(argv)
   try:
@@ -708,7 +711,7 @@ def main(argv: Sequence[str]) -> int:
       for run in runs:
         print(shlex.join(eval_command(args, run)))
     return 0
-  missing_prm = [r.name for r in runs if r.variant == "prm_from_trained"
+  missing_prm = [r.name for r in runs if variants.needs_trained_prm(r.variant)
                  and not any(a.startswith("--config.prm.checkpoint=") for a in r.command)]
   if missing_prm:
     raise SystemExit(f"error: {', '.join(missing_prm)} need --trained_prm DIR (a trained PRM "

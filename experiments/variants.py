@@ -24,10 +24,11 @@ from typing import Any, Callable, Mapping
 
 import ml_collections
 
-# prm.checkpoint of the "PRM from a separately trained PRM" ablation at full scale: a placeholder
-# for an HF checkpoint of an outcome-trained PRM with the policy's architecture and tokenizer
-# (give the real one with --config.prm.checkpoint=DIR). At small scale experiments/run_table.py
-# points it at the same seed's PRIME run's exported PRM.
+# prm.checkpoint of the ablations that need a separately trained PRM (the offline PRM, and the PRM
+# initialised from a trained PRM): a placeholder for an HF checkpoint of an outcome-trained PRM
+# with the policy's architecture and tokenizer (give the real one with
+# --config.prm.checkpoint=DIR). At small scale experiments/run_table.py points it at the same
+# seed's PRIME run's exported PRM.
 TRAINED_PRM_PLACEHOLDER = "/path/to/trained-PRM"
 
 
@@ -84,9 +85,13 @@ VARIANTS: dict[str, Variant] = {
         "PRIME as value model: A_t = r_o - v(y_<t), v = cumulative beta * q of the implicit PRM",
         "Table 4 'PRIME as Value Model'"),
     # Ablations of the implicit PRM (spec §9 headline ablations; the paper shows them as curves).
+    # A frozen PRM initialised from the SFT model equals the reference, so every implicit reward
+    # would be exactly 0 (spec §2) and the run would be outcome-only RLOO: the offline PRM has to
+    # be a trained one, as the paper's is.
     "prm_offline": Variant(
-        {"rl.prm_update": "none"}, "offline PRM: implicit rewards from the initial PRM, never "
-        "updated", "ablation: online vs offline PRM"),
+        {"rl.prm_update": "none", "prm.checkpoint": TRAINED_PRM_PLACEHOLDER},
+        "offline PRM: a separately trained PRM, frozen (implicit rewards from it, never updated)",
+        "ablation: online vs offline PRM"),
     "prm_from_trained": Variant(
         {"prm.checkpoint": TRAINED_PRM_PLACEHOLDER},
         "PRM initialised from a separately trained PRM instead of the SFT model (reference still "
@@ -109,6 +114,11 @@ VARIANTS: dict[str, Variant] = {
 
 def names() -> list[str]:
   return list(VARIANTS)
+
+
+def needs_trained_prm(name: str) -> bool:
+  """Whether variant `name` starts from a separately trained PRM (TRAINED_PRM_PLACEHOLDER)."""
+  return VARIANTS[name].overrides.get("prm.checkpoint") == TRAINED_PRM_PLACEHOLDER
 
 
 def resolved_overrides(base: ml_collections.ConfigDict, name: str) -> dict[str, Any]:

@@ -130,14 +130,31 @@ def test_dry_run_prints_the_commands_and_writes_nothing(tmp_path):
   assert result.returncode == 0, result.stderr
   lines = result.stdout.strip().splitlines()
   assert len(lines) == 2 * 7 and all("-m prime_jax.train" in line for line in lines)
-  assert f"--config={SMALL}:prm_from_trained" in lines[2]
-  assert f"--config.prm.checkpoint={tmp_path}/runs/prime_seed0_steps5/export/prm" in lines[2]
+  trained_prm = f"--config.prm.checkpoint={tmp_path}/runs/prime_seed0_steps5/export/prm"
+  assert f"--config={SMALL}:prm_offline" in lines[1] and trained_prm in lines[1]
+  assert f"--config={SMALL}:prm_from_trained" in lines[2] and trained_prm in lines[2]
+  assert not any("--config.prm.checkpoint" in line for line in lines[3:7])
   assert f"--config.sft.checkpoint={tmp_path}/runs/sft_seed1" in lines[-1]
   assert not (tmp_path / "runs").exists() and not (tmp_path / "results").exists()
   bad = subprocess.run([sys.executable, "experiments/run_table.py", "table1", "--scale", "small",
                         "--dry_run", "--", "--config.seed=3"], cwd=REPO, capture_output=True,
                        text=True, timeout=120)
   assert bad.returncode != 0 and "--config.seed is set by run_table.py" in bad.stderr
+
+
+def test_full_scale_trained_prm_variants_need_a_trained_prm(tmp_path):
+  # An offline PRM from the SFT model equals the reference: every process reward would be 0.
+  small = parse(f"{SMALL}:prm_offline")
+  assert small.rl.prm_update == "none" and small.prm.checkpoint == variants.TRAINED_PRM_PLACEHOLDER
+  assert [v for v in NAMES if variants.needs_trained_prm(v)] == ["prm_offline", "prm_from_trained"]
+  result = subprocess.run(
+      [sys.executable, "experiments/run_table.py", "prm_ablations", "--scale", "full",
+       "--seeds", "0", "--variants", "prime,prm_offline", "--workdir_root", str(tmp_path / "r"),
+       "--results_dir", str(tmp_path / "out")], cwd=REPO, capture_output=True, text=True,
+      timeout=120)
+  assert result.returncode != 0
+  assert "prm_offline_seed0 need --trained_prm DIR" in result.stderr
+  assert not (tmp_path / "r").exists()
 
 
 def _fake_run(workdir, evals, *, prm=True, total=4, eval_results=None):
