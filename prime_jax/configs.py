@@ -90,6 +90,7 @@ def base_config() -> ConfigDict:
       # §3 PRM loss and schedule
       beta=0.05,
       prm_update="after",         # after (single forward) | before (double forward) | none
+                                  # (offline: a trained prm.checkpoint, else every reward is 0)
       prm_loss="ce",              # ce | dpo
       prm_lr=1e-6, prm_weight_decay=0.0, prm_grad_clip=10.0,
       prm_mini_batch=256,         # responses per PRM optimiser step, in batch order

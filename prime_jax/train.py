@@ -36,7 +36,8 @@ from ml_collections import config_flags
 
 from prime_jax import distributed, paths
 from prime_jax.algo.update_step import (forward_passes, make_update_step, policy_optimizer,
-                                        prm_optimizer, reference_params, update_step_shardings)
+                                        prm_optimizer, reference_params, update_step_shardings,
+                                        uses_prm)
 from prime_jax.checkpointing import Checkpointer
 from prime_jax.data import PromptEncoder, PromptFormat, PromptIterator, load_split, write_records
 from prime_jax.data.storage import split_names
@@ -113,6 +114,20 @@ def _initial_checkpoint(config, workdir: str) -> str:
         raise ValueError("config.policy.checkpoint is empty and config.sft.enabled is False: "
                          "nothing to start RL from")
     return config.policy.checkpoint
+
+
+def _check_prm_source(config) -> None:
+    """An offline PRM (prm_update="none") from the policy's own checkpoint, against the frozen
+    copy of it as the reference, is the reference: every implicit reward would be exactly 0 and
+    the run silently outcome-only. Such a PRM has to come from a trained checkpoint."""
+    rl = config.rl
+    if (uses_prm(rl) and rl.prm_update == "none" and rl.ref_type == "freeze"
+            and not config.prm.checkpoint):
+        raise ValueError(
+            "rl.prm_update='none' (an offline PRM) with config.prm.checkpoint empty: the PRM "
+            "would start from the policy's checkpoint, which is also the frozen reference "
+            "(rl.ref_type='freeze'), so every implicit reward would be 0 and the run outcome-only. "
+            "Set --config.prm.checkpoint to a trained PRM, or use rl.coef_proc=0 for outcome-only")
 
 
 def _data(config, workdir: str):
@@ -257,6 +272,7 @@ def _summary_table(first: dict, last: dict) -> str:
 def train(config, workdir: str) -> dict:
     """Runs (or resumes) the RL loop; returns {"first_eval", "last_eval"} metric dicts."""
     from tqdm import tqdm
+    _check_prm_source(config)
     run = setup(config, workdir)
     rl = config.rl
     logging.info("model %s (%d params), mesh %s", run.model_config, run.model_config.num_params,

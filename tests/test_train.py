@@ -187,6 +187,16 @@ def test_no_starting_checkpoint_is_an_error(tmp_path):
         train(config, str(tmp_path))
 
 
+def test_an_offline_prm_that_is_the_reference_is_an_error(tmp_path):
+    # Its rewards would all be 0: refused before anything runs (no SFT, nothing written).
+    config = tiny_config(TINY, **{"rl.prm_update": "none"})
+    with pytest.raises(ValueError, match="every implicit reward would be 0"):
+        train(config, str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+    for legal in ({"rl.coef_proc": 0.0}, {"rl.ref_type": "policy"}, {"prm.checkpoint": "/x"}):
+        train_module._check_prm_source(tiny_config(TINY, **{"rl.prm_update": "none", **legal}))
+
+
 def test_truncate_after_drops_later_steps_and_a_torn_last_line(tmp_path):
     log = MetricsLog(str(tmp_path), tensorboard=False)
     for step in range(4):
