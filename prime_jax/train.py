@@ -184,9 +184,11 @@ def setup(config, workdir: str) -> Run:
 def _load_params(run: Run, directory: str):
     rules = training_rules(run.config)
     shardings = param_shardings(run.model_config, run.mesh, rules)
+    # value_head: PPO's head is not an HF tensor; it starts at zero on top of the checkpoint.
     config, params = load_hf_checkpoint(directory, shardings=shardings,
                                         dtype=run.model_config.dtype,
-                                        remat=run.model_config.remat)
+                                        remat=run.model_config.remat,
+                                        value_head=run.model_config.value_head)
     if config != run.model_config:
         raise ValueError(f"{directory} holds a different model than {run.checkpoint_dir}")
     return params

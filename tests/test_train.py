@@ -238,6 +238,19 @@ def test_prime_run(prime_run, base):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("estimator", ["ppo", "prm_value"])
+def test_the_other_estimators_train_from_the_sft_checkpoint(base, tmp_path, estimator):
+    # PPO's value head is not in the SFT checkpoint: it starts at zero on the loaded trunk.
+    run = run_in_process(tiny_config(base, **{"rl.estimator": estimator, "total_steps": 1}),
+                         tmp_path / "run")
+    rows = read_metrics(str(run.workdir))
+    assert [r["step"] for r in rows] == [0, 1]
+    assert np.isfinite(rows[1]["policy/loss"]) and 0.0 <= rows[1]["prm/acc_before"] <= 1.0
+    if estimator == "ppo":
+        assert np.isfinite(rows[1]["policy/value_loss"]) and rows[1]["policy/value_loss"] > 0
+
+
+@pytest.mark.slow
 def test_rerunning_a_finished_workdir_reports_its_last_eval(prime_run, base, tmp_path):
     workdir = tmp_path / "copy"
     shutil.copytree(prime_run.workdir, workdir)
