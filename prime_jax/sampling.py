@@ -154,8 +154,8 @@ def _sample_args(params, prompt_tokens, prompt_valid, key, *, model_config, conf
   shape = (b * config.n_samples, width + config.max_new_tokens)
   cache = init_cache_like(params, model_config, *shape, rules=rules)
   mesh = _params_mesh(params)
-  if mesh is not None:  # prompt rows over the batch axes (where they divide), as the cache's rows
-    rows = fit_to_shape(logical_sharding(mesh, ("batch", "length"), rules), prompt_tokens.shape)
+  if mesh is not None:  # prompt rows over the batch axes (where they divide)
+    rows = row_sharding(mesh, prompt_tokens.shape, rules)
     prompt_tokens, valid = jax.device_put((prompt_tokens, valid), rows)
   return (params, prompt_tokens, valid, key, cache), dict(
       model_config=model_config, config=config, mesh=mesh,
@@ -186,6 +186,12 @@ def init_cache_like(params, model_config: DecoderConfig, batch: int, length: int
 def cache_sharding(mesh, shape, rules=DEFAULT_RULES) -> NamedSharding:
   """Where a KV cache array [layers, batch, slots, kv_heads, head_dim] of `shape` lives."""
   return fit_to_shape(logical_sharding(mesh, _CACHE_AXES, rules), shape)
+
+
+def row_sharding(mesh, shape, rules=DEFAULT_RULES) -> NamedSharding:
+  """Where a per-row array [rows] or [rows, positions] (prompts, sampler outputs) lives: rows
+  over the batch axes, as the cache's rows."""
+  return fit_to_shape(logical_sharding(mesh, ("batch", "length")[:len(shape)], rules), shape)
 
 
 def _choose_tokens(logits: jax.Array, key: jax.Array, config: SamplingConfig):
@@ -230,9 +236,8 @@ def _sample_jit(params, prompt_tokens, prompt_valid, key, cache, *, model_config
     out, cache = _sample_loop(params, prompt_tokens, prompt_valid, key, cache,
                               model_config=model_config, config=config)
   if mesh is not None:
-    rows = lambda x: jax.lax.with_sharding_constraint(x, fit_to_shape(
-        logical_sharding(mesh, ("batch", "length")[:x.ndim], rules), x.shape))
-    out = jax.tree.map(rows, out)
+    out = jax.tree.map(
+        lambda x: jax.lax.with_sharding_constraint(x, row_sharding(mesh, x.shape, rules)), out)
     cache = jax.tree.map(lambda x: jax.lax.with_sharding_constraint(
         x, cache_sharding(mesh, x.shape, rules)), cache)
   return out, cache
