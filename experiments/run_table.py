@@ -411,7 +411,9 @@ def render_small(args, runs: Sequence[Run], done: dict) -> str:
 
 
 def _curve(rows: Sequence[dict], key: str) -> dict[int, float]:
-  return {r["step"]: r[key] for r in rows if r["step"] > 0 and isinstance(r.get(key), (int, float))}
+  """{step: value} of the rows that log `key` with a finite number (the plot tool's series)."""
+  from prime_jax.tools.plot import series
+  return dict(zip(*series(rows, key)))
 
 
 def _final_evals(finished, key: str) -> dict[int, float]:
@@ -584,20 +586,20 @@ def render_full(args, runs: Sequence[Run], done: dict) -> str:
 def plot_curves(done: dict, out: str) -> Optional[str]:
   """One panel per metric in CURVE_METRICS that some run logs: per variant the mean over seeds
   against the RL step (steps every seed logs), with a min-max band."""
-  from prime_jax.tools.plot import DEFAULT_METRICS, _UNIT_INTERVAL, series
+  from prime_jax.tools.plot import DEFAULT_METRICS, _UNIT_INTERVAL
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   from matplotlib.ticker import MaxNLocator
 
   metrics = [m for m in CURVE_METRICS
-             if any(series(rows, m)[0] for runs in done.values() for _, rows in runs)]
+             if any(_curve(rows, m) for runs in done.values() for _, rows in runs)]
   if not metrics:
     return None
   fig, axes = plt.subplots(1, len(metrics), figsize=(5.0 * len(metrics), 4.0), squeeze=False)
   for ax, metric in zip(axes[0], metrics):
     for i, (variant, runs) in enumerate(done.items()):
-      per_seed = [dict(zip(*series(rows, metric))) for _, rows in runs]
+      per_seed = [_curve(rows, metric) for _, rows in runs]
       per_seed = [s for s in per_seed if s]
       if not per_seed:
         continue
