@@ -53,8 +53,10 @@ from etils import epath  # noqa: E402
 from experiments import table_stats, variants  # noqa: E402
 from prime_jax.paths import is_remote  # noqa: E402
 
-BASE_FILES = {"small": "experiments/configs/arithmetic.py",
-              "full": "experiments/configs/eurus2_7b.py"}
+BASE_FILES = {
+    "small": "experiments/configs/arithmetic.py",
+    "full": "experiments/configs/eurus2_7b.py",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,37 +68,116 @@ class Table:
 
 TABLES = {
     "table1": Table("PRIME vs outcome-only RLOO (paper Table 1)", ("prime", "rloo")),
-    "table4": Table("Advantage estimators with and without PRIME (paper Table 4)",
-                    ("rloo", "prime", "reinforce", "reinforce_prime", "grpo", "grpo_prime", "ppo",
-                     "ppo_prime", "prm_value")),
+    "table4": Table(
+        "Advantage estimators with and without PRIME (paper Table 4)",
+        (
+            "rloo",
+            "prime",
+            "reinforce",
+            "reinforce_prime",
+            "grpo",
+            "grpo_prime",
+            "ppo",
+            "ppo_prime",
+            "prm_value",
+        ),
+    ),
     # No step is given for the ablations in the spec; they use the tables' 240 too.
-    "prm_ablations": Table("Implicit-PRM ablations and the 16-samples run (paper §5 ablations)",
-                           ("prime", "prm_offline", "prm_from_trained", "ref_policy",
-                            "double_forward", "prm_dpo", "prime_n16")),
+    "prm_ablations": Table(
+        "Implicit-PRM ablations and the 16-samples run (paper §5 ablations)",
+        (
+            "prime",
+            "prm_offline",
+            "prm_from_trained",
+            "ref_policy",
+            "double_forward",
+            "prm_dpo",
+            "prime_n16",
+        ),
+    ),
 }
 
 # The paper's numbers, copied from the project's spec (shared/PRIME_SPEC.md §9: "The paper's
 # numbers (greedy pass@1, %)", from arXiv 2502.01456 v2 Table 1 and Table 4). Benchmark keys are
 # prime_jax.evaluation's names, in Table 1's column order.
 PAPER_TABLE1 = {  # row -> (step, {benchmark: %}); "avg" is the paper's own average
-    "Eurus-2-7B-SFT": (0, dict(aime24=3.3, amc=30.1, math500=66.2, minerva=32.7,
-                               olympiadbench=29.8, leetcode=21.7, livecodebench=17.8, avg=28.8)),
-    "RLOO, outcome verifier only": (240, dict(aime24=20.0, amc=47.0, math500=73.2, minerva=36.4,
-                                              olympiadbench=35.4, leetcode=28.3,
-                                              livecodebench=26.7, avg=36.9)),
-    "PRIME": (240, dict(aime24=20.0, amc=50.6, math500=78.2, minerva=39.3, olympiadbench=40.3,
-                        leetcode=31.1, livecodebench=27.5, avg=41.0)),
-    "Eurus-2-7B-PRIME": (592, dict(aime24=26.7, amc=57.8, math500=79.2, minerva=38.6,
-                                   olympiadbench=42.1, leetcode=33.3, livecodebench=28.6,
-                                   avg=43.9)),
-    "Qwen2.5-Math-7B-Instruct": (None, dict(aime24=13.3, amc=50.6, math500=79.8, minerva=34.6,
-                                            olympiadbench=40.7, leetcode=11.7, livecodebench=11.3,
-                                            avg=34.6)),
+    "Eurus-2-7B-SFT": (
+        0,
+        dict(
+            aime24=3.3,
+            amc=30.1,
+            math500=66.2,
+            minerva=32.7,
+            olympiadbench=29.8,
+            leetcode=21.7,
+            livecodebench=17.8,
+            avg=28.8,
+        ),
+    ),
+    "RLOO, outcome verifier only": (
+        240,
+        dict(
+            aime24=20.0,
+            amc=47.0,
+            math500=73.2,
+            minerva=36.4,
+            olympiadbench=35.4,
+            leetcode=28.3,
+            livecodebench=26.7,
+            avg=36.9,
+        ),
+    ),
+    "PRIME": (
+        240,
+        dict(
+            aime24=20.0,
+            amc=50.6,
+            math500=78.2,
+            minerva=39.3,
+            olympiadbench=40.3,
+            leetcode=31.1,
+            livecodebench=27.5,
+            avg=41.0,
+        ),
+    ),
+    "Eurus-2-7B-PRIME": (
+        592,
+        dict(
+            aime24=26.7,
+            amc=57.8,
+            math500=79.2,
+            minerva=38.6,
+            olympiadbench=42.1,
+            leetcode=33.3,
+            livecodebench=28.6,
+            avg=43.9,
+        ),
+    ),
+    "Qwen2.5-Math-7B-Instruct": (
+        None,
+        dict(
+            aime24=13.3,
+            amc=50.6,
+            math500=79.8,
+            minerva=34.6,
+            olympiadbench=40.7,
+            leetcode=11.7,
+            livecodebench=11.3,
+            avg=34.6,
+        ),
+    ),
 }
 PAPER_TABLE1_ROW = {"prime": "PRIME", "rloo": "RLOO, outcome verifier only"}
 PAPER_TABLE4_AVG = {  # spec §9: "Table 4 (avg at 240 steps, without -> with PRIME)"
-    "rloo": 36.9, "prime": 41.0, "reinforce": 36.0, "reinforce_prime": 37.8, "grpo": 36.1,
-    "grpo_prime": 37.8, "ppo": 35.8, "ppo_prime": 39.4, "prm_value": 36.6,
+    "rloo": 36.9,
+    "prime": 41.0,
+    "reinforce": 36.0,
+    "reinforce_prime": 37.8,
+    "grpo": 36.1,
+    "grpo_prime": 37.8,
+    "ppo": 35.8,
+    "ppo_prime": 39.4,
+    "prm_value": 36.6,
 }
 PAPER_FINDINGS = {  # spec §9's headline ablations: curves in the paper, no table numbers
     "prime": "the reference row",
@@ -109,18 +190,32 @@ PAPER_FINDINGS = {  # spec §9's headline ablations: curves in the paper, no tab
 # (baseline, treated) pairs whose gap each small table reports, with confidence intervals.
 PAIRS = {
     "table1": (("rloo", "prime"),),
-    "table4": (("rloo", "prime"), ("reinforce", "reinforce_prime"), ("grpo", "grpo_prime"),
-               ("ppo", "ppo_prime"), ("rloo", "prm_value")),
+    "table4": (
+        ("rloo", "prime"),
+        ("reinforce", "reinforce_prime"),
+        ("grpo", "grpo_prime"),
+        ("ppo", "ppo_prime"),
+        ("rloo", "prm_value"),
+    ),
     "prm_ablations": tuple(("prime", v) for v in TABLES["prm_ablations"].variants[1:]),
 }
 EFFICIENCY_METRIC, EFFICIENCY_WINDOW = "rollout/acc_all_samples", 10
 TIMING_SKIP_STEPS = 2  # the first steps compile
-PHASES = (("time/sampling", "sampling"), ("time/grading", "grading"), ("time/update", "update"),
-          ("time/prm_est", "PRM (est.)"), ("time/policy_est", "policy (est.)"),
-          ("time/checkpoint", "checkpoint"))
+PHASES = (
+    ("time/sampling", "sampling"),
+    ("time/grading", "grading"),
+    ("time/update", "update"),
+    ("time/prm_est", "PRM (est.)"),
+    ("time/policy_est", "policy (est.)"),
+    ("time/checkpoint", "checkpoint"),
+)
 
-CURVE_METRICS = ("eval/accuracy_greedy", "eval/accuracy_sampled", "rollout/acc_all_samples",
-                 "prm/acc_before")
+CURVE_METRICS = (
+    "eval/accuracy_greedy",
+    "eval/accuracy_sampled",
+    "rollout/acc_all_samples",
+    "prm/acc_before",
+)
 SUMMARY_FILE = "summary.md"
 
 
@@ -145,8 +240,10 @@ class Run:
 def base_config(scale: str):
   if scale == "small":
     from prime_jax.configs import arithmetic_config
+
     return arithmetic_config()
   from experiments.configs import eurus2_7b_prime
+
   return eurus2_7b_prime.base()
 
 
@@ -159,12 +256,19 @@ def run_dir_name(variant: str, seed: int, steps: Optional[int]) -> str:
 
 
 def check_train_flags(train_flags: Sequence[str]) -> None:
-  owned = ("--workdir", "--config=", "--config.seed", "--config.total_steps",
-           "--config.sft.checkpoint")
+  owned = (
+      "--workdir",
+      "--config=",
+      "--config.seed",
+      "--config.total_steps",
+      "--config.sft.checkpoint",
+  )
   for flag in train_flags:
     if any(flag == o or flag.startswith(o if o.endswith("=") else o + "=") for o in owned):
-      raise SystemExit(f"error: {flag.split('=')[0]} is set by run_table.py (use --seeds, "
-                       "--steps, --workdir_root); leave it out of the trainer flags")
+      raise SystemExit(
+          f"error: {flag.split('=')[0]} is set by run_table.py (use --seeds, "
+          "--steps, --workdir_root); leave it out of the trainer flags"
+      )
 
 
 def plan_runs(args, train_flags: Sequence[str]) -> list[Run]:
@@ -173,23 +277,35 @@ def plan_runs(args, train_flags: Sequence[str]) -> list[Run]:
   unknown = [v for v in chosen if v not in variants.VARIANTS]
   if unknown:
     raise SystemExit(f"error: unknown variants {unknown}; known: {', '.join(variants.VARIANTS)}")
-  if (args.scale == "small" and any(variants.needs_trained_prm(v) for v in chosen)
-      and "prime" not in chosen):
+  if (
+      args.scale == "small"
+      and any(variants.needs_trained_prm(v) for v in chosen)
+      and "prime" not in chosen
+  ):
     chosen.insert(0, "prime")  # its exported PRM is the trained PRM
   base = base_config(args.scale)
-  steps = args.steps if args.steps is not None else (
-      table.full_steps if args.scale == "full" else None)
-  log_dir = (_join(args.workdir_root, "logs") if not is_remote(args.workdir_root)
-             else os.path.join(args.results_dir, "logs"))
+  steps = (
+      args.steps if args.steps is not None else (table.full_steps if args.scale == "full" else None)
+  )
+  log_dir = (
+      _join(args.workdir_root, "logs")
+      if not is_remote(args.workdir_root)
+      else os.path.join(args.results_dir, "logs")
+  )
   runs = []
   for seed in args.seeds:
     for variant in chosen:
       config = variants.apply(base, variant)
       total = steps if steps is not None else config.total_steps
       workdir = _join(args.workdir_root, run_dir_name(variant, seed, args.steps))
-      command = [args.python, "-m", "prime_jax.train",
-                 f"--config={BASE_FILES[args.scale]}:{variant}", f"--workdir={workdir}",
-                 f"--config.seed={seed}"]
+      command = [
+          args.python,
+          "-m",
+          "prime_jax.train",
+          f"--config={BASE_FILES[args.scale]}:{variant}",
+          f"--workdir={workdir}",
+          f"--config.seed={seed}",
+      ]
       if steps is not None:
         command.append(f"--config.total_steps={steps}")
       if args.scale == "small":
@@ -206,14 +322,23 @@ def plan_runs(args, train_flags: Sequence[str]) -> list[Run]:
         if prm:
           command.append(f"--config.prm.checkpoint={prm}")
       command += list(train_flags)
-      runs.append(Run(variant, seed, workdir, total, command,
-                      os.path.join(log_dir, run_dir_name(variant, seed, args.steps) + ".log"),
-                      needs))
+      runs.append(
+          Run(
+              variant,
+              seed,
+              workdir,
+              total,
+              command,
+              os.path.join(log_dir, run_dir_name(variant, seed, args.steps) + ".log"),
+              needs,
+          )
+      )
   return runs
 
 
 def last_step(workdir: str) -> Optional[int]:
   from prime_jax.metrics_log import METRICS_FILE, read_metrics
+
   if not (epath.Path(workdir) / METRICS_FILE).exists():
     return None
   rows = read_metrics(workdir)
@@ -260,8 +385,9 @@ def execute(runs: Sequence[Run]) -> list[str]:
     with open(run.log, "a") as log:
       log.write("$ " + shlex.join(run.command) + "\n")
       log.flush()
-      code = subprocess.run(run.command, cwd=REPO, env=_env(), stdout=log,
-                            stderr=subprocess.STDOUT).returncode
+      code = subprocess.run(
+          run.command, cwd=REPO, env=_env(), stdout=log, stderr=subprocess.STDOUT
+      ).returncode
     if code != 0 or not is_finished(run.workdir, run.total_steps):
       print(f"{prefix}: FAILED (exit {code}); the end of its log:\n{_tail(run.log)}", flush=True)
       failed.append(run.name)
@@ -277,9 +403,17 @@ def eval_dir(run: Run) -> str:
 
 
 def eval_command(args, run: Run) -> list[str]:
-  return [args.python, "-m", "prime_jax.eval", f"--checkpoint={run.workdir}",
-          f"--data_dir={args.eval_data_dir}", f"--benchmarks={args.benchmarks}",
-          f"--mode={args.eval_mode}", f"--out={eval_dir(run)}", f"--name={run.name}"]
+  return [
+      args.python,
+      "-m",
+      "prime_jax.eval",
+      f"--checkpoint={run.workdir}",
+      f"--data_dir={args.eval_data_dir}",
+      f"--benchmarks={args.benchmarks}",
+      f"--mode={args.eval_mode}",
+      f"--out={eval_dir(run)}",
+      f"--name={run.name}",
+  ]
 
 
 def eval_results(run: Run) -> Optional[dict]:
@@ -289,6 +423,7 @@ def eval_results(run: Run) -> Optional[dict]:
 
 def run_evals(args, runs: Sequence[Run]) -> list[str]:
   from prime_jax.evaluation import resolve_benchmarks
+
   wanted = {b.name for b in resolve_benchmarks(args.benchmarks)}
   failed = []
   for run in runs:
@@ -298,14 +433,15 @@ def run_evals(args, runs: Sequence[Run]) -> list[str]:
     if done and wanted <= set(done.get("benchmarks", {})):
       print(f"eval {run.name}: done, skipped", flush=True)
       continue
-    log = run.log[:-len(".log")] + ".eval.log"
+    log = run.log[: -len(".log")] + ".eval.log"
     print(f"eval {run.name}: running, log {log}", flush=True)
     with open(log, "a") as f:
       command = eval_command(args, run)
       f.write("$ " + shlex.join(command) + "\n")
       f.flush()
-      code = subprocess.run(command, cwd=REPO, env=_env(), stdout=f,
-                            stderr=subprocess.STDOUT).returncode
+      code = subprocess.run(
+          command, cwd=REPO, env=_env(), stdout=f, stderr=subprocess.STDOUT
+      ).returncode
     if code != 0:
       print(f"eval {run.name}: FAILED (exit {code}):\n{_tail(log)}", flush=True)
       failed.append(f"eval {run.name}")
@@ -331,6 +467,7 @@ def _fmt(values: Sequence[float], scale: float = 1.0, digits: int = 3) -> str:
 
 def _rows(run: Run) -> list[dict]:
   from prime_jax.metrics_log import read_metrics
+
   return read_metrics(run.workdir) if last_step(run.workdir) is not None else []
 
 
@@ -367,25 +504,32 @@ def _paper_cell(table: str, variant: str) -> str:
 
 
 def _paper_header(table: str) -> str:
-  return {"table1": "paper: Table 1 avg (%)", "table4": "paper: Table 4 avg at step 240 (%)",
-          "prm_ablations": "paper's finding (spec §9)"}[table]
+  return {
+      "table1": "paper: Table 1 avg (%)",
+      "table4": "paper: Table 4 avg at step 240 (%)",
+      "prm_ablations": "paper's finding (spec §9)",
+  }[table]
 
 
 def render_small(args, runs: Sequence[Run], done: dict) -> str:
   table = TABLES[args.table]
   chosen = [v for v in dict.fromkeys(r.variant for r in runs)]
   steps = sorted({r.total_steps for r in runs})
-  lines = [f"# {args.table} (small scale): {table.title}", "",
-           f"Base `{BASE_FILES['small']}` (`prime_jax.configs.arithmetic_config()`), "
-           f"{'/'.join(map(str, steps))} RL steps, seeds {','.join(map(str, args.seeds))}. "
-           "Held-out accuracy of the synthetic arithmetic task (greedy pass@1, and the mean "
-           "accuracy of temperature-1 samples), from each run's metrics.jsonl eval rows: before "
-           "RL (step 0) and at the last step, mean ± sample std over seeds. Training accuracy "
-           "and PRM pair accuracy: mean over the last quarter of the steps. The paper's column "
-           "is Eurus-2-7B on the Table 1 benchmarks: the direction to compare, not the scale.",
-           "", "| variant | what | seeds | greedy before | greedy final | sampled before | "
-           f"sampled final | training acc (all samples) | PRM acc | {_paper_header(args.table)} |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
+  lines = [
+      f"# {args.table} (small scale): {table.title}",
+      "",
+      f"Base `{BASE_FILES['small']}` (`prime_jax.configs.arithmetic_config()`), "
+      f"{'/'.join(map(str, steps))} RL steps, seeds {','.join(map(str, args.seeds))}. "
+      "Held-out accuracy of the synthetic arithmetic task (greedy pass@1, and the mean "
+      "accuracy of temperature-1 samples), from each run's metrics.jsonl eval rows: before "
+      "RL (step 0) and at the last step, mean ± sample std over seeds. Training accuracy "
+      "and PRM pair accuracy: mean over the last quarter of the steps. The paper's column "
+      "is Eurus-2-7B on the Table 1 benchmarks: the direction to compare, not the scale.",
+      "",
+      "| variant | what | seeds | greedy before | greedy final | sampled before | "
+      f"sampled final | training acc (all samples) | PRM acc | {_paper_header(args.table)} |",
+      "|---|---|---|---|---|---|---|---|---|---|",
+  ]
   for variant in chosen:
     finished = done.get(variant, [])
     first, last, train, prm = [], [], [], []
@@ -398,13 +542,18 @@ def render_small(args, runs: Sequence[Run], done: dict) -> str:
         value = _window_mean(rows, key, run.total_steps)
         if value is not None:
           out.append(value)
-    cells = [f"`{variant}`", variants.VARIANTS[variant].what,
-             f"{len(finished)}/{len(args.seeds)}",
-             _fmt([r["eval/accuracy_greedy"] for r in first]),
-             _fmt([r["eval/accuracy_greedy"] for r in last]),
-             _fmt([r["eval/accuracy_sampled"] for r in first]),
-             _fmt([r["eval/accuracy_sampled"] for r in last]),
-             _fmt(train), _fmt(prm), _paper_cell(args.table, variant)]
+    cells = [
+        f"`{variant}`",
+        variants.VARIANTS[variant].what,
+        f"{len(finished)}/{len(args.seeds)}",
+        _fmt([r["eval/accuracy_greedy"] for r in first]),
+        _fmt([r["eval/accuracy_greedy"] for r in last]),
+        _fmt([r["eval/accuracy_sampled"] for r in first]),
+        _fmt([r["eval/accuracy_sampled"] for r in last]),
+        _fmt(train),
+        _fmt(prm),
+        _paper_cell(args.table, variant),
+    ]
     lines.append("| " + " | ".join(cells) + " |")
   lines += render_effects(args, done) + render_prm_accuracy(done) + render_timing(args, done)
   return "\n".join(lines) + "\n"
@@ -413,6 +562,7 @@ def render_small(args, runs: Sequence[Run], done: dict) -> str:
 def _curve(rows: Sequence[dict], key: str) -> dict[int, float]:
   """{step: value} of the rows that log `key` with a finite number (the plot tool's series)."""
   from prime_jax.tools.plot import series
+
   return dict(zip(*series(rows, key)))
 
 
@@ -431,8 +581,10 @@ def _gaps(treated, baseline, key: str) -> list[str]:
   t, b = _final_evals(treated, key), _final_evals(baseline, key)
   welch = table_stats.welch_gap(list(t.values()), list(b.values()))
   paired = table_stats.paired_gap(t, b)
-  return [welch.format() if welch else "– (needs 2+ seeds each)",
-          paired.format() if paired else "– (needs 2+ common seeds)"]
+  return [
+      welch.format() if welch else "– (needs 2+ seeds each)",
+      paired.format() if paired else "– (needs 2+ common seeds)",
+  ]
 
 
 def render_effects(args, done: dict) -> list[str]:
@@ -442,7 +594,9 @@ def render_effects(args, done: dict) -> list[str]:
   if not pairs:
     return []
   lines = [
-      "", "## Effect of each change, with 95% confidence intervals", "",
+      "",
+      "## Effect of each change, with 95% confidence intervals",
+      "",
       "Final gap: treated − baseline of the last eval's held-out accuracy. Unpaired: the "
       "difference of the seed means with Welch's t interval. Paired: the mean of the per-seed "
       "differences with the paired t interval; a seed's runs share the SFT model, the prompt "
@@ -454,19 +608,25 @@ def render_effects(args, done: dict) -> list[str]:
       "(the paper's sample-efficiency measure, its '2.5×'), and baseline steps / that step; the "
       "interval is a percentile bootstrap over seeds (2000 resamples; a seed's two runs are "
       "resampled together when both variants have the same seeds; with 3 seeds it has few "
-      "distinct values).", "",
+      "distinct values).",
+      "",
       "| baseline → treated | seeds | sampled final gap, unpaired | paired | greedy final gap, "
       "unpaired | paired | steps to reach the baseline's final training acc |",
-      "|---|---|---|---|---|---|---|"]
+      "|---|---|---|---|---|---|---|",
+  ]
   for base, treated in pairs:
     eff = table_stats.sample_efficiency(
         {run.seed: _curve(rows, EFFICIENCY_METRIC) for run, rows in done[treated]},
         {run.seed: _curve(rows, EFFICIENCY_METRIC) for run, rows in done[base]},
-        window=EFFICIENCY_WINDOW)
-    cells = [f"{base} → {treated}", f"{len(done[base])} / {len(done[treated])}",
-             *_gaps(done[treated], done[base], "eval/accuracy_sampled"),
-             *_gaps(done[treated], done[base], "eval/accuracy_greedy"),
-             eff.format() if eff else "–"]
+        window=EFFICIENCY_WINDOW,
+    )
+    cells = [
+        f"{base} → {treated}",
+        f"{len(done[base])} / {len(done[treated])}",
+        *_gaps(done[treated], done[base], "eval/accuracy_sampled"),
+        *_gaps(done[treated], done[base], "eval/accuracy_greedy"),
+        eff.format() if eff else "–",
+    ]
     lines.append("| " + " | ".join(cells) + " |")
   return lines
 
@@ -483,26 +643,40 @@ def render_timing(args, done: dict) -> list[str]:
   """Median seconds per RL step and per phase, pooled over seeds, eval time left out."""
   if not done:
     return []
-  lines = ["", "## Wall-clock per RL step", "",
-           f"Median over RL steps > {TIMING_SKIP_STEPS} (the first compile) of every seed's "
-           "`time/*` metrics, seconds; step = the trainer's `time/step` minus its `time/eval`. "
-           "The fused update is one compiled graph: its PRM / policy split is estimated from "
-           "forward-pass counts (`algo.update_step.forward_passes`). × baseline: this step over "
-           "the pair's baseline step (PAIRS).", "",
-           "| variant | steps timed | step | " + " | ".join(n for _, n in PHASES)
-           + " | × baseline |", "|---|---|---|" + "---|" * len(PHASES) + "---|"]
-  timed = {variant: [r for _, rs in finished for r in rs if r["step"] > TIMING_SKIP_STEPS
-                     and isinstance(r.get("time/step"), (int, float))]
-           for variant, finished in done.items()}
-  medians = {variant: _median([r["time/step"] - r.get("time/eval", 0.0) for r in rows])
-             for variant, rows in timed.items()}
+  lines = [
+      "",
+      "## Wall-clock per RL step",
+      "",
+      f"Median over RL steps > {TIMING_SKIP_STEPS} (the first compile) of every seed's "
+      "`time/*` metrics, seconds; step = the trainer's `time/step` minus its `time/eval`. "
+      "The fused update is one compiled graph: its PRM / policy split is estimated from "
+      "forward-pass counts (`algo.update_step.forward_passes`). × baseline: this step over "
+      "the pair's baseline step (PAIRS).",
+      "",
+      "| variant | steps timed | step | " + " | ".join(n for _, n in PHASES) + " | × baseline |",
+      "|---|---|---|" + "---|" * len(PHASES) + "---|",
+  ]
+  timed = {
+      variant: [
+          r
+          for _, rs in finished
+          for r in rs
+          if r["step"] > TIMING_SKIP_STEPS and isinstance(r.get("time/step"), (int, float))
+      ]
+      for variant, finished in done.items()
+  }
+  medians = {
+      variant: _median([r["time/step"] - r.get("time/eval", 0.0) for r in rows])
+      for variant, rows in timed.items()
+  }
   for variant, rows in timed.items():
     cells = [variant, str(len(rows)), _num(medians[variant], 2)]
-    cells += [_num(_median([r[k] for r in rows if isinstance(r.get(k), (int, float))]), 2)
-              for k, _ in PHASES]
+    cells += [
+        _num(_median([r[k] for r in rows if isinstance(r.get(k), (int, float))]), 2)
+        for k, _ in PHASES
+    ]
     base = next((b for b, t in PAIRS[args.table] if t == variant), None)
-    ratio = (medians[variant] / medians[base]
-             if medians.get(base) and medians[variant] else None)
+    ratio = medians[variant] / medians[base] if medians.get(base) and medians[variant] else None
     cells.append(f"{ratio:.2f}× {base}" if ratio else "–")
     lines.append("| " + " | ".join(cells) + " |")
   return lines
@@ -510,25 +684,36 @@ def render_timing(args, done: dict) -> list[str]:
 
 def render_prm_accuracy(done: dict) -> list[str]:
   """The implicit PRM's pair accuracy on each step's fresh rollouts, by quarter of the run."""
-  keyed = [(variant, key) for variant, finished in done.items()
-           for key in ("prm/acc_before", "prm/acc_after")
-           if any(_curve(rows, key) for _, rows in finished)]
+  keyed = [
+      (variant, key)
+      for variant, finished in done.items()
+      for key in ("prm/acc_before", "prm/acc_after")
+      if any(_curve(rows, key) for _, rows in finished)
+  ]
   if not keyed:
     return []
-  lines = ["", "## Implicit PRM pair accuracy by quarter of the run", "",
-           "`prm/acc_before`: share of (correct, incorrect) response pairs of a prompt whose "
-           "implicit rewards rank the correct one higher, on each step's fresh rollouts, before "
-           "that step's PRM update (`prm/acc_after`: after it, double forward only). Mean over "
-           "the steps of each quarter, then mean ± std over seeds. 0.5 is chance.", "",
-           "| variant | metric | steps 1–25% | 25–50% | 50–75% | 75–100% |",
-           "|---|---|---|---|---|---|"]
+  lines = [
+      "",
+      "## Implicit PRM pair accuracy by quarter of the run",
+      "",
+      "`prm/acc_before`: share of (correct, incorrect) response pairs of a prompt whose "
+      "implicit rewards rank the correct one higher, on each step's fresh rollouts, before "
+      "that step's PRM update (`prm/acc_after`: after it, double forward only). Mean over "
+      "the steps of each quarter, then mean ± std over seeds. 0.5 is chance.",
+      "",
+      "| variant | metric | steps 1–25% | 25–50% | 50–75% | 75–100% |",
+      "|---|---|---|---|---|---|",
+  ]
   for variant, key in keyed:
     quarters = [[] for _ in range(4)]
     for run, rows in done[variant]:
       curve = _curve(rows, key)
       for q in range(4):
-        part = [v for s, v in curve.items()
-                if q * run.total_steps / 4 < s <= (q + 1) * run.total_steps / 4]
+        part = [
+            v
+            for s, v in curve.items()
+            if q * run.total_steps / 4 < s <= (q + 1) * run.total_steps / 4
+        ]
         if part:
           quarters[q].append(sum(part) / len(part))
     lines.append(f"| {variant} | {key} | " + " | ".join(_fmt(q) for q in quarters) + " |")
@@ -537,6 +722,7 @@ def render_prm_accuracy(done: dict) -> list[str]:
 
 def render_full(args, runs: Sequence[Run], done: dict) -> str:
   from prime_jax.evaluation import TABLE_ORDER, render_table, table_average
+
   table = TABLES[args.table]
   chosen = [v for v in dict.fromkeys(r.variant for r in runs)]
   steps = sorted({r.total_steps for r in runs})
@@ -552,34 +738,67 @@ def render_full(args, runs: Sequence[Run], done: dict) -> str:
     if per_seed:
       ours.append((f"{variant} (ours, {len(per_seed)} seed{'s' * (len(per_seed) > 1)})", scores))
     avgs = [table_average({n: b["score"] for n, b in r["benchmarks"].items()}) for r in per_seed]
-    validation = [(_eval_rows(rows) or [{}])[-1].get("eval/accuracy_greedy")
-                  for _, rows in done.get(variant, [])]
-    summary.append((variant, len(done.get(variant, [])), len(per_seed),
-                    [a for a in avgs if a is not None], [v for v in validation if v is not None]))
+    validation = [
+        (_eval_rows(rows) or [{}])[-1].get("eval/accuracy_greedy")
+        for _, rows in done.get(variant, [])
+    ]
+    summary.append(
+        (
+            variant,
+            len(done.get(variant, [])),
+            len(per_seed),
+            [a for a in avgs if a is not None],
+            [v for v in validation if v is not None],
+        )
+    )
   paper_rows = []
   if args.table == "table1":
-    paper_rows = [(f"{row} (paper{', step ' + str(step) if step is not None else ''})",
-                   {k: v / 100 for k, v in scores.items() if k != "avg"})
-                  for row, (step, scores) in PAPER_TABLE1.items()]
-  lines = [f"# {args.table} (full scale): {table.title}", "",
-           f"Base `{BASE_FILES['full']}` (Eurus-2-7B-SFT, Eurus-2-RL-Data), "
-           f"{'/'.join(map(str, steps))} RL steps, seeds {','.join(map(str, args.seeds))}; "
-           f"eval harness `prime_jax.eval` ({args.eval_mode}) on each run's exported policy, "
-           f"benchmarks {args.benchmarks}. Our rows: the mean over seeds (a benchmark shows only "
-           "when every seed has it); the paper's rows from spec §9.", ""]
+    paper_rows = [
+        (
+            f"{row} (paper{', step ' + str(step) if step is not None else ''})",
+            {k: v / 100 for k, v in scores.items() if k != "avg"},
+        )
+        for row, (step, scores) in PAPER_TABLE1.items()
+    ]
+  lines = [
+      f"# {args.table} (full scale): {table.title}",
+      "",
+      f"Base `{BASE_FILES['full']}` (Eurus-2-7B-SFT, Eurus-2-RL-Data), "
+      f"{'/'.join(map(str, steps))} RL steps, seeds {','.join(map(str, args.seeds))}; "
+      f"eval harness `prime_jax.eval` ({args.eval_mode}) on each run's exported policy, "
+      f"benchmarks {args.benchmarks}. Our rows: the mean over seeds (a benchmark shows only "
+      "when every seed has it); the paper's rows from spec §9.",
+      "",
+  ]
   if ours or paper_rows:
     lines += [render_table(ours + paper_rows), ""]
   if not args.eval_data_dir:
-    lines += ["No --eval_data_dir: the benchmarks were not run; the summary below has the "
-              "training run's own validation accuracy only.", ""]
-  lines += [f"| variant | what | runs finished | evaluated | avg (ours, %, mean ± std) | "
-            f"validation greedy (training eval, last step) | {_paper_header(args.table)} |",
-            "|---|---|---|---|---|---|---|"]
+    lines += [
+        "No --eval_data_dir: the benchmarks were not run; the summary below has the "
+        "training run's own validation accuracy only.",
+        "",
+    ]
+  lines += [
+      f"| variant | what | runs finished | evaluated | avg (ours, %, mean ± std) | "
+      f"validation greedy (training eval, last step) | {_paper_header(args.table)} |",
+      "|---|---|---|---|---|---|---|",
+  ]
   for variant, finished, evaluated, avgs, validation in summary:
-    lines.append("| " + " | ".join([
-        f"`{variant}`", variants.VARIANTS[variant].what, f"{finished}/{len(args.seeds)}",
-        f"{evaluated}/{len(args.seeds)}", _fmt(avgs, 100, 1), _fmt(validation),
-        _paper_cell(args.table, variant)]) + " |")
+    lines.append(
+        "| "
+        + " | ".join(
+            [
+                f"`{variant}`",
+                variants.VARIANTS[variant].what,
+                f"{finished}/{len(args.seeds)}",
+                f"{evaluated}/{len(args.seeds)}",
+                _fmt(avgs, 100, 1),
+                _fmt(validation),
+                _paper_cell(args.table, variant),
+            ]
+        )
+        + " |"
+    )
   return "\n".join(lines) + "\n"
 
 
@@ -588,12 +807,14 @@ def plot_curves(done: dict, out: str) -> Optional[str]:
   against the RL step (steps every seed logs), with a min-max band."""
   from prime_jax.tools.plot import DEFAULT_METRICS, _UNIT_INTERVAL
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   from matplotlib.ticker import MaxNLocator
 
-  metrics = [m for m in CURVE_METRICS
-             if any(_curve(rows, m) for runs in done.values() for _, rows in runs)]
+  metrics = [
+      m for m in CURVE_METRICS if any(_curve(rows, m) for runs in done.values() for _, rows in runs)
+  ]
   if not metrics:
     return None
   fig, axes = plt.subplots(1, len(metrics), figsize=(5.0 * len(metrics), 4.0), squeeze=False)
@@ -609,13 +830,27 @@ def plot_curves(done: dict, out: str) -> Optional[str]:
       values = [[s[step] for s in per_seed] for step in steps]
       mean = [sum(v) / len(v) for v in values]
       color = f"C{i % 10}"
-      ax.plot(steps, mean, color=color, marker="o" if len(steps) <= 40 else None,
-              markersize=3, linewidth=1.4, label=f"{variant} ({len(per_seed)})")
+      ax.plot(
+          steps,
+          mean,
+          color=color,
+          marker="o" if len(steps) <= 40 else None,
+          markersize=3,
+          linewidth=1.4,
+          label=f"{variant} ({len(per_seed)})",
+      )
       if len(per_seed) > 1:
-        ax.fill_between(steps, [min(v) for v in values], [max(v) for v in values], color=color,
-                        alpha=0.18, linewidth=0)
-    ax.set_title(metric + (f"\n{DEFAULT_METRICS[metric]}" if metric in DEFAULT_METRICS else ""),
-                 fontsize=10)
+        ax.fill_between(
+            steps,
+            [min(v) for v in values],
+            [max(v) for v in values],
+            color=color,
+            alpha=0.18,
+            linewidth=0,
+        )
+    ax.set_title(
+        metric + (f"\n{DEFAULT_METRICS[metric]}" if metric in DEFAULT_METRICS else ""), fontsize=10
+    )
     ax.set_xlabel("RL step")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
@@ -637,10 +872,15 @@ def plot_curves(done: dict, out: str) -> Optional[str]:
 
 def git_head() -> str:
   try:
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,
-                          text=True, check=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                           capture_output=True, text=True).stdout.strip()
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     return head + (" (with uncommitted changes)" if dirty else "")
   except (OSError, subprocess.CalledProcessError):
     return "unknown (not a git checkout)"
@@ -651,31 +891,45 @@ def git_head() -> str:
 
 def parse_args(argv: Sequence[str]):
   argv = list(argv)
-  train_flags = argv[argv.index("--") + 1:] if "--" in argv else []
-  argv = argv[:argv.index("--")] if "--" in argv else argv
+  train_flags = argv[argv.index("--") + 1 :] if "--" in argv else []
+  argv = argv[: argv.index("--")] if "--" in argv else argv
   p = argparse.ArgumentParser(
-      prog="experiments/run_table.py", description=__doc__.split("\n\n")[0],
-      epilog="Flags after `--` go to every `python -m prime_jax.train` run.")
+      prog="experiments/run_table.py",
+      description=__doc__.split("\n\n")[0],
+      epilog="Flags after `--` go to every `python -m prime_jax.train` run.",
+  )
   p.add_argument("table", choices=sorted(TABLES))
   p.add_argument("--scale", choices=("small", "full"), required=True)
   p.add_argument("--seeds", default="0,1,2", help="comma-separated (default 0,1,2)")
-  p.add_argument("--workdir_root", default=None,
-                 help="where the runs live (default workdir/experiments/<scale>); runs are named "
-                      "<variant>_seed<S>, so tables share their common runs")
-  p.add_argument("--steps", type=int, default=None,
-                 help="total_steps of every run (default: small the base's, full 240)")
+  p.add_argument(
+      "--workdir_root",
+      default=None,
+      help="where the runs live (default workdir/experiments/<scale>); runs are named "
+      "<variant>_seed<S>, so tables share their common runs",
+  )
+  p.add_argument(
+      "--steps",
+      type=int,
+      default=None,
+      help="total_steps of every run (default: small the base's, full 240)",
+  )
   p.add_argument("--variants", default=None, help="only these of the table's variants")
-  p.add_argument("--results_dir", default=None,
-                 help="default experiments/results/<table>_<scale>")
+  p.add_argument("--results_dir", default=None, help="default experiments/results/<table>_<scale>")
   p.add_argument("--dry_run", action="store_true", help="print the commands, run nothing")
-  p.add_argument("--eval_data_dir", default=None,
-                 help="full scale: the benchmark files for prime_jax.eval (docs/eval.md)")
+  p.add_argument(
+      "--eval_data_dir",
+      default=None,
+      help="full scale: the benchmark files for prime_jax.eval (docs/eval.md)",
+  )
   p.add_argument("--benchmarks", default="all", help="full scale: prime_jax.eval --benchmarks")
   p.add_argument("--eval_mode", default="greedy", help="full scale: prime_jax.eval --mode")
-  p.add_argument("--trained_prm", default=None,
-                 help="the trained PRM checkpoint of prm_offline and prm_from_trained (required "
-                      "at full scale; default at small scale: the same seed's PRIME run's "
-                      "export/prm)")
+  p.add_argument(
+      "--trained_prm",
+      default=None,
+      help="the trained PRM checkpoint of prm_offline and prm_from_trained (required "
+      "at full scale; default at small scale: the same seed's PRIME run's "
+      "export/prm)",
+  )
   p.add_argument("--python", default=sys.executable, help=argparse.SUPPRESS)
   args = p.parse_args(argv)
   try:
@@ -686,11 +940,13 @@ def parse_args(argv: Sequence[str]):
     p.error("--seeds is empty")
   if args.steps is not None and args.steps < 1:
     p.error("--steps must be >= 1")
-  args.variants = [v.strip() for v in args.variants.split(",") if v.strip()] \
-      if args.variants else None
+  args.variants = (
+      [v.strip() for v in args.variants.split(",") if v.strip()] if args.variants else None
+  )
   args.workdir_root = args.workdir_root or os.path.join(REPO, "workdir", "experiments", args.scale)
-  args.results_dir = args.results_dir or os.path.join(REPO, "experiments", "results",
-                                                      f"{args.table}_{args.scale}")
+  args.results_dir = args.results_dir or os.path.join(
+      REPO, "experiments", "results", f"{args.table}_{args.scale}"
+  )
   # The runs' subprocesses start in the repository: relative paths are made absolute here.
   for name in ("workdir_root", "results_dir", "eval_data_dir", "trained_prm"):
     value = getattr(args, name)
@@ -713,11 +969,17 @@ def main(argv: Sequence[str]) -> int:
       for run in runs:
         print(shlex.join(eval_command(args, run)))
     return 0
-  missing_prm = [r.name for r in runs if variants.needs_trained_prm(r.variant)
-                 and not any(a.startswith("--config.prm.checkpoint=") for a in r.command)]
+  missing_prm = [
+      r.name
+      for r in runs
+      if variants.needs_trained_prm(r.variant)
+      and not any(a.startswith("--config.prm.checkpoint=") for a in r.command)
+  ]
   if missing_prm:
-    raise SystemExit(f"error: {', '.join(missing_prm)} need --trained_prm DIR (a trained PRM "
-                     "checkpoint) at full scale")
+    raise SystemExit(
+        f"error: {', '.join(missing_prm)} need --trained_prm DIR (a trained PRM "
+        "checkpoint) at full scale"
+    )
   os.makedirs(args.results_dir, exist_ok=True)
   command_txt = os.path.join(args.results_dir, "command.txt")
   with open(command_txt, "w") as f:
@@ -738,8 +1000,10 @@ def main(argv: Sequence[str]) -> int:
     f.write(text)
   curves = plot_curves(done, os.path.join(args.results_dir, "curves.png"))
   print("\n" + text)
-  print(f"wrote {args.results_dir}: results.md, command.txt"
-        + (", curves.png" if curves else " (no curves: no finished run)"))
+  print(
+      f"wrote {args.results_dir}: results.md, command.txt"
+      + (", curves.png" if curves else " (no curves: no finished run)")
+  )
   if failed:
     print(f"{len(failed)} failed: {', '.join(failed)}", file=sys.stderr)
     return 1

@@ -25,12 +25,15 @@ class Interval:
 
   def format(self, digits: int = 3, signed: bool = True) -> str:
     sign = "+" if signed else ""
-    return (f"{self.estimate:{sign}.{digits}f} "
-            f"[{self.low:{sign}.{digits}f}, {self.high:{sign}.{digits}f}]")
+    return (
+        f"{self.estimate:{sign}.{digits}f} "
+        f"[{self.low:{sign}.{digits}f}, {self.high:{sign}.{digits}f}]"
+    )
 
 
-def welch_gap(treated: Sequence[float], baseline: Sequence[float],
-              level: float = 0.95) -> Optional[Interval]:
+def welch_gap(
+    treated: Sequence[float], baseline: Sequence[float], level: float = 0.95
+) -> Optional[Interval]:
   """mean(treated) - mean(baseline) with Welch's t confidence interval (unequal variances).
 
   None with fewer than 2 values on either side. With identical values on both sides (zero
@@ -44,13 +47,14 @@ def welch_gap(treated: Sequence[float], baseline: Sequence[float],
   se = math.sqrt(va + vb)
   if se == 0.0:
     return Interval(gap, gap, gap)
-  dof = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+  dof = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
   half = float(stats.t.ppf(0.5 + level / 2, dof)) * se
   return Interval(gap, gap - half, gap + half)
 
 
-def paired_gap(treated: Mapping[int, float], baseline: Mapping[int, float],
-               level: float = 0.95) -> Optional[Interval]:
+def paired_gap(
+    treated: Mapping[int, float], baseline: Mapping[int, float], level: float = 0.95
+) -> Optional[Interval]:
   """Mean of treated[s] - baseline[s] over the seeds s both have, with the paired t interval.
 
   Runs of one seed share the SFT model, the prompt order and the sampling keys, so the per-seed
@@ -97,6 +101,7 @@ class Efficiency:
   baseline's steps over `steps` (the paper's "2.5x"), None when not reached. The interval is a
   percentile bootstrap over seeds: a bound of None means "not reached" in that share of resamples.
   """
+
   target: float
   baseline_steps: int
   steps: Optional[int]
@@ -117,14 +122,21 @@ class Efficiency:
       return "<1" if s is None else f"{self.baseline_steps / s:.2f}×"
 
     # Fewer steps is a higher ratio: the steps interval's upper end is the ratio's lower end.
-    return (f"{steps(self.steps)} steps ({ratio(self.steps)}); 95% CI {steps(self.steps_low)} "
-            f"to {steps(self.steps_high)} steps ({ratio(self.steps_high)} to "
-            f"{ratio(self.steps_low)})")
+    return (
+        f"{steps(self.steps)} steps ({ratio(self.steps)}); 95% CI {steps(self.steps_low)} "
+        f"to {steps(self.steps_high)} steps ({ratio(self.steps_high)} to "
+        f"{ratio(self.steps_low)})"
+    )
 
 
-def sample_efficiency(treated: Mapping[int, Curve], baseline: Mapping[int, Curve], *,
-                      window: int = 10, resamples: int = 2000,
-                      seed: int = 0) -> Optional[Efficiency]:
+def sample_efficiency(
+    treated: Mapping[int, Curve],
+    baseline: Mapping[int, Curve],
+    *,
+    window: int = 10,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> Optional[Efficiency]:
   """Steps for the treated method's seed-mean curve to reach the baseline's final value.
 
   `treated` / `baseline`: {seed: curve}. Both methods' curves are smoothed with a `window`-step

@@ -36,12 +36,15 @@ def keep_responses(n_samples: int) -> Callable[[ml_collections.ConfigDict], int]
   """rl.batch_prompts for `n_samples` samples per prompt that keeps the base's responses per RL
   step (batch_prompts x n_samples): the same PRM / policy mini-batch counts, KV-cache rows and
   update cost per step, n_samples / base n times fewer prompts."""
+
   def batch_prompts(base: ml_collections.ConfigDict) -> int:
     responses = base.rl.batch_prompts * base.rl.n_samples
     if responses % n_samples:
-      raise ValueError(f"{responses} responses per step are not a whole number of groups of "
-                       f"{n_samples}")
+      raise ValueError(
+          f"{responses} responses per step are not a whole number of groups of " f"{n_samples}"
+      )
     return responses // n_samples
+
   batch_prompts.__name__ = f"keep_responses({n_samples})"
   return batch_prompts
 
@@ -49,41 +52,54 @@ def keep_responses(n_samples: int) -> Callable[[ml_collections.ConfigDict], int]
 @dataclasses.dataclass(frozen=True)
 class Variant:
   overrides: Mapping[str, Any]  # {"rl.estimator": "grpo", ...}; values may be callables(base)
-  what: str                     # one line: what the run is
-  paper: str                    # the paper's table / row (or figure) it corresponds to
+  what: str  # one line: what the run is
+  paper: str  # the paper's table / row (or figure) it corresponds to
 
 
 VARIANTS: dict[str, Variant] = {
     # Table 1 (and Table 4's RLOO pair).
     "prime": Variant(
-        {}, "PRIME: RLOO on implicit process + outcome rewards (the spec's defaults)",
-        "Table 1 'PRIME' (step 240); Table 4 'RLOO w/ PRIME'"),
+        {},
+        "PRIME: RLOO on implicit process + outcome rewards (the spec's defaults)",
+        "Table 1 'PRIME' (step 240); Table 4 'RLOO w/ PRIME'",
+    ),
     "rloo": Variant(
-        {"rl.coef_proc": 0.0}, "RLOO with the outcome verifier only (process stream off)",
-        "Table 1 'RLOO, outcome verifier only' (step 240); Table 4 'RLOO'"),
+        {"rl.coef_proc": 0.0},
+        "RLOO with the outcome verifier only (process stream off)",
+        "Table 1 'RLOO, outcome verifier only' (step 240); Table 4 'RLOO'",
+    ),
     # Table 4: other estimators, without and with PRIME's process rewards.
     "reinforce": Variant(
-        {"rl.estimator": "reinforce", "rl.coef_proc": 0.0}, "REINFORCE, outcome reward only",
-        "Table 4 'REINFORCE'"),
+        {"rl.estimator": "reinforce", "rl.coef_proc": 0.0},
+        "REINFORCE, outcome reward only",
+        "Table 4 'REINFORCE'",
+    ),
     "reinforce_prime": Variant(
-        {"rl.estimator": "reinforce"}, "REINFORCE with PRIME's process rewards",
-        "Table 4 'REINFORCE w/ PRIME'"),
+        {"rl.estimator": "reinforce"},
+        "REINFORCE with PRIME's process rewards",
+        "Table 4 'REINFORCE w/ PRIME'",
+    ),
     "grpo": Variant(
-        {"rl.estimator": "grpo", "rl.coef_proc": 0.0}, "GRPO, outcome reward only",
-        "Table 4 'GRPO'"),
+        {"rl.estimator": "grpo", "rl.coef_proc": 0.0}, "GRPO, outcome reward only", "Table 4 'GRPO'"
+    ),
     "grpo_prime": Variant(
-        {"rl.estimator": "grpo"}, "GRPO with PRIME's process rewards", "Table 4 'GRPO w/ PRIME'"),
+        {"rl.estimator": "grpo"}, "GRPO with PRIME's process rewards", "Table 4 'GRPO w/ PRIME'"
+    ),
     "ppo": Variant(
         {"rl.estimator": "ppo", "rl.coef_proc": 0.0},
         "PPO (GAE, gamma = lambda = 1, a value head on the policy trunk), outcome reward only",
-        "Table 4 'PPO'"),
+        "Table 4 'PPO'",
+    ),
     "ppo_prime": Variant(
-        {"rl.estimator": "ppo"}, "PPO with PRIME's process rewards added to the token rewards",
-        "Table 4 'PPO w/ PRIME'"),
+        {"rl.estimator": "ppo"},
+        "PPO with PRIME's process rewards added to the token rewards",
+        "Table 4 'PPO w/ PRIME'",
+    ),
     "prm_value": Variant(
         {"rl.estimator": "prm_value"},
         "PRIME as value model: A_t = r_o - v(y_<t), v = cumulative beta * q of the implicit PRM",
-        "Table 4 'PRIME as Value Model'"),
+        "Table 4 'PRIME as Value Model'",
+    ),
     # Ablations of the implicit PRM (spec §9 headline ablations; the paper shows them as curves).
     # A frozen PRM initialised from the SFT model equals the reference, so every implicit reward
     # would be exactly 0 (spec §2) and the run would be outcome-only RLOO: the offline PRM has to
@@ -91,24 +107,34 @@ VARIANTS: dict[str, Variant] = {
     "prm_offline": Variant(
         {"rl.prm_update": "none", "prm.checkpoint": TRAINED_PRM_PLACEHOLDER},
         "offline PRM: a separately trained PRM, frozen (implicit rewards from it, never updated)",
-        "ablation: online vs offline PRM"),
+        "ablation: online vs offline PRM",
+    ),
     "prm_from_trained": Variant(
         {"prm.checkpoint": TRAINED_PRM_PLACEHOLDER},
         "PRM initialised from a separately trained PRM instead of the SFT model (reference still "
-        "the SFT model)", "ablation: PRM initialisation, SFT model vs a trained PRM"),
+        "the SFT model)",
+        "ablation: PRM initialisation, SFT model vs a trained PRM",
+    ),
     "ref_policy": Variant(
-        {"rl.ref_type": "policy"}, "reference = the policy's old log-probs instead of the frozen "
-        "SFT model", "ablation: reference model, SFT vs policy"),
+        {"rl.ref_type": "policy"},
+        "reference = the policy's old log-probs instead of the frozen " "SFT model",
+        "ablation: reference model, SFT vs policy",
+    ),
     "double_forward": Variant(
-        {"rl.prm_update": "before"}, "double forward: update the PRM first, then re-score the "
-        "batch with the updated PRM", "ablation: single vs double forward"),
+        {"rl.prm_update": "before"},
+        "double forward: update the PRM first, then re-score the " "batch with the updated PRM",
+        "ablation: single vs double forward",
+    ),
     "prm_dpo": Variant(
-        {"rl.prm_loss": "dpo"}, "PRM trained with the pairwise DPO loss instead of cross-entropy",
-        "ablation: PRM loss, CE vs DPO"),
+        {"rl.prm_loss": "dpo"},
+        "PRM trained with the pairwise DPO loss instead of cross-entropy",
+        "ablation: PRM loss, CE vs DPO",
+    ),
     "prime_n16": Variant(
         {"rl.n_samples": 16, "rl.batch_prompts": keep_responses(16)},
         "PRIME with 16 samples per prompt, prompts per step cut to keep the responses per step",
-        "16-samples run (not in the spec's tables)"),
+        "16-samples run (not in the spec's tables)",
+    ),
 }
 
 
@@ -125,8 +151,10 @@ def resolved_overrides(base: ml_collections.ConfigDict, name: str) -> dict[str, 
   """The flattened overrides of variant `name` on `base`, callables evaluated."""
   if name not in VARIANTS:
     raise ValueError(f"unknown experiment variant {name!r}; known: {', '.join(VARIANTS)}")
-  return {key: value(base) if callable(value) else value
-          for key, value in VARIANTS[name].overrides.items()}
+  return {
+      key: value(base) if callable(value) else value
+      for key, value in VARIANTS[name].overrides.items()
+  }
 
 
 def apply(base: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:

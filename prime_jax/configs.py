@@ -14,16 +14,30 @@ ConfigDict = ml_collections.ConfigDict
 
 
 def _model_config() -> ConfigDict:
-  return ConfigDict(dict(
-      checkpoint="",        # HF checkpoint dir; "" = random init from `init` (small tasks, SFT)
-      init=ConfigDict(dict(  # DecoderConfig fields used when there is no checkpoint
-          vocab_size=0,      # 0 = the tokenizer's vocab size
-          hidden_size=64, num_layers=4, num_heads=4, num_kv_heads=2, head_dim=16,
-          intermediate_size=192, rms_norm_eps=1e-6, rope_theta=10000.0, qkv_bias=True,
-          tie_embeddings=True, max_position_embeddings=256, model_type="qwen2")),
-      dtype="float32",      # compute dtype: float32 | bfloat16 (params stay float32)
-      remat="none",         # none | full | dots
-  ))
+  return ConfigDict(
+      dict(
+          checkpoint="",  # HF checkpoint dir; "" = random init from `init` (small tasks, SFT)
+          init=ConfigDict(
+              dict(  # DecoderConfig fields used when there is no checkpoint
+                  vocab_size=0,  # 0 = the tokenizer's vocab size
+                  hidden_size=64,
+                  num_layers=4,
+                  num_heads=4,
+                  num_kv_heads=2,
+                  head_dim=16,
+                  intermediate_size=192,
+                  rms_norm_eps=1e-6,
+                  rope_theta=10000.0,
+                  qkv_bias=True,
+                  tie_embeddings=True,
+                  max_position_embeddings=256,
+                  model_type="qwen2",
+              )
+          ),
+          dtype="float32",  # compute dtype: float32 | bfloat16 (params stay float32)
+          remat="none",  # none | full | dots
+      )
+  )
 
 
 def base_config() -> ConfigDict:
@@ -31,103 +45,131 @@ def base_config() -> ConfigDict:
   c = ConfigDict()
   c.seed = 0
   c.total_steps = 592
-  c.eval_every = 16           # greedy validation every k RL steps (0 = never)
+  c.eval_every = 16  # greedy validation every k RL steps (0 = never)
   c.ckpt_every = 16
   c.keep_ckpts = 3
   c.log_every = 1
 
   c.policy = _model_config()  # policy = PRM = reference initialisation
-  c.prm = ConfigDict(dict(
-      checkpoint="",          # "" = initialise from the policy's (SFT) checkpoint, as the paper
-  ))
-  c.ref = ConfigDict(dict(    # the frozen reference model (rl.ref_type="freeze"): a copy of the
-                              # initial policy, never trained
-      param_dtype="float32",  # float32 | bfloat16: dtype its params are held in (cast once at
-                              # start; the forward still computes in policy.dtype)
-      offload=False,          # hold its params in host memory (memory_kind="pinned_host") and
-                              # move them to the devices inside the update step, for its forward
-  ))
-  c.tokenizer = ""            # path to tokenizer files; "" = the checkpoint dir / the task's own
+  c.prm = ConfigDict(
+      dict(
+          checkpoint="",  # "" = initialise from the policy's (SFT) checkpoint, as the paper
+      )
+  )
+  c.ref = ConfigDict(
+      dict(  # the frozen reference model (rl.ref_type="freeze"): a copy of the
+          # initial policy, never trained
+          param_dtype="float32",  # float32 | bfloat16: dtype its params are held in (cast once at
+          # start; the forward still computes in policy.dtype)
+          offload=False,  # hold its params in host memory (memory_kind="pinned_host") and
+          # move them to the devices inside the update step, for its forward
+      )
+  )
+  c.tokenizer = ""  # path to tokenizer files; "" = the checkpoint dir / the task's own
 
-  c.task = ConfigDict(dict(
-      name="eurus",           # eurus | arithmetic
-      data_dir="",            # prepared by `python -m prime_jax.data.prepare`
-      train_split="train", eval_split="validation",
-      shuffle=True,           # reshuffle the training prompts every epoch (seeded by config.seed)
-      system_prompt="eurus",  # eurus (the action-centric prompt of spec §8) | none
-      user_suffix=True,       # append the ability's answer-format suffix (spec §8)
-      apply_chat_template=True,
-  ))
+  c.task = ConfigDict(
+      dict(
+          name="eurus",  # eurus | arithmetic
+          data_dir="",  # prepared by `python -m prime_jax.data.prepare`
+          train_split="train",
+          eval_split="validation",
+          shuffle=True,  # reshuffle the training prompts every epoch (seeded by config.seed)
+          system_prompt="eurus",  # eurus (the action-centric prompt of spec §8) | none
+          user_suffix=True,  # append the ability's answer-format suffix (spec §8)
+          apply_chat_template=True,
+      )
+  )
 
-  c.sft = ConfigDict(dict(
-      enabled=False,              # start RL from an SFT checkpoint; train it first if missing
-      checkpoint="",              # "" = <workdir>/sft
-      steps=1000, batch_size=64, lr=3e-3, end_lr=3e-4, warmup_steps=50, weight_decay=0.01,
-      grad_clip=1.0, log_every=50,
-  ))
+  c.sft = ConfigDict(
+      dict(
+          enabled=False,  # start RL from an SFT checkpoint; train it first if missing
+          checkpoint="",  # "" = <workdir>/sft
+          steps=1000,
+          batch_size=64,
+          lr=3e-3,
+          end_lr=3e-4,
+          warmup_steps=50,
+          weight_decay=0.01,
+          grad_clip=1.0,
+          log_every=50,
+      )
+  )
 
-  c.rl = ConfigDict(dict(
-      # §1 rollout
-      batch_prompts=256,          # B: prompts kept after filtering per step
-      n_samples=4,                # n (K in the paper)
-      max_prompt_len=1024,
-      max_new_tokens=3072,        # T_r
-      temperature=1.0, top_p=1.0, top_k=0,
-      filter_lo=0.2, filter_hi=0.8,  # keep a group iff lo <= mean acc <= hi (inclusive)
-      filter_truncated=False,     # also drop groups in which a response hit T_r
-      max_empty_rounds=8,         # refill rounds without a passing group before giving up
-      sample_batch_prompts=0,     # prompts drawn per sampling round (0 = batch_prompts)
-      # §2 implicit process rewards
-      old_logp="recompute",       # recompute (a policy forward in the step) | sampler (reuse
-                                  # the sampler's temperature-1 log-probs; same params, so equal
-                                  # up to float error)
-      ref_type="freeze",          # freeze | policy
-      granularity="token",        # token | whole
-      reward_scale="none",        # none (released code: q itself) | beta (paper: beta * q)
-      prime_norm="batch_norm",    # batch_norm | none
-      norm_scope="shard",         # shard | global
-      norm_shards=8,              # shards of the batch for norm_scope=shard (released run: 8)
-      # §3 PRM loss and schedule
-      beta=0.05,
-      prm_update="after",         # after (single forward) | before (double forward) | none
-                                  # (offline: a trained prm.checkpoint, else every reward is 0)
-      prm_loss="ce",              # ce | dpo
-      prm_lr=1e-6, prm_weight_decay=0.0, prm_grad_clip=10.0,
-      prm_mini_batch=256,         # responses per PRM optimiser step, in batch order
-      prm_metrics_after=False,    # re-score after the PRM update to log its after-update loss and
-                                  # accuracy (free with prm_update=before; an extra forward else)
-      # §4 advantages
-      estimator="rloo",           # rloo | reinforce | grpo | ppo (GAE + value head) | prm_value
-      coef_proc=1.0, coef_out=1.0,  # coef_proc=0: outcome-only
-      gamma=1.0,
-      gae_lambda=1.0,             # ppo estimator only
-      rloo_form="code",           # code | paper
-      # §5 policy loss
-      clip_eps=0.2,
-      loss_agg="seq-mean-token-mean",  # seq-mean-token-mean | token-mean
-      entropy_coef=0.0, kl_coef=0.0,
-      ppo_epochs=1,
-      mini_batch=256,             # responses per policy optimiser step (shuffled)
-      micro_batch=8,              # responses per forward/backward (gradient accumulation)
-      lr=5e-7, weight_decay=0.01, grad_clip=1.0,
-      value_coef=0.1,             # ppo estimator: weight of the value loss (value head shares
-      value_clip_eps=0.2,         # the policy trunk, as TRL's PPO) and its clip range
-      score_chunk=512,            # tokens per chunk when turning hidden states into log-probs
-  ))
+  c.rl = ConfigDict(
+      dict(
+          # §1 rollout
+          batch_prompts=256,  # B: prompts kept after filtering per step
+          n_samples=4,  # n (K in the paper)
+          max_prompt_len=1024,
+          max_new_tokens=3072,  # T_r
+          temperature=1.0,
+          top_p=1.0,
+          top_k=0,
+          filter_lo=0.2,
+          filter_hi=0.8,  # keep a group iff lo <= mean acc <= hi (inclusive)
+          filter_truncated=False,  # also drop groups in which a response hit T_r
+          max_empty_rounds=8,  # refill rounds without a passing group before giving up
+          sample_batch_prompts=0,  # prompts drawn per sampling round (0 = batch_prompts)
+          # §2 implicit process rewards
+          old_logp="recompute",  # recompute (a policy forward in the step) | sampler (reuse
+          # the sampler's temperature-1 log-probs; same params, so equal
+          # up to float error)
+          ref_type="freeze",  # freeze | policy
+          granularity="token",  # token | whole
+          reward_scale="none",  # none (released code: q itself) | beta (paper: beta * q)
+          prime_norm="batch_norm",  # batch_norm | none
+          norm_scope="shard",  # shard | global
+          norm_shards=8,  # shards of the batch for norm_scope=shard (released run: 8)
+          # §3 PRM loss and schedule
+          beta=0.05,
+          prm_update="after",  # after (single forward) | before (double forward) | none
+          # (offline: a trained prm.checkpoint, else every reward is 0)
+          prm_loss="ce",  # ce | dpo
+          prm_lr=1e-6,
+          prm_weight_decay=0.0,
+          prm_grad_clip=10.0,
+          prm_mini_batch=256,  # responses per PRM optimiser step, in batch order
+          prm_metrics_after=False,  # re-score after the PRM update to log its after-update loss and
+          # accuracy (free with prm_update=before; an extra forward else)
+          # §4 advantages
+          estimator="rloo",  # rloo | reinforce | grpo | ppo (GAE + value head) | prm_value
+          coef_proc=1.0,
+          coef_out=1.0,  # coef_proc=0: outcome-only
+          gamma=1.0,
+          gae_lambda=1.0,  # ppo estimator only
+          rloo_form="code",  # code | paper
+          # §5 policy loss
+          clip_eps=0.2,
+          loss_agg="seq-mean-token-mean",  # seq-mean-token-mean | token-mean
+          entropy_coef=0.0,
+          kl_coef=0.0,
+          ppo_epochs=1,
+          mini_batch=256,  # responses per policy optimiser step (shuffled)
+          micro_batch=8,  # responses per forward/backward (gradient accumulation)
+          lr=5e-7,
+          weight_decay=0.01,
+          grad_clip=1.0,
+          value_coef=0.1,  # ppo estimator: weight of the value loss (value head shares
+          value_clip_eps=0.2,  # the policy trunk, as TRL's PPO) and its clip range
+          score_chunk=512,  # tokens per chunk when turning hidden states into log-probs
+      )
+  )
 
-  c.eval = ConfigDict(dict(
-      num_prompts=0,              # 0 = the whole held-out split
-      max_new_tokens=3072,
-      batch_size=64,
-  ))
+  c.eval = ConfigDict(
+      dict(
+          num_prompts=0,  # 0 = the whole held-out split
+          max_new_tokens=3072,
+          batch_size=64,
+      )
+  )
 
   c.mesh = ConfigDict(dict(data=-1, fsdp=1, tensor=1))
-  c.sharding_rules = ()          # ((logical axis, mesh axes), ...) for params, optimiser states,
-                                 # batches and activations; () = prime_jax.sharding.DEFAULT_RULES
-  c.sampler_rules = ()           # the sampler's layout of the same params (resharded device to
-                                 # device before each rollout), its KV cache and activations;
-                                 # () = sharding_rules. prime_jax.sharding.DECODE_RULES replicates
-                                 # params over fsdp and keeps tensor parallelism
+  c.sharding_rules = ()  # ((logical axis, mesh axes), ...) for params, optimiser states,
+  # batches and activations; () = prime_jax.sharding.DEFAULT_RULES
+  c.sampler_rules = ()  # the sampler's layout of the same params (resharded device to
+  # device before each rollout), its KV cache and activations;
+  # () = sharding_rules. prime_jax.sharding.DECODE_RULES replicates
+  # params over fsdp and keeps tensor parallelism
   return c
 
 
@@ -137,29 +179,46 @@ def arithmetic_config() -> ConfigDict:
   c.total_steps = 100
   c.eval_every = 25
   c.ckpt_every = 25
-  c.task = ConfigDict(dict(
-      name="arithmetic",
-      min_ops=2, max_ops=4,       # operations per expression
-      max_value=99,               # values stay in 0..max_value (two zero-padded digits)
-      mul_min=2, mul_max=5,       # `*` operands
-      mistake_rate=0.1,           # step mistakes in SFT demonstrations (calibrated: SFT lands ~50%)
-      num_train=20000, num_eval=256,
-      system_prompt="none",
-      user_suffix=False,
-      apply_chat_template=False,
-      data_dir="", train_split="train", eval_split="validation", shuffle=True,
-  ))
+  c.task = ConfigDict(
+      dict(
+          name="arithmetic",
+          min_ops=2,
+          max_ops=4,  # operations per expression
+          max_value=99,  # values stay in 0..max_value (two zero-padded digits)
+          mul_min=2,
+          mul_max=5,  # `*` operands
+          mistake_rate=0.1,  # step mistakes in SFT demonstrations (calibrated: SFT lands ~50%)
+          num_train=20000,
+          num_eval=256,
+          system_prompt="none",
+          user_suffix=False,
+          apply_chat_template=False,
+          data_dir="",
+          train_split="train",
+          eval_split="validation",
+          shuffle=True,
+      )
+  )
   c.sft.enabled = True
   # The spec's shape at 1/4 scale: 64 prompts x 4 samples, 4 PRM and 4 policy optimiser steps
   # per RL step. Learning rates from a sweep on this task (see the README's default-run section):
   # at lr = prm_lr = 1e-4 the policy outran the PRM (PRM pair accuracy on fresh rollouts fell to
   # 0.35-0.45) and greedy accuracy collapsed; the PRM learning 10x faster than the policy (the
   # paper's ratio is 2x at 7B) keeps RL improving.
-  c.rl.update(dict(
-      batch_prompts=64, n_samples=4, max_prompt_len=32, max_new_tokens=48,
-      norm_shards=1, prm_mini_batch=64, mini_batch=64, micro_batch=64,
-      lr=3e-5, prm_lr=3e-4,
-  ))
+  c.rl.update(
+      dict(
+          batch_prompts=64,
+          n_samples=4,
+          max_prompt_len=32,
+          max_new_tokens=48,
+          norm_shards=1,
+          prm_mini_batch=64,
+          mini_batch=64,
+          micro_batch=64,
+          lr=3e-5,
+          prm_lr=3e-4,
+      )
+  )
   c.eval.update(dict(num_prompts=256, max_new_tokens=48, batch_size=256))
   c.mesh = ConfigDict(dict(data=-1, fsdp=1, tensor=1))
   return c

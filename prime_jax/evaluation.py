@@ -48,8 +48,8 @@ class Benchmark:
 
   name: str
   column: str
-  ability: str           # "math" or "code"
-  max_new_tokens: int    # default, from the PRIME repository's eval scripts (docs/eval.md)
+  ability: str  # "math" or "code"
+  max_new_tokens: int  # default, from the PRIME repository's eval scripts (docs/eval.md)
 
 
 # In the column order of the paper's Table 1. Default budgets: PRIME-RL/PRIME eval/scripts/eval:
@@ -57,25 +57,35 @@ class Benchmark:
 # leetcode/ 8192; Minerva and OlympiadBench run through the Qwen2.5-Math harness copied there
 # (math_eval.py, --max_tokens_per_call default 4096); LiveCodeBench's budget is not set by
 # run.sh (the vendored lcb_runner default applies, which we could not read): 8192, as LeetCode.
-BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (
-    Benchmark("aime24", "AIME24", "math", 4096),
-    Benchmark("amc", "AMC", "math", 4096),
-    Benchmark("math500", "MATH-500", "math", 8192),
-    Benchmark("minerva", "Minerva", "math", 4096),
-    Benchmark("olympiadbench", "OlympiadB", "math", 4096),
-    Benchmark("leetcode", "LeetCode", "code", 8192),
-    Benchmark("livecodebench", "LCB v2", "code", 8192),
-)}
+BENCHMARKS: dict[str, Benchmark] = {
+    b.name: b
+    for b in (
+        Benchmark("aime24", "AIME24", "math", 4096),
+        Benchmark("amc", "AMC", "math", 4096),
+        Benchmark("math500", "MATH-500", "math", 8192),
+        Benchmark("minerva", "Minerva", "math", 4096),
+        Benchmark("olympiadbench", "OlympiadB", "math", 4096),
+        Benchmark("leetcode", "LeetCode", "code", 8192),
+        Benchmark("livecodebench", "LCB v2", "code", 8192),
+    )
+}
 TABLE_ORDER = tuple(BENCHMARKS)
-ALIASES = {"aime": "aime24", "amc23": "amc", "math": "math500", "math_500": "math500",
-           "minerva_math": "minerva", "olympiad": "olympiadbench", "lcb": "livecodebench"}
+ALIASES = {
+    "aime": "aime24",
+    "amc23": "amc",
+    "math": "math500",
+    "math_500": "math500",
+    "minerva_math": "minerva",
+    "olympiad": "olympiadbench",
+    "lcb": "livecodebench",
+}
 _LAYOUTS = ("{name}.jsonl", "{name}.parquet", "{name}/test.jsonl", "{name}/test.parquet")
 _FORMAT_OF_ABILITY = {"math": "problems", "code": "code"}
 MAX_REPORTED = 5
-BUDGET_STEP = 64           # a budget cut by the context is rounded down to a multiple of this
+BUDGET_STEP = 64  # a budget cut by the context is rounded down to a multiple of this
 EVAL_CODE_ABILITY = "code_eval"
-ALL_TESTS = 1 << 20        # CodeConfig.max_tests meaning "every test of the item"
-MISSING = "–"              # the table's mark for a benchmark not run
+ALL_TESTS = 1 << 20  # CodeConfig.max_tests meaning "every test of the item"
+MISSING = "–"  # the table's mark for a benchmark not run
 
 
 class EvalError(ValueError):
@@ -100,7 +110,7 @@ def resolve_benchmarks(spec: str | Sequence[str]) -> list[Benchmark]:
 
 
 def parse_per_benchmark(spec, parse: Callable[[str], Any], what: str) -> tuple[Any, dict]:
-  """"V" or "V,name=V2,..." or "name=V,..." -> (default V or None, {benchmark name: V2}).
+  """ "V" or "V,name=V2,..." or "name=V,..." -> (default V or None, {benchmark name: V2}).
 
   A value that is not a string (e.g. an int or a dict from Python) is taken as it is: a dict
   maps benchmark names, anything else is the default for every benchmark.
@@ -163,7 +173,7 @@ class EvalMode:
 
 
 def parse_mode(text: str, *, temperature: float = 0.3, top_p: float = 0.95) -> EvalMode:
-  """"greedy" (pass@1 at temperature 0) or "avg@K" (K samples at temperature/top_p, the mean of
+  """ "greedy" (pass@1 at temperature 0) or "avg@K" (K samples at temperature/top_p, the mean of
   the per-sample scores)."""
   text = text.strip().lower()
   if text in ("greedy", "pass@1"):
@@ -190,12 +200,15 @@ def find_benchmark_file(data_dir: str | os.PathLike, benchmark: Benchmark) -> Pa
   for path in candidates:
     if path.is_file():
       return path
-  raise EvalError(f"no file for benchmark {benchmark.name!r} in {data_dir}: tried "
-                  f"{', '.join(str(p.relative_to(data_dir)) for p in candidates)}")
+  raise EvalError(
+      f"no file for benchmark {benchmark.name!r} in {data_dir}: tried "
+      f"{', '.join(str(p.relative_to(data_dir)) for p in candidates)}"
+  )
 
 
-def load_benchmark(path: str | os.PathLike, benchmark: Benchmark,
-                   limit: Optional[int] = None) -> list[Record]:
+def load_benchmark(
+    path: str | os.PathLike, benchmark: Benchmark, limit: Optional[int] = None
+) -> list[Record]:
   """The first `limit` (all when None) records of a benchmark file, read with the
   `prime_jax.data.formats` layout of its ability. Any malformed row among them, or a duplicate
   id, is an error that names the rows."""
@@ -224,22 +237,27 @@ def load_benchmark(path: str | os.PathLike, benchmark: Benchmark,
     raise EvalError(str(e)) from None
   if bad:
     more = f" (and {len(bad) - MAX_REPORTED} more)" if len(bad) > MAX_REPORTED else ""
-    raise EvalError(f"{path}: {len(bad)} malformed row(s) for the {fmt!r} layout of "
-                    f"{benchmark.name} (see docs/eval.md){more}:\n  "
-                    + "\n  ".join(bad[:MAX_REPORTED]))
+    raise EvalError(
+        f"{path}: {len(bad)} malformed row(s) for the {fmt!r} layout of "
+        f"{benchmark.name} (see docs/eval.md){more}:\n  " + "\n  ".join(bad[:MAX_REPORTED])
+    )
   if not records:
     raise EvalError(f"{path} holds no rows")
   return records
 
 
-def prompt_format(system_prompt: str = "eurus", user_suffix: bool = True,
-                  apply_chat_template: bool = True) -> PromptFormat:
+def prompt_format(
+    system_prompt: str = "eurus", user_suffix: bool = True, apply_chat_template: bool = True
+) -> PromptFormat:
   """The spec's evaluation prompt by default: the Eurus system prompt, the ability's suffix and
   the chat template (`system_prompt` is a `prime_jax.data.SYSTEM_PROMPTS` name)."""
   if system_prompt not in SYSTEM_PROMPTS:
     raise EvalError(f"system_prompt {system_prompt!r}; expected one of {sorted(SYSTEM_PROMPTS)}")
-  return PromptFormat(system_prompt=SYSTEM_PROMPTS[system_prompt], user_suffix=user_suffix,
-                      apply_chat_template=apply_chat_template)
+  return PromptFormat(
+      system_prompt=SYSTEM_PROMPTS[system_prompt],
+      user_suffix=user_suffix,
+      apply_chat_template=apply_chat_template,
+  )
 
 
 def encode_prompts(records: Sequence[Record], tokenizer, fmt: PromptFormat) -> list[Prompt]:
@@ -256,9 +274,9 @@ class LoadedModel:
   """A checkpoint ready to sample: its directory, config, params (on the mesh) and tokenizer."""
 
   directory: str
-  config: Any       # DecoderConfig
+  config: Any  # DecoderConfig
   params: Any
-  tokenizer: Any    # prime_jax.tokenizer.Tokenizer
+  tokenizer: Any  # prime_jax.tokenizer.Tokenizer
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
@@ -271,14 +289,18 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
   if (exported / "config.json").is_file():
     return exported
   if not path.exists():
-    raise EvalError(f"checkpoint {path} does not exist (a local directory is needed; download "
-                    "a Hub model first, e.g. `huggingface-cli download NAME --local-dir DIR`)")
-  raise EvalError(f"{path} is neither a Hugging Face checkpoint directory (no config.json) nor a "
-                  "trainer workdir with export/policy/config.json")
+    raise EvalError(
+        f"checkpoint {path} does not exist (a local directory is needed; download "
+        "a Hub model first, e.g. `huggingface-cli download NAME --local-dir DIR`)"
+    )
+  raise EvalError(
+      f"{path} is neither a Hugging Face checkpoint directory (no config.json) nor a "
+      "trainer workdir with export/policy/config.json"
+  )
 
 
 def parse_mesh(spec: str | Mapping[str, int]) -> dict[str, int]:
-  """"data=-1,fsdp=1,tensor=1" -> {"data": -1, "fsdp": 1, "tensor": 1}."""
+  """ "data=-1,fsdp=1,tensor=1" -> {"data": -1, "fsdp": 1, "tensor": 1}."""
   if isinstance(spec, Mapping):
     return {str(k): int(v) for k, v in spec.items()}
   axes = {}
@@ -295,8 +317,12 @@ def parse_mesh(spec: str | Mapping[str, int]) -> dict[str, int]:
   return axes
 
 
-def load_model(checkpoint: str | os.PathLike, *, dtype: str = "bfloat16",
-               mesh: str | Mapping[str, int] = "data=-1,fsdp=1,tensor=1") -> LoadedModel:
+def load_model(
+    checkpoint: str | os.PathLike,
+    *,
+    dtype: str = "bfloat16",
+    mesh: str | Mapping[str, int] = "data=-1,fsdp=1,tensor=1",
+) -> LoadedModel:
   """Loads `checkpoint` (see `resolve_checkpoint`) with its tokenizer, params in `dtype` laid out
   on a mesh of all devices (`prime_jax.sharding.make_mesh(mesh)`, the default rule table)."""
   from prime_jax.models import load_hf_checkpoint, read_hf_config
@@ -327,22 +353,29 @@ class BatchGroup:
   max_new_tokens: int
 
 
-def plan_generation(lengths: Sequence[int], *, batch_size: int, max_new_tokens: int,
-                    context: int, step: int = BUDGET_STEP) -> tuple[list[BatchGroup], list[int]]:
+def plan_generation(
+    lengths: Sequence[int],
+    *,
+    batch_size: int,
+    max_new_tokens: int,
+    context: int,
+    step: int = BUDGET_STEP,
+) -> tuple[list[BatchGroup], list[int]]:
   """(groups, skipped): prompts sorted by length (stable), cut into batches of `batch_size`,
   each batch's budget `max_new_tokens` or, when its longest prompt leaves less room in the
   `context`, the room left rounded down to a multiple of `step` (the exact room when under
   `step`); consecutive batches of one budget form a group. `skipped`: prompts that fill the
   context on their own (no budget left)."""
   if batch_size < 1 or max_new_tokens < 1:
-    raise ValueError(f"batch_size ({batch_size}) and max_new_tokens ({max_new_tokens}) must "
-                     "be >= 1")
+    raise ValueError(
+        f"batch_size ({batch_size}) and max_new_tokens ({max_new_tokens}) must " "be >= 1"
+    )
   order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
   skipped = [i for i in order if context - lengths[i] < 1]
   order = [i for i in order if context - lengths[i] >= 1]
   groups: list[BatchGroup] = []
   for start in range(0, len(order), batch_size):
-    chunk = order[start:start + batch_size]
+    chunk = order[start : start + batch_size]
     room = context - lengths[chunk[-1]]
     if room >= max_new_tokens:
       budget = max_new_tokens
@@ -355,9 +388,15 @@ def plan_generation(lengths: Sequence[int], *, batch_size: int, max_new_tokens: 
   return groups, sorted(skipped)
 
 
-def generate_responses(model: LoadedModel, prompts: Sequence[Prompt], *, max_new_tokens: int,
-                       mode: EvalMode, batch_size: int, key: jax.Array
-                       ) -> tuple[list[list[str]], list[int]]:
+def generate_responses(
+    model: LoadedModel,
+    prompts: Sequence[Prompt],
+    *,
+    max_new_tokens: int,
+    mode: EvalMode,
+    batch_size: int,
+    key: jax.Array,
+) -> tuple[list[list[str]], list[int]]:
   """(responses, budgets): `mode.k` decoded responses per prompt (in the prompts' order) and
   each prompt's token budget (0, with k empty responses, for a prompt that fills the context).
 
@@ -368,19 +407,34 @@ def generate_responses(model: LoadedModel, prompts: Sequence[Prompt], *, max_new
 
   tokenizer = model.tokenizer
   lengths = [len(p.token_ids) for p in prompts]
-  groups, _ = plan_generation(lengths, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                              context=model.config.max_position_embeddings)
+  groups, _ = plan_generation(
+      lengths,
+      batch_size=batch_size,
+      max_new_tokens=max_new_tokens,
+      context=model.config.max_position_embeddings,
+  )
   responses: list[list[str]] = [[""] * mode.k for _ in prompts]
   budgets = [0] * len(prompts)
   for g, group in enumerate(groups):
-    sampling = SamplingConfig(max_new_tokens=group.max_new_tokens, temperature=mode.temperature,
-                              top_p=mode.top_p, n_samples=mode.k, eos_ids=tokenizer.eos_ids,
-                              pad_id=tokenizer.pad_id)
-    texts = generate(model.params, model.config, tokenizer,
-                     [list(prompts[i].token_ids) for i in group.indices], sampling,
-                     jax.random.fold_in(key, g), min(batch_size, len(group.indices)))
+    sampling = SamplingConfig(
+        max_new_tokens=group.max_new_tokens,
+        temperature=mode.temperature,
+        top_p=mode.top_p,
+        n_samples=mode.k,
+        eos_ids=tokenizer.eos_ids,
+        pad_id=tokenizer.pad_id,
+    )
+    texts = generate(
+        model.params,
+        model.config,
+        tokenizer,
+        [list(prompts[i].token_ids) for i in group.indices],
+        sampling,
+        jax.random.fold_in(key, g),
+        min(batch_size, len(group.indices)),
+    )
     for j, i in enumerate(group.indices):
-      responses[i] = texts[j * mode.k:(j + 1) * mode.k]
+      responses[i] = texts[j * mode.k : (j + 1) * mode.k]
       budgets[i] = group.max_new_tokens
   return responses, budgets
 
@@ -393,21 +447,26 @@ def extract(ability: str, response: str) -> Optional[str]:
   code, the last ```python block. None when there is none."""
   if ability == "math":
     from prime_jax.verifiers.math_answer import extract_answer
+
     return extract_answer(response)
   from prime_jax.verifiers.code_tests import extract_code
+
   return extract_code(response)
 
 
-def register_code_ability(max_tests: int = 0, isolation: str = "strict",
-                          per_test_timeout_s: float = 5.0) -> None:
+def register_code_ability(
+    max_tests: int = 0, isolation: str = "strict", per_test_timeout_s: float = 5.0
+) -> None:
   """Registers EVAL_CODE_ABILITY: code graded in the sandbox on `max_tests` tests per item
   (0: all of them), with the given isolation (docs/verifiers.md)."""
   from prime_jax.verifiers import CodeConfig, SandboxConfig, register_ability
   from prime_jax.verifiers.code_grader import code_ability_kwargs
+
   try:
-    config = CodeConfig(max_tests=max_tests or ALL_TESTS,
-                        sandbox=SandboxConfig(isolation=isolation,
-                                              per_test_timeout_s=per_test_timeout_s))
+    config = CodeConfig(
+        max_tests=max_tests or ALL_TESTS,
+        sandbox=SandboxConfig(isolation=isolation, per_test_timeout_s=per_test_timeout_s),
+    )
   except ValueError as e:
     raise EvalError(str(e)) from None
   register_ability(EVAL_CODE_ABILITY, replace=True, **code_ability_kwargs(config))
@@ -416,11 +475,13 @@ def register_code_ability(max_tests: int = 0, isolation: str = "strict",
 def _code_timeout(ground_truths: Sequence[str]) -> float:
   """Per-item limit for code: every test of the largest suite at its full per-test time."""
   from prime_jax.verifiers import get_ability
+
   score_fn = get_ability(EVAL_CODE_ABILITY).score_fn
   config = score_fn.keywords["config"]
   most = max((len(json.loads(t).get("inputs", ())) for t in ground_truths), default=1)
-  return min(most, config.max_tests) * config.sandbox.per_test_timeout_s + \
-      config.sandbox.setup_grace_s
+  return (
+      min(most, config.max_tests) * config.sandbox.per_test_timeout_s + config.sandbox.setup_grace_s
+  )
 
 
 @dataclasses.dataclass
@@ -434,12 +495,14 @@ class Scores:
   stats: dict
 
 
-def score_items(ability: str, responses: Sequence[Sequence[str]], ground_truths: Sequence[str],
-                *, pool=None) -> Scores:
+def score_items(
+    ability: str, responses: Sequence[Sequence[str]], ground_truths: Sequence[str], *, pool=None
+) -> Scores:
   """Grades every sample of every item with the verifier registry: math by the "math" ability,
   code by EVAL_CODE_ABILITY (registered with its defaults if not yet), a code sample scoring 1
   only when all of its tests pass."""
   from prime_jax import verifiers
+
   k = len(responses[0]) if responses else 0
   if any(len(r) != k for r in responses):
     raise ValueError("every item needs the same number of responses")
@@ -451,17 +514,22 @@ def score_items(ability: str, responses: Sequence[Sequence[str]], ground_truths:
   elif ability == "code":
     if EVAL_CODE_ABILITY not in verifiers.registered_abilities():
       register_code_ability()
-    raw, stats = verifiers.grade_with_stats(EVAL_CODE_ABILITY, flat, truths, pool=pool,
-                                            timeout_s=_code_timeout(ground_truths))
+    raw, stats = verifiers.grade_with_stats(
+        EVAL_CODE_ABILITY, flat, truths, pool=pool, timeout_s=_code_timeout(ground_truths)
+    )
     scores = (raw >= 1.0).astype(np.float32)
   else:
     raise EvalError(f"no grading for ability {ability!r}")
   shape = (len(responses), k)
-  statuses = [list(stats.statuses[i * k:(i + 1) * k]) for i in range(len(responses))]
+  statuses = [list(stats.statuses[i * k : (i + 1) * k]) for i in range(len(responses))]
   numbers = {key.split("/", 2)[2]: value for key, value in stats.as_dict().items()}
   numbers["errors"] = list(stats.errors)
-  return Scores(np.asarray(scores, np.float64).reshape(shape),
-                np.asarray(raw, np.float64).reshape(shape), statuses, numbers)
+  return Scores(
+      np.asarray(scores, np.float64).reshape(shape),
+      np.asarray(raw, np.float64).reshape(shape),
+      statuses,
+      numbers,
+  )
 
 
 # ----------------------------------------------------------------------------- one benchmark
@@ -481,8 +549,8 @@ class BenchmarkResult:
   top_p: float
   num_items: int
   score: float
-  max_new_tokens: int              # requested
-  max_new_tokens_used: list[int]   # [min, max] over items actually generated for
+  max_new_tokens: int  # requested
+  max_new_tokens_used: list[int]  # [min, max] over items actually generated for
   num_prompt_too_long: int
   wall_s: float
   grading: dict
@@ -491,42 +559,68 @@ class BenchmarkResult:
     return dataclasses.asdict(self)
 
 
-def evaluate_benchmark(model: LoadedModel, benchmark: Benchmark, records: Sequence[Record], *,
-                       fmt: PromptFormat, mode: EvalMode, max_new_tokens: int, batch_size: int,
-                       key: jax.Array, file: str = "", pool=None
-                       ) -> tuple[Optional[BenchmarkResult], list[dict]]:
+def evaluate_benchmark(
+    model: LoadedModel,
+    benchmark: Benchmark,
+    records: Sequence[Record],
+    *,
+    fmt: PromptFormat,
+    mode: EvalMode,
+    max_new_tokens: int,
+    batch_size: int,
+    key: jax.Array,
+    file: str = "",
+    pool=None,
+) -> tuple[Optional[BenchmarkResult], list[dict]]:
   """Generates for, grades and summarises one benchmark; returns (result, per-item rows). Every
   process generates (the sampler is a collective); only process 0 grades and gets a result, the
   others get (None, [])."""
   start = time.time()
   prompts = encode_prompts(records, model.tokenizer, fmt)
-  responses, budgets = generate_responses(model, prompts, max_new_tokens=max_new_tokens,
-                                          mode=mode, batch_size=batch_size, key=key)
+  responses, budgets = generate_responses(
+      model, prompts, max_new_tokens=max_new_tokens, mode=mode, batch_size=batch_size, key=key
+  )
   if jax.process_index() != 0:
     return None, []
-  graded = score_items(benchmark.ability, responses, [r.ground_truth for r in records],
-                       pool=pool)
+  graded = score_items(benchmark.ability, responses, [r.ground_truth for r in records], pool=pool)
   rows = []
   for i, (record, prompt) in enumerate(zip(records, prompts)):
-    row = dict(benchmark=benchmark.name, index=i, id=record.id, prompt=prompt.text,
-               prompt_tokens=len(prompt.token_ids), ground_truth=record.ground_truth,
-               max_new_tokens=budgets[i], prompt_too_long=budgets[i] == 0,
-               responses=responses[i],
-               extracted=[extract(benchmark.ability, r) for r in responses[i]],
-               scores=graded.scores[i].tolist(), score=float(graded.scores[i].mean()),
-               grading_status=graded.statuses[i])
+    row = dict(
+        benchmark=benchmark.name,
+        index=i,
+        id=record.id,
+        prompt=prompt.text,
+        prompt_tokens=len(prompt.token_ids),
+        ground_truth=record.ground_truth,
+        max_new_tokens=budgets[i],
+        prompt_too_long=budgets[i] == 0,
+        responses=responses[i],
+        extracted=[extract(benchmark.ability, r) for r in responses[i]],
+        scores=graded.scores[i].tolist(),
+        score=float(graded.scores[i].mean()),
+        grading_status=graded.statuses[i],
+    )
     if benchmark.ability == "code":
       row["test_pass_fraction"] = graded.raw[i].tolist()
     rows.append(row)
   used = [b for b in budgets if b > 0]
   result = BenchmarkResult(
-      name=benchmark.name, column=benchmark.column, ability=benchmark.ability, file=file,
-      mode=mode.name, k=mode.k, temperature=mode.temperature, top_p=mode.top_p,
-      num_items=len(records), score=float(graded.scores.mean(axis=1).mean()),
+      name=benchmark.name,
+      column=benchmark.column,
+      ability=benchmark.ability,
+      file=file,
+      mode=mode.name,
+      k=mode.k,
+      temperature=mode.temperature,
+      top_p=mode.top_p,
+      num_items=len(records),
+      score=float(graded.scores.mean(axis=1).mean()),
       max_new_tokens=max_new_tokens,
       max_new_tokens_used=[min(used), max(used)] if used else [0, 0],
-      num_prompt_too_long=len(budgets) - len(used), wall_s=round(time.time() - start, 2),
-      grading=graded.stats)
+      num_prompt_too_long=len(budgets) - len(used),
+      wall_s=round(time.time() - start, 2),
+      grading=graded.stats,
+  )
   return result, rows
 
 
@@ -557,24 +651,37 @@ def render_table(rows: Mapping[str, Mapping[str, float]] | Sequence[tuple[str, M
 
 def results_markdown(label: str, results: Mapping[str, BenchmarkResult | dict]) -> str:
   """results.md: the table and one line per benchmark run (mode, items, budget)."""
-  plain = {n: (r.to_dict() if isinstance(r, BenchmarkResult) else dict(r))
-           for n, r in results.items()}
-  lines = [render_table({label: {n: r["score"] for n, r in plain.items()}}), "",
-           "Scores in %; greedy = pass@1 at temperature 0, avg@k = mean over k samples per "
-           "problem of the per-sample score; – = not run (not in avg).", ""]
+  plain = {
+      n: (r.to_dict() if isinstance(r, BenchmarkResult) else dict(r)) for n, r in results.items()
+  }
+  lines = [
+      render_table({label: {n: r["score"] for n, r in plain.items()}}),
+      "",
+      "Scores in %; greedy = pass@1 at temperature 0, avg@k = mean over k samples per "
+      "problem of the per-sample score; – = not run (not in avg).",
+      "",
+  ]
   for name in TABLE_ORDER:
     if name in plain:
       r = plain[name]
-      sampling = "" if r["mode"] == "greedy" else \
-          f" at temperature {r['temperature']:g}, top-p {r['top_p']:g}"
+      sampling = (
+          ""
+          if r["mode"] == "greedy"
+          else f" at temperature {r['temperature']:g}, top-p {r['top_p']:g}"
+      )
       lo, hi = r["max_new_tokens_used"]
       used = f"{hi}" if lo == hi else f"{lo}-{hi}"
-      lines.append(f"- {r['column']}: {_cell(r['score'])} ({r['mode']}{sampling}, "
-                   f"{r['num_items']} problems, max_new_tokens {r['max_new_tokens']}"
-                   + (f", {used} used within the context" if used != str(r["max_new_tokens"])
-                      else "")
-                   + (f", {r['num_prompt_too_long']} prompts too long (scored 0)"
-                      if r["num_prompt_too_long"] else "") + ")")
+      lines.append(
+          f"- {r['column']}: {_cell(r['score'])} ({r['mode']}{sampling}, "
+          f"{r['num_items']} problems, max_new_tokens {r['max_new_tokens']}"
+          + (f", {used} used within the context" if used != str(r["max_new_tokens"]) else "")
+          + (
+              f", {r['num_prompt_too_long']} prompts too long (scored 0)"
+              if r["num_prompt_too_long"]
+              else ""
+          )
+          + ")"
+      )
   return "\n".join(lines) + "\n"
 
 
@@ -595,18 +702,31 @@ def _write_text(path: Path, text: str) -> None:
   os.replace(tmp, path)
 
 
-def run_evaluation(checkpoint: str | os.PathLike, benchmarks: str | Sequence[str],
-                   data_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
-                   mode: str | EvalMode | Mapping = "greedy",
-                   max_new_tokens: int | str | Mapping | None = None,
-                   limit: Optional[int] = None, batch_size: int = 16, seed: int = 0,
-                   temperature: float = 0.3, top_p: float = 0.95, dtype: str = "bfloat16",
-                   mesh: str | Mapping[str, int] = "data=-1,fsdp=1,tensor=1",
-                   system_prompt: str = "eurus", user_suffix: bool = True,
-                   apply_chat_template: bool = True, code_max_tests: int = 0,
-                   code_isolation: str = "strict", label: Optional[str] = None,
-                   model: Optional[LoadedModel] = None, pool=None,
-                   log: Callable[[str], None] = print) -> dict:
+def run_evaluation(
+    checkpoint: str | os.PathLike,
+    benchmarks: str | Sequence[str],
+    data_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    mode: str | EvalMode | Mapping = "greedy",
+    max_new_tokens: int | str | Mapping | None = None,
+    limit: Optional[int] = None,
+    batch_size: int = 16,
+    seed: int = 0,
+    temperature: float = 0.3,
+    top_p: float = 0.95,
+    dtype: str = "bfloat16",
+    mesh: str | Mapping[str, int] = "data=-1,fsdp=1,tensor=1",
+    system_prompt: str = "eurus",
+    user_suffix: bool = True,
+    apply_chat_template: bool = True,
+    code_max_tests: int = 0,
+    code_isolation: str = "strict",
+    label: Optional[str] = None,
+    model: Optional[LoadedModel] = None,
+    pool=None,
+    log: Callable[[str], None] = print,
+) -> dict:
   """Evaluates `checkpoint` on `benchmarks` and writes OUT/<benchmark>.jsonl, results.json and
   results.md (rewritten after each benchmark); returns results.json's content.
 
@@ -620,14 +740,16 @@ def run_evaluation(checkpoint: str | os.PathLike, benchmarks: str | Sequence[str
     raise EvalError(f"limit must be >= 1, got {limit}")
   if batch_size < 1:
     raise EvalError(f"batch_size must be >= 1, got {batch_size}")
-  to_mode = (lambda m: m if isinstance(m, EvalMode)
-             else parse_mode(m, temperature=temperature, top_p=top_p))
+  to_mode = (
+      lambda m: m
+      if isinstance(m, EvalMode)
+      else parse_mode(m, temperature=temperature, top_p=top_p)
+  )
   try:
     default_mode, modes = parse_per_benchmark(mode, to_mode, "mode")
     default_mode = to_mode(default_mode) if default_mode is not None else EvalMode()
     modes = {n: to_mode(m) for n, m in modes.items()}
-    default_budget, budgets = parse_per_benchmark(max_new_tokens, _positive_int,
-                                                  "max_new_tokens")
+    default_budget, budgets = parse_per_benchmark(max_new_tokens, _positive_int, "max_new_tokens")
   except ValueError as e:
     raise EvalError(str(e)) from None
   for value in [default_budget, *budgets.values()]:
@@ -657,22 +779,41 @@ def run_evaluation(checkpoint: str | os.PathLike, benchmarks: str | Sequence[str
     budget = budgets.get(b.name, default_budget) or b.max_new_tokens
     log(f"{b.name}: {len(records)} problems from {path}, {b_mode.name}, max_new_tokens {budget}")
     result, rows = evaluate_benchmark(
-        model, b, records, fmt=fmt, mode=b_mode, max_new_tokens=budget, batch_size=batch_size,
-        key=jax.random.fold_in(key, TABLE_ORDER.index(b.name)), file=str(path), pool=pool)
+        model,
+        b,
+        records,
+        fmt=fmt,
+        mode=b_mode,
+        max_new_tokens=budget,
+        batch_size=batch_size,
+        key=jax.random.fold_in(key, TABLE_ORDER.index(b.name)),
+        file=str(path),
+        pool=pool,
+    )
     if not primary:
       continue
     results[b.name] = result
     _write_jsonl(out_dir / f"{b.name}.jsonl", rows)
     summary = dict(
-        checkpoint=str(checkpoint), model_dir=model.directory, label=label,
+        checkpoint=str(checkpoint),
+        model_dir=model.directory,
+        label=label,
         benchmarks={n: r.to_dict() for n, r in results.items()},
         avg=table_average({n: r.score for n, r in results.items()}),
         table_columns=["Model"] + [BENCHMARKS[n].column for n in TABLE_ORDER] + ["avg"],
-        settings=dict(limit=limit, batch_size=batch_size, seed=seed, dtype=dtype,
-                      system_prompt=system_prompt, user_suffix=user_suffix,
-                      apply_chat_template=apply_chat_template, code_max_tests=code_max_tests,
-                      code_isolation=code_isolation,
-                      context=model.config.max_position_embeddings))
+        settings=dict(
+            limit=limit,
+            batch_size=batch_size,
+            seed=seed,
+            dtype=dtype,
+            system_prompt=system_prompt,
+            user_suffix=user_suffix,
+            apply_chat_template=apply_chat_template,
+            code_max_tests=code_max_tests,
+            code_isolation=code_isolation,
+            context=model.config.max_position_embeddings,
+        ),
+    )
     _write_text(out_dir / "results.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     _write_text(out_dir / "results.md", results_markdown(label, results))
     log(f"{b.name}: {_cell(result.score)} ({result.wall_s:.0f} s)")

@@ -74,7 +74,7 @@ from jax.sharding import AbstractMesh, AxisType, NamedSharding
 
 from prime_jax.models.config import DecoderConfig
 
-GiB = 2 ** 30
+GiB = 2**30
 
 # ---------------------------------------------------------------------------------------------
 # Hardware: per-device HBM and how a slice name counts devices.
@@ -94,6 +94,7 @@ GPU_DEFAULT_MEM_FRACTION = 0.75
 class Hardware:
   """A slice: `num_devices` JAX devices of `hbm_bytes` each, of which `usable_fraction` is the
   allocator's (JAX on GPU preallocates 75 % unless XLA_PYTHON_CLIENT_MEM_FRACTION says else)."""
+
   name: str
   platform: str
   num_devices: int
@@ -106,8 +107,10 @@ class Hardware:
 
 
 def hardware_names() -> str:
-  return ("TPU " + ", ".join(f"{k}-N" for k in TPU_TYPES) + " (v4/v5p: N TensorCores = N/2 "
-          "chips; v5e/v6e: N chips); GPU Nx" + "|".join(GPU_TYPES) + "; cpu-N")
+  return (
+      "TPU " + ", ".join(f"{k}-N" for k in TPU_TYPES) + " (v4/v5p: N TensorCores = N/2 "
+      "chips; v5e/v6e: N chips); GPU Nx" + "|".join(GPU_TYPES) + "; cpu-N"
+  )
 
 
 def parse_hardware(name: str, *, mem_fraction: Optional[float] = None) -> Hardware:
@@ -119,10 +122,13 @@ def parse_hardware(name: str, *, mem_fraction: Optional[float] = None) -> Hardwa
     kind, count = m.group(1).lower(), int(m.group(2))
     hbm, per_chip = TPU_TYPES[kind]
     if count % per_chip or count == 0:
-      raise ValueError(f"{name}: a {kind} slice name counts TensorCores ({per_chip} per chip); "
-                       f"{count} is not a whole number of chips")
-    return Hardware(text, "tpu", count // per_chip, hbm * GiB,
-                    1.0 if mem_fraction is None else mem_fraction)
+      raise ValueError(
+          f"{name}: a {kind} slice name counts TensorCores ({per_chip} per chip); "
+          f"{count} is not a whole number of chips"
+      )
+    return Hardware(
+        text, "tpu", count // per_chip, hbm * GiB, 1.0 if mem_fraction is None else mem_fraction
+    )
   m = re.fullmatch(r"(?:(\d+)\s*x\s*)?([A-Za-z0-9-]+)", text)
   if m and m.group(2).upper() in GPU_TYPES:
     count = int(m.group(1) or 1)
@@ -134,8 +140,9 @@ def parse_hardware(name: str, *, mem_fraction: Optional[float] = None) -> Hardwa
   if m:
     count = int(m.group(1))
     total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    return Hardware(text, "cpu", count, total // count, 1.0 if mem_fraction is None else
-                    mem_fraction)
+    return Hardware(
+        text, "cpu", count, total // count, 1.0 if mem_fraction is None else mem_fraction
+    )
   raise ValueError(f"unknown hardware {name!r}; known: " + hardware_names())
 
 
@@ -148,12 +155,26 @@ def parse_hardware(name: str, *, mem_fraction: Optional[float] = None) -> Hardwa
 # 18944, vocab 152064, untied embeddings, q/k/v biases, rope_theta 10000, a 4096-token context.
 MODEL_PRESETS = {
     "qwen2.5-math-7b": DecoderConfig(
-        vocab_size=152064, hidden_size=3584, num_layers=28, num_heads=28, num_kv_heads=4,
-        head_dim=128, intermediate_size=18944, rms_norm_eps=1e-6, rope_theta=10000.0,
-        qkv_bias=True, tie_embeddings=False, max_position_embeddings=4096, model_type="qwen2"),
+        vocab_size=152064,
+        hidden_size=3584,
+        num_layers=28,
+        num_heads=28,
+        num_kv_heads=4,
+        head_dim=128,
+        intermediate_size=18944,
+        rms_norm_eps=1e-6,
+        rope_theta=10000.0,
+        qkv_bias=True,
+        tie_embeddings=False,
+        max_position_embeddings=4096,
+        model_type="qwen2",
+    ),
 }
-MODEL_ALIASES = {"eurus-2-7b-sft": "qwen2.5-math-7b", "eurus-2-7b-prime": "qwen2.5-math-7b",
-                 "qwen2.5-math-7b-instruct": "qwen2.5-math-7b"}
+MODEL_ALIASES = {
+    "eurus-2-7b-sft": "qwen2.5-math-7b",
+    "eurus-2-7b-prime": "qwen2.5-math-7b",
+    "qwen2.5-math-7b-instruct": "qwen2.5-math-7b",
+}
 
 
 def _preset(name: str) -> Optional[DecoderConfig]:
@@ -168,35 +189,45 @@ def resolve_model_config(config, model: Optional[str] = None) -> tuple[DecoderCo
   a preset named like the checkpoint directory (a placeholder path such as /path/to/Eurus-2-7B-SFT);
   `config.policy.init` (its vocab_size must be set: 0 means "the tokenizer's").
   """
-  overrides = dict(dtype=config.policy.dtype, remat=config.policy.remat,
-                   value_head=config.rl.estimator == "ppo")
+  overrides = dict(
+      dtype=config.policy.dtype, remat=config.policy.remat, value_head=config.rl.estimator == "ppo"
+  )
   if model:
     preset = _preset(model)
     if preset is None:
-      raise ValueError(f"unknown --model {model!r}; known: "
-                       + ", ".join(sorted(MODEL_PRESETS) + sorted(MODEL_ALIASES)))
+      raise ValueError(
+          f"unknown --model {model!r}; known: "
+          + ", ".join(sorted(MODEL_PRESETS) + sorted(MODEL_ALIASES))
+      )
     return preset.replace(**overrides), f"preset {model}"
   checkpoint = config.policy.checkpoint
   if checkpoint and os.path.isfile(os.path.join(checkpoint, "config.json")):
     from prime_jax.models import read_hf_config
+
     return read_hf_config(checkpoint, **overrides), f"{checkpoint}/config.json"
   if checkpoint:
     preset = _preset(os.path.basename(os.path.normpath(checkpoint)))
     if preset is not None:
-      return preset.replace(**overrides), (f"preset for {os.path.basename(checkpoint)} "
-                                           f"({checkpoint} not found)")
-    raise ValueError(f"config.policy.checkpoint={checkpoint!r} has no config.json here; give "
-                     f"--model (one of {', '.join(sorted(MODEL_PRESETS))})")
+      return preset.replace(**overrides), (
+          f"preset for {os.path.basename(checkpoint)} " f"({checkpoint} not found)"
+      )
+    raise ValueError(
+        f"config.policy.checkpoint={checkpoint!r} has no config.json here; give "
+        f"--model (one of {', '.join(sorted(MODEL_PRESETS))})"
+    )
   init = dict(config.policy.init)
   if not init.get("vocab_size"):
-    raise ValueError("config.policy.init.vocab_size is 0 (the tokenizer's size, unknown to the "
-                     "planner): set --config.policy.init.vocab_size=N or give --model")
+    raise ValueError(
+        "config.policy.init.vocab_size is 0 (the tokenizer's size, unknown to the "
+        "planner): set --config.policy.init.vocab_size=N or give --model"
+    )
   return DecoderConfig(**init, **overrides), "config.policy.init"
 
 
 # ---------------------------------------------------------------------------------------------
 # Meshes and shard sizes.
 # ---------------------------------------------------------------------------------------------
+
 
 def parse_mesh(text: str) -> dict[str, int]:
   """'data=1,fsdp=-1,tensor=4' -> {'data': 1, 'fsdp': -1, 'tensor': 4}."""
@@ -213,20 +244,23 @@ def parse_mesh(text: str) -> dict[str, int]:
 
 
 def abstract_mesh(sizes: Mapping[str, int]) -> AbstractMesh:
-  return AbstractMesh(tuple(sizes.values()), tuple(sizes),
-                      axis_types=(AxisType.Auto,) * len(sizes))
+  return AbstractMesh(tuple(sizes.values()), tuple(sizes), axis_types=(AxisType.Auto,) * len(sizes))
 
 
 def shard_bytes(shape: Sequence[int], dtype, sharding: NamedSharding) -> int:
   """Bytes of one device's shard (after `fit_to_shape`: undivided dims are replicated)."""
   from prime_jax.sharding import fit_to_shape
+
   local = fit_to_shape(sharding, shape).shard_shape(tuple(shape))
   return math.prod(local) * jnp.dtype(dtype).itemsize
 
 
 def tree_shard_bytes(abstract_tree, sharding_tree) -> int:
-  leaves = jax.tree_util.tree_leaves(jax.tree_util.tree_map(
-      lambda a, s: shard_bytes(a.shape, a.dtype, s), abstract_tree, sharding_tree))
+  leaves = jax.tree_util.tree_leaves(
+      jax.tree_util.tree_map(
+          lambda a, s: shard_bytes(a.shape, a.dtype, s), abstract_tree, sharding_tree
+      )
+  )
   return int(sum(leaves))
 
 
@@ -234,6 +268,7 @@ def _rules(config, field: str = "sharding_rules"):
   """The rule tuple of `config.sharding_rules` (() = DEFAULT_RULES), or of `config.sampler_rules`
   (() = the training rules) for field="sampler_rules"."""
   from prime_jax.sharding import DEFAULT_RULES
+
   fix = lambda axes: tuple(axes) if isinstance(axes, (list, tuple)) else axes
   rules = tuple((str(logical), fix(axes)) for logical, axes in (config.get(field) or ()))
   if rules:
@@ -258,6 +293,7 @@ def _ceil_div(a: int, b: int) -> int:
 # Exact items: states, reference, KV cache.
 # ---------------------------------------------------------------------------------------------
 
+
 def _ref_options(config) -> tuple[Optional[str], bool]:
   """(`config.ref.param_dtype`, or None for a config without that field; `config.ref.offload`)."""
   ref = config.get("ref")
@@ -279,8 +315,13 @@ class _StateKey:
   def __init__(self, config, model_config: DecoderConfig):
     rl = config.rl
     self.config = config
-    self.key = (rl.estimator, rl.coef_proc, rl.kl_coef, rl.ref_type,
-                _ref_dtype(config, model_config)[0])
+    self.key = (
+        rl.estimator,
+        rl.coef_proc,
+        rl.kl_coef,
+        rl.ref_type,
+        _ref_dtype(config, model_config)[0],
+    )
 
   def __hash__(self):
     return hash(self.key)
@@ -290,29 +331,33 @@ class _StateKey:
 
 
 @functools.lru_cache(maxsize=64)
-def _state_bytes(state_key: _StateKey, model_config: DecoderConfig, mesh_items: tuple,
-                 rules: tuple):
+def _state_bytes(
+    state_key: _StateKey, model_config: DecoderConfig, mesh_items: tuple, rules: tuple
+):
   """{policy_params, policy_opt, prm_params, prm_opt, ref} per-device bytes (None = absent)."""
   config = state_key.config
-  from prime_jax.algo.update_step import (policy_optimizer, prm_optimizer,
-                                          update_step_shardings)
+  from prime_jax.algo.update_step import (policy_optimizer, prm_optimizer, update_step_shardings)
   from prime_jax.models.decoder import init_params
   from prime_jax.train_state import create_train_state
+
   mesh = abstract_mesh(dict(mesh_items))
   if _ref_options(config)[1]:  # host-memory shardings need real devices; same shard shapes
     config = _with(config, **{"ref.offload": False})
   shardings = update_step_shardings(config, mesh, model_config, rules=rules)
   params = lambda: init_params(model_config, jax.random.key(0))
   out = {}
-  for name, opt, sh in (("policy", policy_optimizer(config.rl), shardings["policy"]),
-                        ("prm", prm_optimizer(config.rl), shardings["prm"])):
+  for name, opt, sh in (
+      ("policy", policy_optimizer(config.rl), shardings["policy"]),
+      ("prm", prm_optimizer(config.rl), shardings["prm"]),
+  ):
     if sh is None:
       out[f"{name}_params"] = out[f"{name}_opt"] = None
       continue
     state = jax.eval_shape(lambda opt=opt: create_train_state(params(), opt))
     out[f"{name}_params"] = tree_shard_bytes(state.params, sh.params)
-    out[f"{name}_opt"] = (tree_shard_bytes(state.opt_state, sh.opt_state)
-                          + tree_shard_bytes(state.step, sh.step))
+    out[f"{name}_opt"] = tree_shard_bytes(state.opt_state, sh.opt_state) + tree_shard_bytes(
+        state.step, sh.step
+    )
   out["ref"] = None
   if shardings["ref"] is not None:
     ref_dtype, _ = _ref_dtype(config, model_config)
@@ -323,21 +368,25 @@ def _state_bytes(state_key: _StateKey, model_config: DecoderConfig, mesh_items: 
 
 
 def _states(config, model_config, mesh_sizes, rules):
-  return _state_bytes(_StateKey(config, model_config), model_config, tuple(mesh_sizes.items()),
-                      rules)
+  return _state_bytes(
+      _StateKey(config, model_config), model_config, tuple(mesh_sizes.items()), rules
+  )
 
 
 def cache_shape(model_config: DecoderConfig, rows: int, slots: int) -> tuple[int, ...]:
   """Shape of each of the KV cache's k and v arrays (`prime_jax.models.decoder.init_cache`)."""
   from prime_jax.models.decoder import init_cache
+
   return jax.eval_shape(lambda: init_cache(model_config, rows, slots))["k"].shape
 
 
-def cache_bytes(model_config: DecoderConfig, rows: int, slots: int, mesh: AbstractMesh,
-                rules) -> int:
+def cache_bytes(
+    model_config: DecoderConfig, rows: int, slots: int, mesh: AbstractMesh, rules
+) -> int:
   """Per-device bytes of the sampler's KV cache (k + v), sharded as `prime_jax.sampling` does."""
   from prime_jax.sampling import _CACHE_AXES
   from prime_jax.sharding import logical_sharding
+
   shape = cache_shape(model_config, rows, slots)
   return 2 * shard_bytes(shape, model_config.dtype, logical_sharding(mesh, _CACHE_AXES, rules))
 
@@ -346,6 +395,7 @@ def cache_bytes(model_config: DecoderConfig, rows: int, slots: int, mesh: Abstra
 # Activation estimate: saved residuals of the scoring path, measured by JAX at local shapes.
 # ---------------------------------------------------------------------------------------------
 
+
 def _local_model(model_config: DecoderConfig, heads: int, mlp: int, vocab: int) -> DecoderConfig:
   """The per-device slice of the model under tensor parallelism (undivided dims replicated)."""
   c = model_config
@@ -353,13 +403,19 @@ def _local_model(model_config: DecoderConfig, heads: int, mlp: int, vocab: int) 
   nh, nkv = div(c.num_heads, heads), div(c.num_kv_heads, heads)
   if nh % nkv:  # q heads split but kv heads replicated: XLA would not split attention cleanly
     nh, nkv = c.num_heads, c.num_kv_heads
-  return c.replace(num_heads=nh, num_kv_heads=nkv, intermediate_size=div(c.intermediate_size, mlp),
-                   vocab_size=div(c.vocab_size, vocab), value_head=False)
+  return c.replace(
+      num_heads=nh,
+      num_kv_heads=nkv,
+      intermediate_size=div(c.intermediate_size, mlp),
+      vocab_size=div(c.vocab_size, vocab),
+      value_head=False,
+  )
 
 
 @functools.lru_cache(maxsize=64)
-def residual_profile(local: DecoderConfig, prompt_len: int, response_len: int, chunk: int,
-                     with_entropy: bool) -> dict:
+def residual_profile(
+    local: DecoderConfig, prompt_len: int, response_len: int, chunk: int, with_entropy: bool
+) -> dict:
   """Bytes JAX saves for the backward pass of `token_logprobs` on the (local) model, split as
   {layer_row, layer_fixed, rest_row, rest_fixed}: saved = L * (layer_row * b + layer_fixed)
   + rest_row * b + rest_fixed for b rows. Arguments (params, tokens) are not counted."""
@@ -371,12 +427,20 @@ def residual_profile(local: DecoderConfig, prompt_len: int, response_len: int, c
     cfg = local.replace(num_layers=layers)
     params = jax.eval_shape(lambda: init_params(cfg, jax.random.key(0)))
     spec = lambda shape, dtype: jax.ShapeDtypeStruct(shape, dtype)
-    args = (spec((rows, prompt_len), jnp.int32), spec((rows, prompt_len), jnp.bool_),
-            spec((rows, response_len), jnp.int32), spec((rows, response_len), jnp.bool_))
-    fn = lambda p, *a: token_logprobs(p, *a, config=cfg, chunk_size=chunk,
-                                      with_entropy=with_entropy)
-    return sum(aval.size * aval.dtype.itemsize for aval, src in saved_residuals(fn, params, *args)
-               if not src.startswith("from the argument"))
+    args = (
+        spec((rows, prompt_len), jnp.int32),
+        spec((rows, prompt_len), jnp.bool_),
+        spec((rows, response_len), jnp.int32),
+        spec((rows, response_len), jnp.bool_),
+    )
+    fn = lambda p, *a: token_logprobs(
+        p, *a, config=cfg, chunk_size=chunk, with_entropy=with_entropy
+    )
+    return sum(
+        aval.size * aval.dtype.itemsize
+        for aval, src in saved_residuals(fn, params, *args)
+        if not src.startswith("from the argument")
+    )
 
   # saved(L, b) = L * (layer_row * b + layer_fixed) + rest_row * b (+ a few scalars, ignored).
   r21, r31, r22 = total(2, 1), total(3, 1), total(2, 2)
@@ -384,34 +448,54 @@ def residual_profile(local: DecoderConfig, prompt_len: int, response_len: int, c
   layer_row = (r31 - r21) - layer_fixed
   rest_row = (r22 - r21) - 2 * layer_row
   rest_fixed = 0
-  return dict(layer_row=layer_row, layer_fixed=layer_fixed, rest_row=rest_row,
-              rest_fixed=rest_fixed)
+  return dict(
+      layer_row=layer_row, layer_fixed=layer_fixed, rest_row=rest_row, rest_fixed=rest_fixed
+  )
 
 
-def activation_estimate(model_config: DecoderConfig, *, rows: int, prompt_len: int,
-                        response_len: int, chunk: int, heads_ways: int, mlp_ways: int,
-                        vocab_ways: int, embed_ways: int) -> dict:
+def activation_estimate(
+    model_config: DecoderConfig,
+    *,
+    rows: int,
+    prompt_len: int,
+    response_len: int,
+    chunk: int,
+    heads_ways: int,
+    mlp_ways: int,
+    vocab_ways: int,
+    embed_ways: int,
+) -> dict:
   """{saved, working, logits} bytes per device for one micro-batch of `rows` rows (see module
   docstring for the formula)."""
   local = _local_model(model_config, heads_ways, mlp_ways, vocab_ways)
   chunk = min(chunk, response_len)
-  profile = lambda remat: residual_profile(local.replace(remat=remat), prompt_len, response_len,
-                                           chunk, True)
+  profile = lambda remat: residual_profile(
+      local.replace(remat=remat), prompt_len, response_len, chunk, True
+  )
 
   def layer(p):
     return p["layer_row"] * rows + p["layer_fixed"] / embed_ways
 
   prof = profile(model_config.remat)
   none = prof if model_config.remat == "none" else profile("none")
-  saved = (model_config.num_layers * layer(prof) + prof["rest_row"] * rows
-           + prof["rest_fixed"] / embed_ways)
+  saved = (
+      model_config.num_layers * layer(prof)
+      + prof["rest_row"] * rows
+      + prof["rest_fixed"] / embed_ways
+  )
   working = layer(none)  # see the module docstring: calibrated against XLA's own buffer sizes
   logits = 4 * rows * chunk * local.vocab_size * 4
   return dict(saved=int(saved), working=int(working), logits=int(logits), local=local)
 
 
-def _gathered_weights(model_config: DecoderConfig, heads_ways: int, mlp_ways: int, vocab_ways: int,
-                      embed_ways: int, forward_only: bool = False) -> int:
+def _gathered_weights(
+    model_config: DecoderConfig,
+    heads_ways: int,
+    mlp_ways: int,
+    vocab_ways: int,
+    embed_ways: int,
+    forward_only: bool = False,
+) -> int:
   """FSDP transients: two layers' weights all-gathered in the compute dtype (the one in use and
   the next, prefetched), one layer's f32 gradient before its reduce-scatter, and the same for the
   output projection the log-prob chunks use (`forward_only`: no gradients, as in sampling). Zero
@@ -422,8 +506,7 @@ def _gathered_weights(model_config: DecoderConfig, heads_ways: int, mlp_ways: in
   compute = jnp.dtype(model_config.dtype).itemsize
   grad = 0 if forward_only else jnp.dtype(model_config.param_dtype).itemsize
   h, d = local.hidden_size, local.head_dim
-  layer = (h * d * (2 * local.num_heads + 2 * local.num_kv_heads)
-           + 3 * h * local.intermediate_size)
+  layer = h * d * (2 * local.num_heads + 2 * local.num_kv_heads) + 3 * h * local.intermediate_size
   head = h * local.vocab_size
   return int(layer * (2 * compute + grad) + head * (compute + grad))
 
@@ -448,6 +531,7 @@ class Item:
 @dataclasses.dataclass
 class Plan:
   """Per-device bytes of each item, each phase's peak and the verdict against the hardware."""
+
   hardware: Hardware
   mesh: dict
   model_config: DecoderConfig
@@ -511,16 +595,23 @@ class Plan:
     pct = 100 * self.headroom / self.usable
     if self.fits:
       tight = " (tight: keep ~10 % for XLA's own buffers)" if pct < 10 else ""
-      return (f"fits: peak {_gib(self.peak)} ({self.binding_phase}) of {_gib(self.usable)} "
-              f"usable per device, headroom {_gib(self.headroom)} ({pct:.0f} %){tight}")
-    return (f"does not fit: peak {_gib(self.peak)} ({self.binding_phase}) exceeds "
-            f"{_gib(self.usable)} usable per device by {_gib(-self.headroom)}")
+      return (
+          f"fits: peak {_gib(self.peak)} ({self.binding_phase}) of {_gib(self.usable)} "
+          f"usable per device, headroom {_gib(self.headroom)} ({pct:.0f} %){tight}"
+      )
+    return (
+        f"does not fit: peak {_gib(self.peak)} ({self.binding_phase}) exceeds "
+        f"{_gib(self.usable)} usable per device by {_gib(-self.headroom)}"
+    )
 
   def to_markdown(self) -> str:
     hw, mc = self.hardware, self.model_config
     mesh = ",".join(f"{k}={v}" for k, v in self.mesh.items())
-    frac = (f" x {hw.usable_fraction:g} usable = {_gib(hw.usable_bytes)}"
-            if hw.usable_fraction != 1 else "")
+    frac = (
+        f" x {hw.usable_fraction:g} usable = {_gib(hw.usable_bytes)}"
+        if hw.usable_fraction != 1
+        else ""
+    )
     lines = [
         f"**{hw.name}**: {hw.num_devices} devices x {_gib(hw.hbm_bytes)} HBM{frac}; mesh {mesh}; "
         f"model {self.model_source} ({mc.num_params / 1e9:.2f} B params, {mc.num_layers} layers, "
@@ -536,16 +627,20 @@ class Plan:
       if phase == "resident":
         lines.append(f"| **resident (whole run): total** | **{_gib(self.resident)}** | |")
       else:
-        lines.append(f"| **{PHASES[phase]} (on top of resident): peak** | "
-                     f"**{_gib(self.phase_peak(phase))}** | |")
+        lines.append(
+            f"| **{PHASES[phase]} (on top of resident): peak** | "
+            f"**{_gib(self.phase_peak(phase))}** | |"
+        )
     lines += ["", f"**{self.verdict()}**", ""]
     if self.suggestions:
-      lines += [("To make it fit:" if not self.fits else "To gain headroom:")]
+      lines += ["To make it fit:" if not self.fits else "To gain headroom:"]
       lines += [f"- {s}" for s in self.suggestions] + [""]
     if self.notes:
       lines += ["Notes:"] + [f"- {n}" for n in self.notes] + [""]
-    lines.append("`~` = estimate (see `prime_jax/memory_plan.py` for the formula); the rest are "
-                 "exact shard sizes of the run's shardings.")
+    lines.append(
+        "`~` = estimate (see `prime_jax/memory_plan.py` for the formula); the rest are "
+        "exact shard sizes of the run's shardings."
+    )
     return "\n".join(lines)
 
 
@@ -554,13 +649,23 @@ def _gib(n: float) -> str:
 
 
 def _hardware(hardware, mem_fraction=None) -> Hardware:
-  return hardware if isinstance(hardware, Hardware) else parse_hardware(hardware,
-                                                                         mem_fraction=mem_fraction)
+  return (
+      hardware
+      if isinstance(hardware, Hardware)
+      else parse_hardware(hardware, mem_fraction=mem_fraction)
+  )
 
 
-def plan(config, mesh_axes: Optional[Mapping[str, int]] = None, hardware: Any = "v5p-64",
-         model_config: Optional[DecoderConfig] = None, *, model_source: str = "",
-         suggest: bool = True, mem_fraction: Optional[float] = None) -> Plan:
+def plan(
+    config,
+    mesh_axes: Optional[Mapping[str, int]] = None,
+    hardware: Any = "v5p-64",
+    model_config: Optional[DecoderConfig] = None,
+    *,
+    model_source: str = "",
+    suggest: bool = True,
+    mem_fraction: Optional[float] = None,
+) -> Plan:
   """The per-device memory plan of `config` on `hardware` (a name or a `Hardware`).
 
   `mesh_axes` defaults to `config.mesh` (one axis may be -1); `model_config` defaults to
@@ -572,11 +677,12 @@ def plan(config, mesh_axes: Optional[Mapping[str, int]] = None, hardware: Any = 
     model_config, model_source = resolve_model_config(config)
   model_source = model_source or "given DecoderConfig"
   from prime_jax.algo.update_step import check_rl_config
+
   rl = config.rl
   check_rl_config(rl)
   from prime_jax.sharding import mesh_sizes as sizes_on
-  mesh_sizes = sizes_on(dict(config.mesh) if mesh_axes is None else dict(mesh_axes),
-                        hw.num_devices)
+
+  mesh_sizes = sizes_on(dict(config.mesh) if mesh_axes is None else dict(mesh_axes), hw.num_devices)
   mesh = abstract_mesh(mesh_sizes)
   rules = _rules(config)
   ways = lambda logical: axis_ways(rules, mesh_sizes, logical)
@@ -586,22 +692,28 @@ def plan(config, mesh_axes: Optional[Mapping[str, int]] = None, hardware: Any = 
   # Resident states (exact).
   states = _states(config, model_config, mesh_sizes, rules)
   pdt = model_config.param_dtype
-  items = [Item("policy_params", f"policy params ({pdt})", states["policy_params"], "resident",
-                True),
-           Item("policy_opt", "policy AdamW state (mu, nu)", states["policy_opt"], "resident",
-                True)]
+  items = [
+      Item("policy_params", f"policy params ({pdt})", states["policy_params"], "resident", True),
+      Item("policy_opt", "policy AdamW state (mu, nu)", states["policy_opt"], "resident", True),
+  ]
   if states["prm_params"] is not None:
-    items += [Item("prm_params", f"PRM params ({pdt})", states["prm_params"], "resident", True),
-              Item("prm_opt", "PRM AdamW state (mu, nu)", states["prm_opt"], "resident", True)]
+    items += [
+        Item("prm_params", f"PRM params ({pdt})", states["prm_params"], "resident", True),
+        Item("prm_opt", "PRM AdamW state (mu, nu)", states["prm_opt"], "resident", True),
+    ]
   else:
     notes.append("no PRM state: this config never runs the implicit PRM (outcome-only)")
   ref_dtype, has_ref_field = _ref_dtype(config, model_config)
   offload = _ref_options(config)[1] and states["ref"] is not None
   if states["ref"] is not None and not offload:
-    note = "" if has_ref_field else ("config has no reference-dtype field: counted at the "
-                                     "policy's param dtype")
-    items.append(Item("ref", f"frozen reference ({ref_dtype})", states["ref"], "resident", True,
-                      note))
+    note = (
+        ""
+        if has_ref_field
+        else ("config has no reference-dtype field: counted at the " "policy's param dtype")
+    )
+    items.append(
+        Item("ref", f"frozen reference ({ref_dtype})", states["ref"], "resident", True, note)
+    )
 
   # Update step.
   num_rows = rl.batch_prompts * rl.n_samples
@@ -609,47 +721,116 @@ def plan(config, mesh_axes: Optional[Mapping[str, int]] = None, hardware: Any = 
   micro = min(rl.micro_batch, mini)
   rows = _ceil_div(micro, batch_ways)
   if micro % batch_ways:
-    notes.append(f"micro_batch={micro} does not split evenly over the {batch_ways} batch-parallel "
-                 f"devices: each holds {rows} row(s) (padded)")
+    notes.append(
+        f"micro_batch={micro} does not split evenly over the {batch_ways} batch-parallel "
+        f"devices: each holds {rows} row(s) (padded)"
+    )
   p_len, t_len = rl.max_prompt_len, rl.max_new_tokens
   seq = p_len + t_len
   if seq > model_config.max_position_embeddings:
-    notes.append(f"max_prompt_len + max_new_tokens = {seq} exceeds the model's context of "
-                 f"{model_config.max_position_embeddings}: the sampler will refuse it")
+    notes.append(
+        f"max_prompt_len + max_new_tokens = {seq} exceeds the model's context of "
+        f"{model_config.max_position_embeddings}: the sampler will refuse it"
+    )
   tp = dict(heads_ways=ways("heads"), mlp_ways=ways("mlp"), vocab_ways=ways("vocab"))
-  act = activation_estimate(model_config, rows=rows, prompt_len=p_len, response_len=t_len,
-                            chunk=rl.score_chunk, embed_ways=ways("embed"), **tp)
+  act = activation_estimate(
+      model_config,
+      rows=rows,
+      prompt_len=p_len,
+      response_len=t_len,
+      chunk=rl.score_chunk,
+      embed_ways=ways("embed"),
+      **tp,
+  )
   grads = 2 * states["policy_params"]
   items += [
-      Item("grads", "gradients: accumulator + micro-batch grad", grads, "update", False,
-           "one model at a time (PRM phase, then policy phase)"),
-      Item("activations", f"activations saved for backward (remat={model_config.remat})",
-           act["saved"], "update", False,
-           f"{rows} row(s)/device x {seq} tokens, {model_config.num_layers} layers"),
-      Item("backward_working", "backward working set of one layer", act["working"], "update",
-           False, {"none": "its gradient temporaries", "full": "the layer recomputed, then its "
-                   "gradient temporaries", "dots": "the unsaved part recomputed + temporaries"}[
-                       model_config.remat] + " (~ one layer's remat=none residuals)"),
-      Item("logits", f"log-prob logits chunk (score_chunk={min(rl.score_chunk, t_len)})",
-           act["logits"], "update", False,
-           f"{rows} x {min(rl.score_chunk, t_len)} x {act['local'].vocab_size} x f32 x 4"),
+      Item(
+          "grads",
+          "gradients: accumulator + micro-batch grad",
+          grads,
+          "update",
+          False,
+          "one model at a time (PRM phase, then policy phase)",
+      ),
+      Item(
+          "activations",
+          f"activations saved for backward (remat={model_config.remat})",
+          act["saved"],
+          "update",
+          False,
+          f"{rows} row(s)/device x {seq} tokens, {model_config.num_layers} layers",
+      ),
+      Item(
+          "backward_working",
+          "backward working set of one layer",
+          act["working"],
+          "update",
+          False,
+          {
+              "none": "its gradient temporaries",
+              "full": "the layer recomputed, then its " "gradient temporaries",
+              "dots": "the unsaved part recomputed + temporaries",
+          }[model_config.remat]
+          + " (~ one layer's remat=none residuals)",
+      ),
+      Item(
+          "logits",
+          f"log-prob logits chunk (score_chunk={min(rl.score_chunk, t_len)})",
+          act["logits"],
+          "update",
+          False,
+          f"{rows} x {min(rl.score_chunk, t_len)} x {act['local'].vocab_size} x f32 x 4",
+      ),
   ]
   gathered = _gathered_weights(model_config, embed_ways=ways("embed"), **tp)
   if gathered:
-    items.append(Item("fsdp_gather", "FSDP-gathered weights", gathered, "update", False,
-                      "2 layers + lm_head in compute dtype, their f32 grads before reduce-scatter"))
+    items.append(
+        Item(
+            "fsdp_gather",
+            "FSDP-gathered weights",
+            gathered,
+            "update",
+            False,
+            "2 layers + lm_head in compute dtype, their f32 grads before reduce-scatter",
+        )
+    )
   step_inputs = (num_rows * seq * 4 * 2 + num_rows * t_len * 4 * 12) // batch_ways
-  items.append(Item("step_inputs", "step inputs + per-token arrays", step_inputs, "update", False,
-                    f"{num_rows} rows: tokens, masks, ~12 [N, T] f32 (log-probs, rewards, ...)"))
+  items.append(
+      Item(
+          "step_inputs",
+          "step inputs + per-token arrays",
+          step_inputs,
+          "update",
+          False,
+          f"{num_rows} rows: tokens, masks, ~12 [N, T] f32 (log-probs, rewards, ...)",
+      )
+  )
 
   if offload:  # held in host memory, copied to the devices for the reference forward only
-    items.append(Item("ref", f"frozen reference ({ref_dtype}) on the devices", states["ref"],
-                      "ref_forward", True, "config.ref.offload: copied in from host memory"))
-    items.append(Item("ref_forward", "reference forward transients", act["working"]
-                      + act["logits"] // 2, "ref_forward", False,
-                      "one layer's activations + one logits chunk (no gradients)"))
-    notes.append(f"config.ref.offload: the reference takes {_gib(states['ref'])} of pinned host "
-                 "memory per device instead of device memory")
+    items.append(
+        Item(
+            "ref",
+            f"frozen reference ({ref_dtype}) on the devices",
+            states["ref"],
+            "ref_forward",
+            True,
+            "config.ref.offload: copied in from host memory",
+        )
+    )
+    items.append(
+        Item(
+            "ref_forward",
+            "reference forward transients",
+            act["working"] + act["logits"] // 2,
+            "ref_forward",
+            False,
+            "one layer's activations + one logits chunk (no gradients)",
+        )
+    )
+    notes.append(
+        f"config.ref.offload: the reference takes {_gib(states['ref'])} of pinned host "
+        "memory per device instead of device memory"
+    )
 
   # Sampling, in the sampler's layout (`config.sampler_rules`, default the training rules).
   s_rules = _rules(config, "sampler_rules")
@@ -659,45 +840,110 @@ def plan(config, mesh_axes: Optional[Mapping[str, int]] = None, hardware: Any = 
   if s_rules != rules:
     from prime_jax.models.decoder import init_params
     from prime_jax.sharding import param_shardings
+
     abstract = jax.eval_shape(lambda: init_params(model_config, jax.random.key(0)))
-    items.append(Item("sampler_params", "policy params in the sampler's layout",
-                      tree_shard_bytes(abstract, param_shardings(model_config, mesh, s_rules)),
-                      "sampling", True, "config.sampler_rules differ from sharding_rules: a "
-                      "resharded copy"))
+    items.append(
+        Item(
+            "sampler_params",
+            "policy params in the sampler's layout",
+            tree_shard_bytes(abstract, param_shardings(model_config, mesh, s_rules)),
+            "sampling",
+            True,
+            "config.sampler_rules differ from sharding_rules: a " "resharded copy",
+        )
+    )
   prompts = rl.sample_batch_prompts or rl.batch_prompts
   cache_rows = prompts * rl.n_samples
   kv = cache_bytes(model_config, cache_rows, seq, mesh, s_rules)
-  items.append(Item("kv_cache", f"KV cache ({model_config.dtype})", kv, "sampling", True,
-                    f"{prompts} prompts x {rl.n_samples} samples, {seq} slots"))
-  items.append(Item("kv_copy", "one k/v-sized cache temporary", kv // 2, "sampling", False,
-                    "XLA keeps one copy of the k or v array (seen in its compiled buffers)"))
+  items.append(
+      Item(
+          "kv_cache",
+          f"KV cache ({model_config.dtype})",
+          kv,
+          "sampling",
+          True,
+          f"{prompts} prompts x {rl.n_samples} samples, {seq} slots",
+      )
+  )
+  items.append(
+      Item(
+          "kv_copy",
+          "one k/v-sized cache temporary",
+          kv // 2,
+          "sampling",
+          False,
+          "XLA keeps one copy of the k or v array (seen in its compiled buffers)",
+      )
+  )
   local = _local_model(model_config, s_tp["heads_ways"], s_tp["mlp_ways"], s_tp["vocab_ways"])
   compute = jnp.dtype(model_config.dtype).itemsize
   b_prefill = _ceil_div(prompts, s_batch)  # prompt rows over the batch axes, as the cache's
-  prefill = (cache_bytes(model_config, prompts, p_len, mesh, s_rules)         # prefill's own cache
-             + cache_bytes(model_config, cache_rows, p_len, mesh, s_rules)    # repeated n times
-             + b_prefill * p_len * (local.num_heads * p_len * (8 + compute)  # one layer's scores
-                                    + 3 * local.intermediate_size * compute  # its MLP
-                                    + 3 * local.hidden_size * 4))
-  items.append(Item("prefill", "prefill transients", prefill, "sampling", False,
-                    f"prompt cache + its n-fold copy + one layer of {b_prefill} prompt(s)/device "
-                    f"([{p_len}, {p_len}] attention, MLP)"))
-  gathered_fwd = _gathered_weights(model_config, embed_ways=s_ways("embed"), forward_only=True,
-                                   **s_tp)
+  prefill = (
+      cache_bytes(model_config, prompts, p_len, mesh, s_rules)  # prefill's own cache
+      + cache_bytes(model_config, cache_rows, p_len, mesh, s_rules)  # repeated n times
+      + b_prefill
+      * p_len
+      * (
+          local.num_heads * p_len * (8 + compute)  # one layer's scores
+          + 3 * local.intermediate_size * compute  # its MLP
+          + 3 * local.hidden_size * 4
+      )
+  )
+  items.append(
+      Item(
+          "prefill",
+          "prefill transients",
+          prefill,
+          "sampling",
+          False,
+          f"prompt cache + its n-fold copy + one layer of {b_prefill} prompt(s)/device "
+          f"([{p_len}, {p_len}] attention, MLP)",
+      )
+  )
+  gathered_fwd = _gathered_weights(
+      model_config, embed_ways=s_ways("embed"), forward_only=True, **s_tp
+  )
   if gathered_fwd:
-    items.append(Item("fsdp_gather_sampling", "FSDP-gathered weights", gathered_fwd, "sampling",
-                      False, "2 layers + lm_head in compute dtype"))
+    items.append(
+        Item(
+            "fsdp_gather_sampling",
+            "FSDP-gathered weights",
+            gathered_fwd,
+            "sampling",
+            False,
+            "2 layers + lm_head in compute dtype",
+        )
+    )
   decode = 3 * _ceil_div(cache_rows, s_batch) * local.vocab_size * 4
-  items.append(Item("decode_logits", "decode logits", decode, "sampling", False,
-                    f"[{cache_rows} rows, vocab] f32 x 3 (logits, scaled, sampled)"))
+  items.append(
+      Item(
+          "decode_logits",
+          "decode logits",
+          decode,
+          "sampling",
+          False,
+          f"[{cache_rows} rows, vocab] f32 x 3 (logits, scaled, sampled)",
+      )
+  )
   if hw.platform == "gpu":
-    notes.append(f"GPU: JAX preallocates {hw.usable_fraction:g} of the memory; set "
-                 "XLA_PYTHON_CLIENT_MEM_FRACTION (and --mem_fraction here) to use more")
-  if states["ref"] is not None and not offload and ref_dtype == "float32" and (
-      states["ref"] > 0.005 * hw.usable_bytes):
-    notes.append(f"the reference in bf16 would save {_gib(states['ref'] / 2)} per device"
-                 + (" (--config.ref.param_dtype=bfloat16)" if has_ref_field else
-                    ", but this config has no reference-dtype field"))
+    notes.append(
+        f"GPU: JAX preallocates {hw.usable_fraction:g} of the memory; set "
+        "XLA_PYTHON_CLIENT_MEM_FRACTION (and --mem_fraction here) to use more"
+    )
+  if (
+      states["ref"] is not None
+      and not offload
+      and ref_dtype == "float32"
+      and (states["ref"] > 0.005 * hw.usable_bytes)
+  ):
+    notes.append(
+        f"the reference in bf16 would save {_gib(states['ref'] / 2)} per device"
+        + (
+            " (--config.ref.param_dtype=bfloat16)"
+            if has_ref_field
+            else ", but this config has no reference-dtype field"
+        )
+    )
 
   result = Plan(hw, mesh_sizes, model_config, model_source, items, notes)
   if suggest and (not result.fits or result.headroom < 0.1 * result.usable):
@@ -708,6 +954,7 @@ def plan(config, mesh_axes: Optional[Mapping[str, int]] = None, hardware: Any = 
 # ---------------------------------------------------------------------------------------------
 # Knobs: which config flag to turn, each checked by planning again.
 # ---------------------------------------------------------------------------------------------
+
 
 def _with(config, **changes):
   """A copy of `config` with dotted fields changed ({"rl.micro_batch": 4})."""
@@ -726,21 +973,40 @@ def _knobs(config, p: Plan):
   rl, mc, n = config.rl, p.model_config, p.hardware.num_devices
   out = []
   if p.mesh.get("fsdp", 1) < n:
-    out.append(("raise fsdp: --mesh=data=1,fsdp=-1,tensor=1 (--config.mesh.data=1 "
-                f"--config.mesh.fsdp=-1 --config.mesh.tensor=1)", {},
-                {"data": 1, "fsdp": -1, "tensor": 1}))
+    out.append(
+        (
+            "raise fsdp: --mesh=data=1,fsdp=-1,tensor=1 (--config.mesh.data=1 "
+            f"--config.mesh.fsdp=-1 --config.mesh.tensor=1)",
+            {},
+            {"data": 1, "fsdp": -1, "tensor": 1},
+        )
+    )
   for t in (2, 4, 8):
-    if t != p.mesh.get("tensor", 1) and n % t == 0 and mc.num_heads % t == 0 \
-        and mc.num_kv_heads % t == 0:
-      out.append((f"tensor parallelism: --mesh=data=1,fsdp=-1,tensor={t} (--config.mesh.tensor={t}"
-                  f" --config.mesh.fsdp=-1 --config.mesh.data=1)", {},
-                  {"data": 1, "fsdp": -1, "tensor": t}))
+    if (
+        t != p.mesh.get("tensor", 1)
+        and n % t == 0
+        and mc.num_heads % t == 0
+        and mc.num_kv_heads % t == 0
+    ):
+      out.append(
+          (
+              f"tensor parallelism: --mesh=data=1,fsdp=-1,tensor={t} (--config.mesh.tensor={t}"
+              f" --config.mesh.fsdp=-1 --config.mesh.data=1)",
+              {},
+              {"data": 1, "fsdp": -1, "tensor": t},
+          )
+      )
   if mc.remat == "none":
     out.append(("turn on remat: --config.policy.remat=full", {"policy.remat": "full"}, None))
     out.append(("turn on remat: --config.policy.remat=dots", {"policy.remat": "dots"}, None))
   if mc.dtype == "float32":
-    out.append(("bf16 compute (halves activations and the KV cache): "
-                "--config.policy.dtype=bfloat16", {"policy.dtype": "bfloat16"}, None))
+    out.append(
+        (
+            "bf16 compute (halves activations and the KV cache): " "--config.policy.dtype=bfloat16",
+            {"policy.dtype": "bfloat16"},
+            None,
+        )
+    )
   num_rows = rl.batch_prompts * rl.n_samples
   micro = min(rl.micro_batch, rl.mini_batch, num_rows)
   batch_ways = axis_ways(_rules(config), p.mesh, "batch")
@@ -751,27 +1017,42 @@ def _knobs(config, p: Plan):
   prompts = rl.sample_batch_prompts or rl.batch_prompts
   for s in (prompts // 2, prompts // 4, prompts // 8):
     if s >= 1:
-      out.append((f"lower sample_batch_prompts: --config.rl.sample_batch_prompts={s}",
-                  {"rl.sample_batch_prompts": s}, None))
+      out.append(
+          (
+              f"lower sample_batch_prompts: --config.rl.sample_batch_prompts={s}",
+              {"rl.sample_batch_prompts": s},
+              None,
+          )
+      )
   if rl.score_chunk > 128:
-    out.append((f"lower score_chunk: --config.rl.score_chunk={rl.score_chunk // 4}",
-                {"rl.score_chunk": rl.score_chunk // 4}, None))
+    out.append(
+        (
+            f"lower score_chunk: --config.rl.score_chunk={rl.score_chunk // 4}",
+            {"rl.score_chunk": rl.score_chunk // 4},
+            None,
+        )
+    )
   ref_dtype, offload = _ref_options(config)
   if p.has("ref") and ref_dtype not in (None, "bfloat16"):
-    out.append(("bf16 reference: --config.ref.param_dtype=bfloat16",
-                {"ref.param_dtype": "bfloat16"}, None))
+    out.append(
+        ("bf16 reference: --config.ref.param_dtype=bfloat16", {"ref.param_dtype": "bfloat16"}, None)
+    )
   if p.has("ref") and "ref" in config and not offload and p.hardware.platform in ("tpu", "gpu"):
-    out.append(("reference in host memory: --config.ref.offload=True", {"ref.offload": True},
-                None))
+    out.append(("reference in host memory: --config.ref.offload=True", {"ref.offload": True}, None))
   return out
 
 
 def suggestions(config, p: Plan, max_steps: int = 5) -> list[str]:
   """Single knobs that make `p` fit; else a greedy combination (biggest saving first)."""
   base_mesh = dict(p.mesh)
-  replan = lambda cfg, mesh: plan(cfg, mesh, p.hardware, p.model_config.replace(
-      dtype=cfg.policy.dtype, remat=cfg.policy.remat), model_source=p.model_source,
-      suggest=False)
+  replan = lambda cfg, mesh: plan(
+      cfg,
+      mesh,
+      p.hardware,
+      p.model_config.replace(dtype=cfg.policy.dtype, remat=cfg.policy.remat),
+      model_source=p.model_source,
+      suggest=False,
+  )
   singles, kinds = [], set()
   for text, changes, mesh in _knobs(config, p):
     try:
@@ -804,6 +1085,9 @@ def suggestions(config, p: Plan, max_steps: int = 5) -> list[str]:
       break
   if not chosen:
     return ["no config knob helps: use more devices or devices with more memory"]
-  verdict = (f"fits with headroom {_gib(current.headroom)}" if current.fits else
-             f"still {_gib(-current.headroom)} over: use more devices or devices with more memory")
+  verdict = (
+      f"fits with headroom {_gib(current.headroom)}"
+      if current.fits
+      else f"still {_gib(-current.headroom)} over: use more devices or devices with more memory"
+  )
   return [f"together: {' + '.join(chosen)} -> peak {_gib(current.peak)}, {verdict}"]

@@ -23,26 +23,26 @@ from etils import epath
 
 
 def is_remote(path: str | os.PathLike) -> bool:
-    """True for a URL-like path (gs://bucket/run, s3://...), False for a local one."""
-    return "://" in os.fspath(path)
+  """True for a URL-like path (gs://bucket/run, s3://...), False for a local one."""
+  return "://" in os.fspath(path)
 
 
 def scratch_dir(name: str) -> str:
-    """A new local temporary directory, removed when the process exits."""
-    directory = tempfile.mkdtemp(prefix=f"prime-jax-{name}-")
-    atexit.register(shutil.rmtree, directory, ignore_errors=True)
-    return directory
+  """A new local temporary directory, removed when the process exits."""
+  directory = tempfile.mkdtemp(prefix=f"prime-jax-{name}-")
+  atexit.register(shutil.rmtree, directory, ignore_errors=True)
+  return directory
 
 
 def copy_tree(src: str | os.PathLike, dst: str | os.PathLike, *, last: Iterable[str] = ()) -> None:
-    """Copies every file under `src` to the same place under `dst`, overwriting, either of them
-    local or remote. The top-level files named in `last` are copied after all the others, so that
-    their presence at `dst` marks a complete copy."""
-    src, dst, last = epath.Path(src), epath.Path(dst), set(last)
-    dst.mkdir(parents=True, exist_ok=True)
-    entries = sorted(src.iterdir(), key=lambda p: (p.name in last, p.name))
-    for entry in entries:
-        if entry.is_dir():
-            copy_tree(entry, dst / entry.name)
-        else:
-            entry.copy(dst / entry.name, overwrite=True)
+  """Copies every file under `src` to the same place under `dst`, overwriting, either of them
+  local or remote. The top-level files named in `last` are copied after all the others, so that
+  their presence at `dst` marks a complete copy."""
+  src, dst, last = epath.Path(src), epath.Path(dst), set(last)
+  dst.mkdir(parents=True, exist_ok=True)
+  entries = sorted(src.iterdir(), key=lambda p: (p.name in last, p.name))
+  for entry in entries:
+    if entry.is_dir():
+      copy_tree(entry, dst / entry.name)
+    else:
+      entry.copy(dst / entry.name, overwrite=True)

@@ -24,196 +24,250 @@ from prime_jax.scoring import pad_sequences
 
 
 class FilterStarvedError(RuntimeError):
-    """No group passed the online filter for too many sampling rounds in a row."""
+  """No group passed the online filter for too many sampling rounds in a row."""
 
 
-def group_pass_mask(acc: np.ndarray, n: int, lo: float, hi: float,
-                    truncated: Optional[np.ndarray] = None) -> np.ndarray:
-    """[N] outcome scores -> [N/n] bool: keep a group iff lo <= mean acc <= hi (inclusive), and,
-    when `truncated` [N] is given, none of its responses hit the length budget."""
-    groups = np.asarray(acc, np.float64).reshape(-1, n)
-    mean = groups.mean(axis=1)
-    keep = (mean >= lo - 1e-9) & (mean <= hi + 1e-9)  # 1/4 etc. must not fall off on rounding
-    if truncated is not None:
-        keep &= ~np.asarray(truncated, bool).reshape(-1, n).any(axis=1)
-    return keep
+def group_pass_mask(
+    acc: np.ndarray, n: int, lo: float, hi: float, truncated: Optional[np.ndarray] = None
+) -> np.ndarray:
+  """[N] outcome scores -> [N/n] bool: keep a group iff lo <= mean acc <= hi (inclusive), and,
+  when `truncated` [N] is given, none of its responses hit the length budget."""
+  groups = np.asarray(acc, np.float64).reshape(-1, n)
+  mean = groups.mean(axis=1)
+  keep = (mean >= lo - 1e-9) & (mean <= hi + 1e-9)  # 1/4 etc. must not fall off on rounding
+  if truncated is not None:
+    keep &= ~np.asarray(truncated, bool).reshape(-1, n).any(axis=1)
+  return keep
 
 
-def grade_responses(records: Sequence[Record], texts: Sequence[str], n: int
-                    ) -> tuple[np.ndarray, dict]:
-    """Scores [len(records) * n] (prompt-major) with each record's ability; plus grader metrics."""
-    truths = np.repeat([r.ground_truth for r in records], n)
-    abilities = np.repeat([r.ability for r in records], n)
-    scores = np.zeros(len(texts), np.float32)
-    metrics: dict = {}
-    for ability in sorted(set(abilities)):
-        rows = np.flatnonzero(abilities == ability)
-        scores[rows], stats = verifiers.grade_with_stats(
-            ability, [texts[i] for i in rows], truths[rows].tolist())
-        metrics.update(stats.as_dict())
-    return scores, metrics
+def grade_responses(
+    records: Sequence[Record], texts: Sequence[str], n: int
+) -> tuple[np.ndarray, dict]:
+  """Scores [len(records) * n] (prompt-major) with each record's ability; plus grader metrics."""
+  truths = np.repeat([r.ground_truth for r in records], n)
+  abilities = np.repeat([r.ability for r in records], n)
+  scores = np.zeros(len(texts), np.float32)
+  metrics: dict = {}
+  for ability in sorted(set(abilities)):
+    rows = np.flatnonzero(abilities == ability)
+    scores[rows], stats = verifiers.grade_with_stats(
+        ability, [texts[i] for i in rows], truths[rows].tolist()
+    )
+    metrics.update(stats.as_dict())
+  return scores, metrics
 
 
 @dataclasses.dataclass
 class RolloutBatch:
-    """B kept groups, N = B * n rows, as host numpy arrays (the update step's batch layout)."""
-    record_indices: list[int]    # [B] positions in the train split of the groups' records
-    prompt_tokens: np.ndarray    # [N, P] int32, left-padded
-    prompt_mask: np.ndarray      # [N, P] bool
-    response_tokens: np.ndarray  # [N, T] int32, right-padded
-    response_mask: np.ndarray    # [N, T] bool, EOS included
-    old_logp: np.ndarray         # [N, T] float32, the sampler's temperature-1 log-probs
-    acc: np.ndarray              # [N] float32
-    texts: list[str]
+  """B kept groups, N = B * n rows, as host numpy arrays (the update step's batch layout)."""
 
-    def update_inputs(self) -> dict[str, np.ndarray]:
-        return dict(prompt_tokens=self.prompt_tokens, prompt_mask=self.prompt_mask,
-                    response_tokens=self.response_tokens, response_mask=self.response_mask,
-                    old_logp=self.old_logp, acc=self.acc)
+  record_indices: list[int]  # [B] positions in the train split of the groups' records
+  prompt_tokens: np.ndarray  # [N, P] int32, left-padded
+  prompt_mask: np.ndarray  # [N, P] bool
+  response_tokens: np.ndarray  # [N, T] int32, right-padded
+  response_mask: np.ndarray  # [N, T] bool, EOS included
+  old_logp: np.ndarray  # [N, T] float32, the sampler's temperature-1 log-probs
+  acc: np.ndarray  # [N] float32
+  texts: list[str]
+
+  def update_inputs(self) -> dict[str, np.ndarray]:
+    return dict(
+        prompt_tokens=self.prompt_tokens,
+        prompt_mask=self.prompt_mask,
+        response_tokens=self.response_tokens,
+        response_mask=self.response_mask,
+        old_logp=self.old_logp,
+        acc=self.acc,
+    )
 
 
 def _take_rows(arrays: dict, rows: np.ndarray) -> dict:
-    return {k: v[rows] for k, v in arrays.items()}
+  return {k: v[rows] for k, v in arrays.items()}
 
 
 def merge_grader_metrics(parts: Sequence[dict]) -> tuple[np.ndarray, dict]:
-    """(scores, grader metrics) of a round from each process's {"scores", "abilities",
-    "metrics"} for its rows (in process order): what one process grading every row reports.
-    Counts add up, times are the slowest process's, mean scores are recomputed from the rows."""
-    if len(parts) == 1:
-        return np.asarray(parts[0]["scores"], np.float32), dict(parts[0]["metrics"])
-    scores = np.concatenate([np.asarray(p["scores"], np.float32) for p in parts])
-    abilities = np.asarray([a for p in parts for a in p["abilities"]])
-    merged: dict = {}
-    for part in parts:
-        for key, value in part["metrics"].items():
-            field = key.rsplit("/", 1)[1]
-            if key not in merged:
-                merged[key] = value
-            elif field in ("wall_s", "max_item_s"):
-                merged[key] = max(merged[key], value)
-            elif field not in ("items_per_s", "mean_score"):
-                merged[key] += value
-    for key in merged:
-        prefix, field = key.rsplit("/", 1)
-        if field == "mean_score":
-            rows = abilities == prefix.split("/", 1)[1]
-            merged[key] = float(scores[rows].mean()) if rows.any() else 0.0
-        elif field == "items_per_s":
-            wall = merged.get(prefix + "/wall_s", 0.0)
-            merged[key] = merged[prefix + "/items"] / wall if wall > 0 else 0.0
-    return scores, merged
+  """(scores, grader metrics) of a round from each process's {"scores", "abilities",
+  "metrics"} for its rows (in process order): what one process grading every row reports.
+  Counts add up, times are the slowest process's, mean scores are recomputed from the rows."""
+  if len(parts) == 1:
+    return np.asarray(parts[0]["scores"], np.float32), dict(parts[0]["metrics"])
+  scores = np.concatenate([np.asarray(p["scores"], np.float32) for p in parts])
+  abilities = np.asarray([a for p in parts for a in p["abilities"]])
+  merged: dict = {}
+  for part in parts:
+    for key, value in part["metrics"].items():
+      field = key.rsplit("/", 1)[1]
+      if key not in merged:
+        merged[key] = value
+      elif field in ("wall_s", "max_item_s"):
+        merged[key] = max(merged[key], value)
+      elif field not in ("items_per_s", "mean_score"):
+        merged[key] += value
+  for key in merged:
+    prefix, field = key.rsplit("/", 1)
+    if field == "mean_score":
+      rows = abilities == prefix.split("/", 1)[1]
+      merged[key] = float(scores[rows].mean()) if rows.any() else 0.0
+    elif field == "items_per_s":
+      wall = merged.get(prefix + "/wall_s", 0.0)
+      merged[key] = merged[prefix + "/items"] / wall if wall > 0 else 0.0
+  return scores, merged
 
 
-def collect_rollouts(params, *, model_config, tokenizer, encoder: PromptEncoder,
-                     iterator: PromptIterator, buffer: Sequence[int], rl, key: jax.Array,
-                     sample_fn: Callable[..., SampleOutput] = sample,
-                     processes: Optional[ProcessGroup] = None
-                     ) -> tuple[RolloutBatch, list[int], dict]:
-    """Samples until `rl.batch_prompts` groups pass the filter.
+def collect_rollouts(
+    params,
+    *,
+    model_config,
+    tokenizer,
+    encoder: PromptEncoder,
+    iterator: PromptIterator,
+    buffer: Sequence[int],
+    rl,
+    key: jax.Array,
+    sample_fn: Callable[..., SampleOutput] = sample,
+    processes: Optional[ProcessGroup] = None,
+) -> tuple[RolloutBatch, list[int], dict]:
+  """Samples until `rl.batch_prompts` groups pass the filter.
 
-    Prompts are positions in `iterator.source`. With several processes, every process walks
-    the same positions and takes the same decisions; each reads, encodes and grades only its
-    share of a round's prompts (`processes.share`), and the prompt tokens, the prompts' lengths
-    and the scores are exchanged, so the result is the same for any number of processes.
+  Prompts are positions in `iterator.source`. With several processes, every process walks
+  the same positions and takes the same decisions; each reads, encodes and grades only its
+  share of a round's prompts (`processes.share`), and the prompt tokens, the prompts' lengths
+  and the scores are exchanged, so the result is the same for any number of processes.
 
-    Args:
-      params: policy params. buffer: source positions of prompts held over from the last step
-        (used first).
-      key: this step's PRNG key; round r samples with fold_in(key, r).
-      processes: the run's processes (default: JAX's).
-    Returns:
-      (batch, the new refill buffer, metrics of the rounds: counts, pass rate, accuracy of all
-      samples, grader stats).
-    """
-    processes = processes or process_group()
-    n, want = rl.n_samples, rl.sample_batch_prompts or rl.batch_prompts
-    sampling = SamplingConfig(max_new_tokens=rl.max_new_tokens, temperature=rl.temperature,
-                              top_p=rl.top_p, top_k=rl.top_k, n_samples=n,
-                              eos_ids=tuple(tokenizer.eos_ids), pad_id=tokenizer.pad_id,
-                              prompt_buckets=(rl.max_prompt_len,))
-    encoded: dict[int, Prompt] = {}  # this process's prompts, by source position
+  Args:
+    params: policy params. buffer: source positions of prompts held over from the last step
+      (used first).
+    key: this step's PRNG key; round r samples with fold_in(key, r).
+    processes: the run's processes (default: JAX's).
+  Returns:
+    (batch, the new refill buffer, metrics of the rounds: counts, pass rate, accuracy of all
+    samples, grader stats).
+  """
+  processes = processes or process_group()
+  n, want = rl.n_samples, rl.sample_batch_prompts or rl.batch_prompts
+  sampling = SamplingConfig(
+      max_new_tokens=rl.max_new_tokens,
+      temperature=rl.temperature,
+      top_p=rl.top_p,
+      top_k=rl.top_k,
+      n_samples=n,
+      eos_ids=tuple(tokenizer.eos_ids),
+      pad_id=tokenizer.pad_id,
+      prompt_buckets=(rl.max_prompt_len,),
+  )
+  encoded: dict[int, Prompt] = {}  # this process's prompts, by source position
 
-    def encode(positions: Sequence[int]) -> list[Prompt]:
-        missing = [i for i in dict.fromkeys(positions) if i not in encoded]
-        for i, record in zip(missing, iterator.read(missing)):
-            encoded[i] = encoder.encode(record)
-        return [encoded[i] for i in positions]
+  def encode(positions: Sequence[int]) -> list[Prompt]:
+    missing = [i for i in dict.fromkeys(positions) if i not in encoded]
+    for i, record in zip(missing, iterator.read(missing)):
+      encoded[i] = encoder.encode(record)
+    return [encoded[i] for i in positions]
 
-    def prompt_lengths(positions: list[int]) -> list[int]:
-        mine = [positions[j] for j in processes.share(len(positions))]
-        parts = processes.allgather([len(p.token_ids) for p in encode(mine)])
-        return [length for part in parts for length in part]
+  def prompt_lengths(positions: list[int]) -> list[int]:
+    mine = [positions[j] for j in processes.share(len(positions))]
+    parts = processes.allgather([len(p.token_ids) for p in encode(mine)])
+    return [length for part in parts for length in part]
 
-    buffer = list(buffer)
-    kept_positions: list[int] = []
-    kept_rows: list[dict] = []
-    kept_texts: list[str] = []
-    surplus: list[int] = []
-    sampled_acc, dropped, rounds, empty = [], 0, 0, 0
-    grader_metrics: dict = {}
-    seconds = {"sampling": 0.0, "grading": 0.0}
-    tokens_sampled = 0
-    while len(kept_positions) < rl.batch_prompts:
-        positions, buffer = buffer[:want], buffer[want:]
-        drawn, num_dropped = encoder.draw_positions(iterator, want - len(positions),
-                                                    lengths=prompt_lengths)
-        positions += drawn
-        dropped += num_dropped
-        mine = processes.share(len(positions))  # the groups this process reads and grades
-        own = encode([positions[g] for g in mine])
-        tokens, valid = pad_sequences([p.token_ids for p in own], length=rl.max_prompt_len,
-                                      pad_id=tokenizer.pad_id, left=True)
-        tokens, valid = processes.allgather_rows(tokens), processes.allgather_rows(valid)
-        start = time.perf_counter()
-        out = sample_fn(params, tokens, valid, jax.random.fold_in(key, rounds),
-                        model_config=model_config, config=sampling)
-        out = SampleOutput(*(to_host(x) for x in out))
-        seconds["sampling"] += time.perf_counter() - start
-        start = time.perf_counter()
-        lengths = np.asarray(out.lengths)
-        tokens_sampled += int(lengths.sum())
-        texts = [tokenizer.decode(row[:length]) for row, length in zip(out.tokens, lengths)]
-        records = [p.record for p in own]
-        own_acc, own_metrics = grade_responses(records, texts[mine.start * n:mine.stop * n], n)
-        acc, grader_metrics = merge_grader_metrics(processes.allgather(dict(
-            scores=own_acc.tolist(), abilities=np.repeat([r.ability for r in records], n).tolist(),
-            metrics=own_metrics)))
-        seconds["grading"] += time.perf_counter() - start
-        sampled_acc.append(acc)
-        truncated = None
-        if rl.filter_truncated:
-            finished = np.isin(out.tokens[np.arange(len(lengths)), np.maximum(lengths - 1, 0)],
-                               tokenizer.eos_ids)
-            truncated = ~finished
-        passed = np.flatnonzero(group_pass_mask(acc, n, rl.filter_lo, rl.filter_hi, truncated))
-        rounds += 1
-        empty = 0 if len(passed) else empty + 1
-        if empty >= rl.max_empty_rounds:
-            raise FilterStarvedError(
-                f"no group of {n} samples had a mean accuracy in [{rl.filter_lo}, {rl.filter_hi}]"
-                f" for {empty} sampling rounds in a row ({want} prompts each); the task is too "
-                "easy or too hard for this policy: widen rl.filter_lo/filter_hi, change the "
-                "data, or raise rl.max_empty_rounds")
-        arrays = dict(prompt_tokens=np.repeat(tokens, n, axis=0),
-                      prompt_mask=np.repeat(valid, n, axis=0), response_tokens=out.tokens,
-                      response_mask=out.mask, old_logp=out.logprobs, acc=acc)
-        for g in passed:
-            if len(kept_positions) < rl.batch_prompts:
-                rows = np.arange(g * n, (g + 1) * n)
-                kept_positions.append(positions[g])
-                kept_rows.append(_take_rows(arrays, rows))
-                kept_texts += [texts[i] for i in rows]
-            else:
-                surplus.append(positions[g])
-    batch = RolloutBatch(kept_positions, texts=kept_texts, **{
-        k: np.concatenate([r[k] for r in kept_rows]) for k in kept_rows[0]})
-    all_acc = np.concatenate(sampled_acc)
-    metrics = dict(grader_metrics, **{
-        "rollout/rounds": rounds, "rollout/prompts_sampled": rounds * want,
-        "rollout/filter_pass_rate": (len(kept_positions) + len(surplus)) / (rounds * want),
-        "rollout/acc_all_samples": float(all_acc.mean()),
-        "rollout/prompts_dropped_too_long": dropped, "rollout/refill_buffer": len(buffer + surplus),
-        "rollout/tokens_sampled": tokens_sampled,
-        "time/sampling": seconds["sampling"], "time/grading": seconds["grading"]})
-    return batch, buffer + surplus, metrics
+  buffer = list(buffer)
+  kept_positions: list[int] = []
+  kept_rows: list[dict] = []
+  kept_texts: list[str] = []
+  surplus: list[int] = []
+  sampled_acc, dropped, rounds, empty = [], 0, 0, 0
+  grader_metrics: dict = {}
+  seconds = {"sampling": 0.0, "grading": 0.0}
+  tokens_sampled = 0
+  while len(kept_positions) < rl.batch_prompts:
+    positions, buffer = buffer[:want], buffer[want:]
+    drawn, num_dropped = encoder.draw_positions(
+        iterator, want - len(positions), lengths=prompt_lengths
+    )
+    positions += drawn
+    dropped += num_dropped
+    mine = processes.share(len(positions))  # the groups this process reads and grades
+    own = encode([positions[g] for g in mine])
+    tokens, valid = pad_sequences(
+        [p.token_ids for p in own], length=rl.max_prompt_len, pad_id=tokenizer.pad_id, left=True
+    )
+    tokens, valid = processes.allgather_rows(tokens), processes.allgather_rows(valid)
+    start = time.perf_counter()
+    out = sample_fn(
+        params,
+        tokens,
+        valid,
+        jax.random.fold_in(key, rounds),
+        model_config=model_config,
+        config=sampling,
+    )
+    out = SampleOutput(*(to_host(x) for x in out))
+    seconds["sampling"] += time.perf_counter() - start
+    start = time.perf_counter()
+    lengths = np.asarray(out.lengths)
+    tokens_sampled += int(lengths.sum())
+    texts = [tokenizer.decode(row[:length]) for row, length in zip(out.tokens, lengths)]
+    records = [p.record for p in own]
+    own_acc, own_metrics = grade_responses(records, texts[mine.start * n : mine.stop * n], n)
+    acc, grader_metrics = merge_grader_metrics(
+        processes.allgather(
+            dict(
+                scores=own_acc.tolist(),
+                abilities=np.repeat([r.ability for r in records], n).tolist(),
+                metrics=own_metrics,
+            )
+        )
+    )
+    seconds["grading"] += time.perf_counter() - start
+    sampled_acc.append(acc)
+    truncated = None
+    if rl.filter_truncated:
+      finished = np.isin(
+          out.tokens[np.arange(len(lengths)), np.maximum(lengths - 1, 0)], tokenizer.eos_ids
+      )
+      truncated = ~finished
+    passed = np.flatnonzero(group_pass_mask(acc, n, rl.filter_lo, rl.filter_hi, truncated))
+    rounds += 1
+    empty = 0 if len(passed) else empty + 1
+    if empty >= rl.max_empty_rounds:
+      raise FilterStarvedError(
+          f"no group of {n} samples had a mean accuracy in [{rl.filter_lo}, {rl.filter_hi}]"
+          f" for {empty} sampling rounds in a row ({want} prompts each); the task is too "
+          "easy or too hard for this policy: widen rl.filter_lo/filter_hi, change the "
+          "data, or raise rl.max_empty_rounds"
+      )
+    arrays = dict(
+        prompt_tokens=np.repeat(tokens, n, axis=0),
+        prompt_mask=np.repeat(valid, n, axis=0),
+        response_tokens=out.tokens,
+        response_mask=out.mask,
+        old_logp=out.logprobs,
+        acc=acc,
+    )
+    for g in passed:
+      if len(kept_positions) < rl.batch_prompts:
+        rows = np.arange(g * n, (g + 1) * n)
+        kept_positions.append(positions[g])
+        kept_rows.append(_take_rows(arrays, rows))
+        kept_texts += [texts[i] for i in rows]
+      else:
+        surplus.append(positions[g])
+  batch = RolloutBatch(
+      kept_positions,
+      texts=kept_texts,
+      **{k: np.concatenate([r[k] for r in kept_rows]) for k in kept_rows[0]},
+  )
+  all_acc = np.concatenate(sampled_acc)
+  metrics = dict(
+      grader_metrics,
+      **{
+          "rollout/rounds": rounds,
+          "rollout/prompts_sampled": rounds * want,
+          "rollout/filter_pass_rate": (len(kept_positions) + len(surplus)) / (rounds * want),
+          "rollout/acc_all_samples": float(all_acc.mean()),
+          "rollout/prompts_dropped_too_long": dropped,
+          "rollout/refill_buffer": len(buffer + surplus),
+          "rollout/tokens_sampled": tokens_sampled,
+          "time/sampling": seconds["sampling"],
+          "time/grading": seconds["grading"],
+      },
+  )
+  return batch, buffer + surplus, metrics

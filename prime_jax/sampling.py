@@ -27,8 +27,13 @@ from jax.sharding import NamedSharding
 
 from prime_jax.models.config import DecoderConfig
 from prime_jax.models.decoder import Decoder, KVCache, init_cache, positions_from_mask
-from prime_jax.sharding import (DEFAULT_RULES, activation_rules, fit_to_shape, logical_sharding,
-                                rules_for_mesh)
+from prime_jax.sharding import (
+    DEFAULT_RULES,
+    activation_rules,
+    fit_to_shape,
+    logical_sharding,
+    rules_for_mesh,
+)
 
 # Logical axes of a KV cache array [layers, batch, slots, kv_heads, head_dim].
 _CACHE_AXES = ("layers", "batch", "length", "kv_heads", "head_dim")
@@ -104,9 +109,16 @@ def bucket_length(length: int, buckets: Optional[Sequence[int]] = None) -> int:
   return -(-length // buckets[-1]) * buckets[-1]
 
 
-def sample(params, prompt_tokens: jax.Array, prompt_valid: jax.Array, key: jax.Array, *,
-           model_config: DecoderConfig, config: SamplingConfig,
-           rules=DEFAULT_RULES) -> SampleOutput:
+def sample(
+    params,
+    prompt_tokens: jax.Array,
+    prompt_valid: jax.Array,
+    key: jax.Array,
+    *,
+    model_config: DecoderConfig,
+    config: SamplingConfig,
+    rules=DEFAULT_RULES,
+) -> SampleOutput:
   """Samples `config.n_samples` responses for each prompt of a left-padded batch.
 
   Args:
@@ -124,8 +136,15 @@ def sample(params, prompt_tokens: jax.Array, prompt_valid: jax.Array, key: jax.A
   Returns:
     SampleOutput with N = B * n_samples rows, the samples of prompt b at rows b*n .. b*n+n-1.
   """
-  args, static = _sample_args(params, prompt_tokens, prompt_valid, key, model_config=model_config,
-                              config=config, rules=rules)
+  args, static = _sample_args(
+      params,
+      prompt_tokens,
+      prompt_valid,
+      key,
+      model_config=model_config,
+      config=config,
+      rules=rules,
+  )
   out, _ = _sample_jit(*args, **static)
   return out
 
@@ -136,16 +155,22 @@ def _sample_args(params, prompt_tokens, prompt_valid, key, *, model_config, conf
   prompt_tokens = np.asarray(prompt_tokens, np.int32)  # small: checked and padded on the host
   valid = np.asarray(prompt_valid, bool)
   if prompt_tokens.ndim != 2 or prompt_tokens.shape != valid.shape:
-    raise ValueError(f"prompt_tokens {prompt_tokens.shape} and prompt_valid {valid.shape} must be "
-                     "one [B, P] shape")
+    raise ValueError(
+        f"prompt_tokens {prompt_tokens.shape} and prompt_valid {valid.shape} must be "
+        "one [B, P] shape"
+    )
   if not valid[:, -1].all() or (np.diff(valid.astype(np.int8), axis=1) < 0).any():
-    raise ValueError("prompts must be left-padded: each row's real tokens must end at its last "
-                     "slot (an empty prompt is not allowed)")
+    raise ValueError(
+        "prompts must be left-padded: each row's real tokens must end at its last "
+        "slot (an empty prompt is not allowed)"
+    )
   longest = int(valid.sum(1).max())
   if longest + config.max_new_tokens > model_config.max_position_embeddings:
-    raise ValueError(f"a prompt of {longest} tokens plus max_new_tokens={config.max_new_tokens} "
-                     f"exceeds the model's context of {model_config.max_position_embeddings} "
-                     "positions")
+    raise ValueError(
+        f"a prompt of {longest} tokens plus max_new_tokens={config.max_new_tokens} "
+        f"exceeds the model's context of {model_config.max_position_embeddings} "
+        "positions"
+    )
 
   b, p = prompt_tokens.shape
   width = bucket_length(p, config.prompt_buckets)
@@ -158,8 +183,11 @@ def _sample_args(params, prompt_tokens, prompt_valid, key, *, model_config, conf
     rows = row_sharding(mesh, prompt_tokens.shape, rules)
     prompt_tokens, valid = jax.device_put((prompt_tokens, valid), rows)
   return (params, prompt_tokens, valid, key, cache), dict(
-      model_config=model_config, config=config, mesh=mesh,
-      rules=() if mesh is None else rules_for_mesh(rules, mesh))
+      model_config=model_config,
+      config=config,
+      mesh=mesh,
+      rules=() if mesh is None else rules_for_mesh(rules, mesh),
+  )
 
 
 def _params_mesh(params):
@@ -168,8 +196,9 @@ def _params_mesh(params):
   return leaf_sharding.mesh if isinstance(leaf_sharding, NamedSharding) else None
 
 
-def init_cache_like(params, model_config: DecoderConfig, batch: int, length: int, *,
-                    rules=DEFAULT_RULES) -> KVCache:
+def init_cache_like(
+    params, model_config: DecoderConfig, batch: int, length: int, *, rules=DEFAULT_RULES
+) -> KVCache:
   """A zeroed KV cache placed like `params`: on their device, or sharded on their mesh.
 
   A mesh axis that does not divide its cache dimension is left out (that dimension replicated).
@@ -191,7 +220,7 @@ def cache_sharding(mesh, shape, rules=DEFAULT_RULES) -> NamedSharding:
 def row_sharding(mesh, shape, rules=DEFAULT_RULES) -> NamedSharding:
   """Where a per-row array [rows] or [rows, positions] (prompts, sampler outputs) lives: rows
   over the batch axes, as the cache's rows."""
-  return fit_to_shape(logical_sharding(mesh, ("batch", "length")[:len(shape)], rules), shape)
+  return fit_to_shape(logical_sharding(mesh, ("batch", "length")[: len(shape)], rules), shape)
 
 
 def _choose_tokens(logits: jax.Array, key: jax.Array, config: SamplingConfig):
@@ -222,10 +251,12 @@ def _is_eos(tokens: jax.Array, eos_ids: tuple[int, ...]) -> jax.Array:
   return jnp.isin(tokens, jnp.asarray(eos_ids, jnp.int32))
 
 
-@functools.partial(jax.jit, static_argnames=("model_config", "config", "mesh", "rules"),
-                   donate_argnames=("cache",))
-def _sample_jit(params, prompt_tokens, prompt_valid, key, cache, *, model_config, config,
-                mesh=None, rules=()):
+@functools.partial(
+    jax.jit, static_argnames=("model_config", "config", "mesh", "rules"), donate_argnames=("cache",)
+)
+def _sample_jit(
+    params, prompt_tokens, prompt_valid, key, cache, *, model_config, config, mesh=None, rules=()
+):
   """The loop. prompt [B, P] (P already a bucket), cache [L, B*n, P+T, ...] zeroed and donated.
 
   Returns (SampleOutput, the cache) so the donated buffer is the loop's carry, updated in place.
@@ -233,13 +264,16 @@ def _sample_jit(params, prompt_tokens, prompt_valid, key, cache, *, model_config
   (rows over the batch axes) to the rules' layout.
   """
   with activation_rules(mesh, rules):
-    out, cache = _sample_loop(params, prompt_tokens, prompt_valid, key, cache,
-                              model_config=model_config, config=config)
+    out, cache = _sample_loop(
+        params, prompt_tokens, prompt_valid, key, cache, model_config=model_config, config=config
+    )
   if mesh is not None:
     out = jax.tree.map(
-        lambda x: jax.lax.with_sharding_constraint(x, row_sharding(mesh, x.shape, rules)), out)
-    cache = jax.tree.map(lambda x: jax.lax.with_sharding_constraint(
-        x, cache_sharding(mesh, x.shape, rules)), cache)
+        lambda x: jax.lax.with_sharding_constraint(x, row_sharding(mesh, x.shape, rules)), out
+    )
+    cache = jax.tree.map(
+        lambda x: jax.lax.with_sharding_constraint(x, cache_sharding(mesh, x.shape, rules)), cache
+    )
   return out, cache
 
 
@@ -253,22 +287,39 @@ def _sample_loop(params, prompt_tokens, prompt_valid, key, cache, *, model_confi
 
   # Prefill each prompt once, then copy its cache into its n sample rows at slots [0, P).
   hidden, prefill = model.apply(
-      variables, prompt_tokens, positions_from_mask(prompt_valid), prompt_valid,
-      cache=init_cache(model_config, b, p, cache["k"].dtype), cache_offset=0)
+      variables,
+      prompt_tokens,
+      positions_from_mask(prompt_valid),
+      prompt_valid,
+      cache=init_cache(model_config, b, p, cache["k"].dtype),
+      cache_offset=0,
+  )
   cache = jax.tree.map(
-      lambda full, part: jax.lax.dynamic_update_slice_in_dim(full, jnp.repeat(part, n, axis=1), 0,
-                                                             axis=2), cache, prefill)
+      lambda full, part: jax.lax.dynamic_update_slice_in_dim(
+          full, jnp.repeat(part, n, axis=1), 0, axis=2
+      ),
+      cache,
+      prefill,
+  )
   logits = jnp.repeat(model.apply(variables, hidden[:, -1], method=Decoder.logits), n, axis=0)
   # Response slots are all marked valid: causality already hides the ones not yet written.
-  kv_valid = jnp.concatenate([jnp.repeat(prompt_valid, n, axis=0), jnp.ones((rows, budget), bool)],
-                             axis=1)
+  kv_valid = jnp.concatenate(
+      [jnp.repeat(prompt_valid, n, axis=0), jnp.ones((rows, budget), bool)], axis=1
+  )
   first_position = jnp.repeat(prompt_valid.sum(axis=1, dtype=jnp.int32), n)
 
   token, logprob = _choose_tokens(logits, jax.random.fold_in(key, 0), config)
   tokens = jnp.full((rows, budget), config.pad_id, jnp.int32).at[:, 0].set(token)
   logprobs = jnp.zeros((rows, budget), jnp.float32).at[:, 0].set(logprob)
-  state = (jnp.int32(1), token, _is_eos(token, config.eos_ids), jnp.ones((rows,), jnp.int32),
-           tokens, logprobs, cache)
+  state = (
+      jnp.int32(1),
+      token,
+      _is_eos(token, config.eos_ids),
+      jnp.ones((rows,), jnp.int32),
+      tokens,
+      logprobs,
+      cache,
+  )
 
   def not_finished(state):
     t, _, done = state[:3]
@@ -277,8 +328,14 @@ def _sample_loop(params, prompt_tokens, prompt_valid, key, cache, *, model_confi
   def step(state):
     # Feed response token t-1 (slot P+t-1), then choose token t; finished rows emit padding.
     t, prev, done, lengths, tokens, logprobs, cache = state
-    hidden, cache = model.apply(variables, prev[:, None], (first_position + t - 1)[:, None],
-                                kv_valid, cache=cache, cache_offset=p + t - 1)
+    hidden, cache = model.apply(
+        variables,
+        prev[:, None],
+        (first_position + t - 1)[:, None],
+        kv_valid,
+        cache=cache,
+        cache_offset=p + t - 1,
+    )
     logits = model.apply(variables, hidden[:, 0], method=Decoder.logits)
     token, logprob = _choose_tokens(logits, jax.random.fold_in(key, t), config)
     token = jnp.where(done, config.pad_id, token)

@@ -27,8 +27,9 @@ from prime_jax.models.decoder import Decoder, positions_from_mask
 from prime_jax.sharding import as_rules
 
 
-def pad_sequences(seqs: Sequence[Sequence[int]], *, length: Optional[int] = None, pad_id: int = 0,
-                  left: bool) -> tuple[np.ndarray, np.ndarray]:
+def pad_sequences(
+    seqs: Sequence[Sequence[int]], *, length: Optional[int] = None, pad_id: int = 0, left: bool
+) -> tuple[np.ndarray, np.ndarray]:
   """Packs token lists into (tokens [B, length] int32, valid [B, length] bool).
 
   `left=True` left-pads (prompts), `left=False` right-pads (responses). `length` defaults to the
@@ -47,10 +48,18 @@ def pad_sequences(seqs: Sequence[Sequence[int]], *, length: Optional[int] = None
   return tokens, valid
 
 
-def token_logprobs(params, prompt_tokens: jax.Array, prompt_valid: jax.Array,
-                   response_tokens: jax.Array, response_mask: jax.Array, *,
-                   config: DecoderConfig, chunk_size: int = 256, with_entropy: bool = False,
-                   with_values: bool = False):
+def token_logprobs(
+    params,
+    prompt_tokens: jax.Array,
+    prompt_valid: jax.Array,
+    response_tokens: jax.Array,
+    response_mask: jax.Array,
+    *,
+    config: DecoderConfig,
+    chunk_size: int = 256,
+    with_entropy: bool = False,
+    with_values: bool = False,
+):
   """Log-prob of every response token under the model, at temperature 1.
 
   Differentiable wrt `params`; can be called inside a bigger jitted graph and under `jax.grad`.
@@ -74,27 +83,60 @@ def token_logprobs(params, prompt_tokens: jax.Array, prompt_valid: jax.Array,
   update step), the decoder's activation constraints follow those rules; the rules in effect are a
   static argument of the jit, so programs traced under different layouts are never mixed up.
   """
-  return _token_logprobs(params, prompt_tokens, prompt_valid, response_tokens, response_mask,
-                         config=config, chunk_size=chunk_size, with_entropy=with_entropy,
-                         with_values=with_values, rules=as_rules(nn.get_logical_axis_rules()))
+  return _token_logprobs(
+      params,
+      prompt_tokens,
+      prompt_valid,
+      response_tokens,
+      response_mask,
+      config=config,
+      chunk_size=chunk_size,
+      with_entropy=with_entropy,
+      with_values=with_values,
+      rules=as_rules(nn.get_logical_axis_rules()),
+  )
 
 
-@functools.partial(jax.jit, static_argnames=("config", "chunk_size", "with_entropy", "with_values",
-                                             "rules"))
-def _token_logprobs(params, prompt_tokens, prompt_valid, response_tokens, response_mask, *, config,
-                    chunk_size, with_entropy, with_values, rules):
+@functools.partial(
+    jax.jit, static_argnames=("config", "chunk_size", "with_entropy", "with_values", "rules")
+)
+def _token_logprobs(
+    params,
+    prompt_tokens,
+    prompt_valid,
+    response_tokens,
+    response_mask,
+    *,
+    config,
+    chunk_size,
+    with_entropy,
+    with_values,
+    rules,
+):
   del rules  # a cache key only: the decoder reads the rules in effect while this is traced
   check = dict(exception_type=ValueError)
-  chex.assert_rank([prompt_tokens, prompt_valid, response_tokens, response_mask], 2,
-                   custom_message="prompt and response arrays must be [N, P] and [N, T]", **check)
-  chex.assert_equal_shape([prompt_tokens, prompt_valid],
-                          custom_message="prompt_tokens and prompt_valid differ in shape", **check)
-  chex.assert_equal_shape([response_tokens, response_mask],
-                          custom_message="response_tokens and response_mask differ in shape",
-                          **check)
-  chex.assert_equal_shape_prefix([prompt_tokens, response_tokens], 1,
-                                 custom_message="prompts and responses differ in batch size",
-                                 **check)
+  chex.assert_rank(
+      [prompt_tokens, prompt_valid, response_tokens, response_mask],
+      2,
+      custom_message="prompt and response arrays must be [N, P] and [N, T]",
+      **check,
+  )
+  chex.assert_equal_shape(
+      [prompt_tokens, prompt_valid],
+      custom_message="prompt_tokens and prompt_valid differ in shape",
+      **check,
+  )
+  chex.assert_equal_shape(
+      [response_tokens, response_mask],
+      custom_message="response_tokens and response_mask differ in shape",
+      **check,
+  )
+  chex.assert_equal_shape_prefix(
+      [prompt_tokens, response_tokens],
+      1,
+      custom_message="prompts and responses differ in batch size",
+      **check,
+  )
   n, p = prompt_tokens.shape
   t = response_tokens.shape[1]
   if p == 0 or t == 0:
@@ -104,7 +146,7 @@ def _token_logprobs(params, prompt_tokens, prompt_valid, response_tokens, respon
   valid = jnp.concatenate([prompt_valid.astype(bool), response_mask], axis=1)
   model = Decoder(config)
   hidden, _ = model.apply({"params": params}, tokens, positions_from_mask(valid), valid)
-  hidden = hidden[:, p - 1:p + t - 1]  # [N, T, H]: slot P-1+t predicts response token t
+  hidden = hidden[:, p - 1 : p + t - 1]  # [N, T, H]: slot P-1+t predicts response token t
 
   chunk = min(chunk_size, t)
   num_chunks = -(-t // chunk)

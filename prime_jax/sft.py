@@ -54,7 +54,7 @@ from prime_jax.sharding import DEFAULT_RULES, sampler_rules
 from prime_jax.tasks import get_task
 from prime_jax.tokenizer import Tokenizer, load_tokenizer
 
-SFT_INFO = "sft_info.json"   # written last: its presence marks a finished checkpoint
+SFT_INFO = "sft_info.json"  # written last: its presence marks a finished checkpoint
 METRICS = "metrics.jsonl"
 # Settings whose change makes an existing SFT checkpoint a different model (minus paths and switches).
 _IDENTITY_KEYS = ("seed", "task", "sft", "policy")
@@ -72,13 +72,19 @@ def is_finished(checkpoint_dir: str | os.PathLike) -> bool:
 
 def _identity(config: ml_collections.ConfigDict) -> dict:
   """The settings that define the SFT model, flattened to {"sft.lr": 0.003, ...}."""
+
   def flatten(tree, prefix):
     if not isinstance(tree, dict):
       return {prefix: tree}
     return {k: v for key, sub in tree.items() for k, v in flatten(sub, f"{prefix}.{key}").items()}
+
   plain = json.loads(config.to_json_best_effort())
-  return {k: v for key in _IDENTITY_KEYS for k, v in flatten(plain[key], key).items()
-          if k not in _NOT_IDENTITY}
+  return {
+      k: v
+      for key in _IDENTITY_KEYS
+      for k, v in flatten(plain[key], key).items()
+      if k not in _NOT_IDENTITY
+  }
 
 
 def _check_reusable(checkpoint_dir: Path, config: ml_collections.ConfigDict) -> None:
@@ -86,16 +92,20 @@ def _check_reusable(checkpoint_dir: Path, config: ml_collections.ConfigDict) -> 
   wanted = _identity(config)
   differ = sorted(k for k in recorded.keys() | wanted.keys() if recorded.get(k) != wanted.get(k))
   if differ:
-    raise ValueError(f"the SFT checkpoint {checkpoint_dir} was trained with other settings "
-                     f"({', '.join(differ)}); delete it or choose another sft.checkpoint / workdir")
+    raise ValueError(
+        f"the SFT checkpoint {checkpoint_dir} was trained with other settings "
+        f"({', '.join(differ)}); delete it or choose another sft.checkpoint / workdir"
+    )
 
 
 def model_config_for(config: ml_collections.ConfigDict, vocab_size: int) -> DecoderConfig:
   init = config.policy.init.to_dict()
   init["vocab_size"] = init["vocab_size"] or vocab_size
   if init["vocab_size"] < vocab_size:
-    raise ValueError(f"policy.init.vocab_size={init['vocab_size']} is smaller than the "
-                     f"tokenizer's {vocab_size} tokens")
+    raise ValueError(
+        f"policy.init.vocab_size={init['vocab_size']} is smaller than the "
+        f"tokenizer's {vocab_size} tokens"
+    )
   return DecoderConfig(**init, dtype=config.policy.dtype, remat=config.policy.remat)
 
 
@@ -107,8 +117,9 @@ def prompt_encoder(config: ml_collections.ConfigDict, tokenizer: Tokenizer) -> P
 # --------------------------------------------------------------------------- data
 
 
-def demonstration_batches(task, config: ml_collections.ConfigDict, tokenizer: Tokenizer,
-                          records: list[Record]) -> Iterator[dict[str, np.ndarray]]:
+def demonstration_batches(
+    task, config: ml_collections.ConfigDict, tokenizer: Tokenizer, records: list[Record]
+) -> Iterator[dict[str, np.ndarray]]:
   """`sft.steps` batches of fresh demonstrations of uniformly drawn train records.
 
   All are drawn up front so that every batch has the same shapes and the step compiles once:
@@ -129,11 +140,13 @@ def demonstration_batches(task, config: ml_collections.ConfigDict, tokenizer: To
   prompt_len = max(len(p) for p in prompts.values())
   response_len = max(len(r) for _, r in demos)
   for start in range(0, len(demos), batch_size):
-    chunk = demos[start:start + batch_size]
-    pt, pv = pad_sequences([prompts[i] for i, _ in chunk], length=prompt_len,
-                           pad_id=tokenizer.pad_id, left=True)
-    rt, rm = pad_sequences([r for _, r in chunk], length=response_len, pad_id=tokenizer.pad_id,
-                           left=False)
+    chunk = demos[start : start + batch_size]
+    pt, pv = pad_sequences(
+        [prompts[i] for i, _ in chunk], length=prompt_len, pad_id=tokenizer.pad_id, left=True
+    )
+    rt, rm = pad_sequences(
+        [r for _, r in chunk], length=response_len, pad_id=tokenizer.pad_id, left=False
+    )
     yield dict(prompt_tokens=pt, prompt_valid=pv, response_tokens=rt, response_mask=rm)
 
 
@@ -143,19 +156,29 @@ def demonstration_batches(task, config: ml_collections.ConfigDict, tokenizer: To
 def make_optimizer(sft: ml_collections.ConfigDict) -> optax.GradientTransformation:
   """AdamW after global-norm clipping; lr: linear warmup 0 -> lr, cosine decay to end_lr."""
   schedule = optax.warmup_cosine_decay_schedule(
-      0.0, sft.lr, warmup_steps=sft.warmup_steps, decay_steps=max(sft.steps, sft.warmup_steps + 1),
-      end_value=sft.end_lr)
-  return optax.chain(optax.clip_by_global_norm(sft.grad_clip),
-                     optax.adamw(schedule, weight_decay=sft.weight_decay))
+      0.0,
+      sft.lr,
+      warmup_steps=sft.warmup_steps,
+      decay_steps=max(sft.steps, sft.warmup_steps + 1),
+      end_value=sft.end_lr,
+  )
+  return optax.chain(
+      optax.clip_by_global_norm(sft.grad_clip), optax.adamw(schedule, weight_decay=sft.weight_decay)
+  )
 
 
 def make_train_step(model_config: DecoderConfig, optimizer: optax.GradientTransformation):
   """Jitted (params, opt_state, batch) -> (params, opt_state, loss); params/opt_state donated."""
 
   def loss_fn(params, batch):
-    logprobs = token_logprobs(params, batch["prompt_tokens"], batch["prompt_valid"],
-                              batch["response_tokens"], batch["response_mask"],
-                              config=model_config)
+    logprobs = token_logprobs(
+        params,
+        batch["prompt_tokens"],
+        batch["prompt_valid"],
+        batch["response_tokens"],
+        batch["response_mask"],
+        config=model_config,
+    )
     return -jnp.sum(logprobs) / jnp.maximum(jnp.sum(batch["response_mask"]), 1)
 
   def train_step(params, opt_state, batch):
@@ -169,54 +192,98 @@ def make_train_step(model_config: DecoderConfig, optimizer: optax.GradientTransf
 # --------------------------------------------------------------------------- evaluation
 
 
-def generate(params, model_config: DecoderConfig, tokenizer: Tokenizer, prompts: list[list[int]],
-             sampling: SamplingConfig, key: jax.Array, batch_size: int,
-             rules=DEFAULT_RULES) -> list[str]:
+def generate(
+    params,
+    model_config: DecoderConfig,
+    tokenizer: Tokenizer,
+    prompts: list[list[int]],
+    sampling: SamplingConfig,
+    key: jax.Array,
+    batch_size: int,
+    rules=DEFAULT_RULES,
+) -> list[str]:
   """Decoded responses, `sampling.n_samples` per prompt (prompt-major), in fixed-size batches.
   `rules`: the sampler's layout on the params' mesh (see `prime_jax.sampling.sample`)."""
   texts = []
   for b, start in enumerate(range(0, len(prompts), batch_size)):
-    chunk = prompts[start:start + batch_size]
+    chunk = prompts[start : start + batch_size]
     padded = chunk + [chunk[0]] * (batch_size - len(chunk))  # one shape: one compile
     tokens, valid = pad_sequences(padded, pad_id=tokenizer.pad_id, left=True)
-    out = sample(params, tokens, valid, jax.random.fold_in(key, b), model_config=model_config,
-                 config=sampling, rules=rules)
+    out = sample(
+        params,
+        tokens,
+        valid,
+        jax.random.fold_in(key, b),
+        model_config=model_config,
+        config=sampling,
+        rules=rules,
+    )
     # to_host: with several processes the sampled rows are spread over all of them.
-    rows = to_host(out.tokens)[:len(chunk) * sampling.n_samples]
+    rows = to_host(out.tokens)[: len(chunk) * sampling.n_samples]
     lengths = to_host(out.lengths)
     texts += [tokenizer.decode(row[:n]) for row, n in zip(rows, lengths)]
   return texts
 
 
-def evaluate(params, model_config: DecoderConfig, tokenizer: Tokenizer, records: list[Record],
-             config: ml_collections.ConfigDict, key: jax.Array) -> dict:
+def evaluate(
+    params,
+    model_config: DecoderConfig,
+    tokenizer: Tokenizer,
+    records: list[Record],
+    config: ml_collections.ConfigDict,
+    key: jax.Array,
+) -> dict:
   """Greedy accuracy, sampled accuracy and the online filter's pass share on `records`, sampled
   in the config's sampler layout (`sampler_rules`)."""
   if config.eval.num_prompts:
-    records = records[:config.eval.num_prompts]
+    records = records[: config.eval.num_prompts]
   encoder = prompt_encoder(config, tokenizer)
   prompts = [list(encoder.encode(r).token_ids) for r in records]
   truths = [r.ground_truth for r in records]
   ability = records[0].ability
   rl, n = config.rl, config.rl.n_samples
-  common = dict(max_new_tokens=config.eval.max_new_tokens, eos_ids=tokenizer.eos_ids,
-                pad_id=tokenizer.pad_id)
+  common = dict(
+      max_new_tokens=config.eval.max_new_tokens, eos_ids=tokenizer.eos_ids, pad_id=tokenizer.pad_id
+  )
   batch_size = min(config.eval.batch_size, len(prompts))
   rules = sampler_rules(config)
-  greedy = generate(params, model_config, tokenizer, prompts,
-                    SamplingConfig(temperature=0.0, **common), key, batch_size, rules)
-  sampled = generate(params, model_config, tokenizer, prompts,
-                     SamplingConfig(temperature=rl.temperature, top_p=rl.top_p, top_k=rl.top_k,
-                                    n_samples=n, **common), key, batch_size, rules)
+  greedy = generate(
+      params,
+      model_config,
+      tokenizer,
+      prompts,
+      SamplingConfig(temperature=0.0, **common),
+      key,
+      batch_size,
+      rules,
+  )
+  sampled = generate(
+      params,
+      model_config,
+      tokenizer,
+      prompts,
+      SamplingConfig(
+          temperature=rl.temperature, top_p=rl.top_p, top_k=rl.top_k, n_samples=n, **common
+      ),
+      key,
+      batch_size,
+      rules,
+  )
   greedy_acc = np.asarray(verifiers.grade(ability, greedy, truths), np.float64)
-  sampled_acc = np.asarray(verifiers.grade(ability, sampled, np.repeat(truths, n).tolist()),
-                           np.float64).reshape(len(prompts), n)
+  sampled_acc = np.asarray(
+      verifiers.grade(ability, sampled, np.repeat(truths, n).tolist()), np.float64
+  ).reshape(len(prompts), n)
   group_mean = sampled_acc.mean(axis=1)
   passes = (group_mean >= rl.filter_lo) & (group_mean <= rl.filter_hi)
-  return dict(accuracy_greedy=float(greedy_acc.mean()), accuracy_sampled=float(sampled_acc.mean()),
-              filter_pass_rate=float(passes.mean()), num_prompts=len(prompts), n_samples=n,
-              temperature=rl.temperature,
-              example=dict(prompt=encoder.render(records[0]), greedy=greedy[0], sampled=sampled[0]))
+  return dict(
+      accuracy_greedy=float(greedy_acc.mean()),
+      accuracy_sampled=float(sampled_acc.mean()),
+      filter_pass_rate=float(passes.mean()),
+      num_prompts=len(prompts),
+      n_samples=n,
+      temperature=rl.temperature,
+      example=dict(prompt=encoder.render(records[0]), greedy=greedy[0], sampled=sampled[0]),
+  )
 
 
 # --------------------------------------------------------------------------- the stage
@@ -234,8 +301,10 @@ def run_sft(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> Pa
     logging.info("SFT checkpoint %s exists; skipping SFT", out_dir)
     return out_dir
   if config.policy.checkpoint:
-    raise ValueError("SFT trains from a random init: policy.checkpoint must be empty "
-                     f"(got {config.policy.checkpoint!r})")
+    raise ValueError(
+        "SFT trains from a random init: policy.checkpoint must be empty "
+        f"(got {config.policy.checkpoint!r})"
+    )
   start_time, start_cpu = time.time(), time.process_time()
   task = get_task(config.task.name)
   tmp_dir = out_dir.with_name(out_dir.name + ".tmp")
@@ -246,9 +315,14 @@ def run_sft(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> Pa
   task.train_tokenizer(config.task, tmp_dir, config.seed)
   tokenizer = load_tokenizer(tmp_dir)
   model_config = model_config_for(config, tokenizer.vocab_size)
-  logging.info("SFT: %s, %d params, vocab %d, %d steps x %d demonstrations", config.task.name,
-               model_config.num_params, tokenizer.vocab_size, config.sft.steps,
-               config.sft.batch_size)
+  logging.info(
+      "SFT: %s, %d params, vocab %d, %d steps x %d demonstrations",
+      config.task.name,
+      model_config.num_params,
+      tokenizer.vocab_size,
+      config.sft.steps,
+      config.sft.batch_size,
+  )
 
   key = jax.random.key(config.seed)
   # Jitted: run eagerly, init compiles each of its many small ops on its own (~15 s on a CPU).
@@ -259,8 +333,9 @@ def run_sft(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> Pa
   log_every = max(1, config.sft.log_every)
   losses = []
   with open(tmp_dir / METRICS, "w") as metrics:
-    for step, batch in enumerate(demonstration_batches(task, config, tokenizer, splits["train"]),
-                                 start=1):
+    for step, batch in enumerate(
+        demonstration_batches(task, config, tokenizer, splits["train"]), start=1
+    ):
       params, opt_state, loss = train_step(params, opt_state, batch)
       losses.append(loss)
       if step % log_every == 0 or step == config.sft.steps:
@@ -268,28 +343,53 @@ def run_sft(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> Pa
         if not math.isfinite(mean_loss):
           raise FloatingPointError(f"SFT loss is {mean_loss} at step {step}; lower sft.lr")
         losses = []
-        metrics.write(json.dumps(dict(step=step, loss=mean_loss,
-                                      elapsed_s=round(time.time() - start_time, 2))) + "\n")
+        metrics.write(
+            json.dumps(
+                dict(step=step, loss=mean_loss, elapsed_s=round(time.time() - start_time, 2))
+            )
+            + "\n"
+        )
         metrics.flush()
         logging.info("SFT step %d/%d  loss %.4f", step, config.sft.steps, mean_loss)
   train_time, train_cpu = time.time() - start_time, time.process_time() - start_cpu
 
-  results = evaluate(params, model_config, tokenizer, splits["eval"], config,
-                     jax.random.fold_in(key, 1))
-  save_hf_checkpoint(str(tmp_dir), model_config, params, extra_config=dict(
-      eos_token_id=tokenizer.eos_ids[0], pad_token_id=tokenizer.pad_id,
-      bos_token_id=tokenizer.bos_id))
+  results = evaluate(
+      params, model_config, tokenizer, splits["eval"], config, jax.random.fold_in(key, 1)
+  )
+  save_hf_checkpoint(
+      str(tmp_dir),
+      model_config,
+      params,
+      extra_config=dict(
+          eos_token_id=tokenizer.eos_ids[0],
+          pad_token_id=tokenizer.pad_id,
+          bos_token_id=tokenizer.bos_id,
+      ),
+  )
   # CPU seconds (all threads) next to wall seconds: on a shared machine only the former is stable.
-  info = dict(results, steps=config.sft.steps, final_loss=mean_loss, train_time_s=train_time,
-              train_cpu_s=train_cpu, wall_time_s=time.time() - start_time,
-              cpu_time_s=time.process_time() - start_cpu, num_params=model_config.num_params,
-              config=_identity(config))
+  info = dict(
+      results,
+      steps=config.sft.steps,
+      final_loss=mean_loss,
+      train_time_s=train_time,
+      train_cpu_s=train_cpu,
+      wall_time_s=time.time() - start_time,
+      cpu_time_s=time.process_time() - start_cpu,
+      num_params=model_config.num_params,
+      config=_identity(config),
+  )
   (tmp_dir / SFT_INFO).write_text(json.dumps(info, indent=2))
   shutil.rmtree(out_dir, ignore_errors=True)  # an unfinished earlier attempt
   os.replace(tmp_dir, out_dir)
-  logging.info("SFT done in %.0f s: greedy accuracy %.3f, sampled accuracy %.3f, filter pass "
-               "rate %.3f -> %s", info["wall_time_s"], info["accuracy_greedy"],
-               info["accuracy_sampled"], info["filter_pass_rate"], out_dir)
+  logging.info(
+      "SFT done in %.0f s: greedy accuracy %.3f, sampled accuracy %.3f, filter pass "
+      "rate %.3f -> %s",
+      info["wall_time_s"],
+      info["accuracy_greedy"],
+      info["accuracy_sampled"],
+      info["filter_pass_rate"],
+      out_dir,
+  )
   return out_dir
 
 
@@ -307,8 +407,12 @@ def main(argv):
 
 if __name__ == "__main__":
   # Flags live here, not at import: the trainer imports this module and defines its own --config.
-  config_flags.DEFINE_config_file("config", None, "Config file (get_config()); default: "
-                                  "prime_jax.configs.arithmetic_config().")
-  flags.DEFINE_string("workdir", None, "Run directory; the checkpoint goes to sft.checkpoint or "
-                      "<workdir>/sft.")
+  config_flags.DEFINE_config_file(
+      "config",
+      None,
+      "Config file (get_config()); default: " "prime_jax.configs.arithmetic_config().",
+  )
+  flags.DEFINE_string(
+      "workdir", None, "Run directory; the checkpoint goes to sft.checkpoint or " "<workdir>/sft."
+  )
   app.run(main)

@@ -41,7 +41,8 @@ DEFAULT_RULES: tuple[tuple[str, object], ...] = (
 # (no all-gather of every weight at every decoded token), still tensor-parallel over heads / MLP /
 # vocab; activations and the KV cache keep batch over data and fsdp.
 DECODE_RULES: tuple[tuple[str, object], ...] = tuple(
-    (name, None if name == "embed" else axes) for name, axes in DEFAULT_RULES)
+    (name, None if name == "embed" else axes) for name, axes in DEFAULT_RULES
+)
 
 
 def training_rules(config) -> tuple:
@@ -57,8 +58,10 @@ def sampler_rules(config) -> tuple:
 def as_rules(rules) -> tuple:
   """A hashable rule tuple ((name, axes), ...), axes None, a mesh axis or a tuple of them (a
   config may hold lists)."""
+
   def axes(a):
     return a if a is None or isinstance(a, str) else tuple(a)
+
   return tuple((str(name), axes(a)) for name, a in (rules or ()))
 
 
@@ -77,8 +80,10 @@ def mesh_sizes(axes: Mapping[str, int], num_devices: int) -> dict[str, int]:
       raise ValueError(f"{num_devices} devices cannot be split as {dict(axes)}")
     sizes[sizes.index(-1)] = num_devices // known
   if math.prod(sizes) != num_devices:
-    raise ValueError(f"mesh {dict(zip(names, sizes))} needs {math.prod(sizes)} devices, "
-                     f"{num_devices} available")
+    raise ValueError(
+        f"mesh {dict(zip(names, sizes))} needs {math.prod(sizes)} devices, "
+        f"{num_devices} available"
+    )
   return dict(zip(names, sizes))
 
 
@@ -89,17 +94,21 @@ def make_mesh(axes: Mapping[str, int], devices: Optional[Sequence[jax.Device]] =
   """
   devices = list(jax.devices() if devices is None else devices)
   sizes = mesh_sizes(axes, len(devices))
-  return jax.make_mesh(tuple(sizes.values()), tuple(sizes),
-                       axis_types=(AxisType.Auto,) * len(sizes), devices=devices)
+  return jax.make_mesh(
+      tuple(sizes.values()), tuple(sizes), axis_types=(AxisType.Auto,) * len(sizes), devices=devices
+  )
 
 
 def rules_for_mesh(rules, mesh: Mesh):
   """Drops the mesh axes a rule names that `mesh` does not have (a mesh without `tensor`
   simply replicates what the rules would split over it)."""
+
   def keep(axes):
-    names = tuple(a for a in ((axes,) if isinstance(axes, str) else (axes or ()))
-                  if a in mesh.axis_names)
+    names = tuple(
+        a for a in ((axes,) if isinstance(axes, str) else (axes or ())) if a in mesh.axis_names
+    )
     return names[0] if len(names) == 1 else (names or None)
+
   return tuple((logical, keep(axes)) for logical, axes in rules)
 
 
@@ -114,15 +123,18 @@ def activation_rules(mesh: Optional[Mesh], rules=DEFAULT_RULES):
   if mesh is None:
     yield
     return
-  with jax.sharding.use_abstract_mesh(mesh.abstract_mesh), \
-      nn.logical_axis_rules(rules_for_mesh(as_rules(rules), mesh)):
+  with (
+      jax.sharding.use_abstract_mesh(mesh.abstract_mesh),
+      nn.logical_axis_rules(rules_for_mesh(as_rules(rules), mesh)),
+  ):
     yield
 
 
 def logical_sharding(mesh: Mesh, logical_axes: PartitionSpec | Sequence, rules=DEFAULT_RULES):
   """NamedSharding for one array with the given logical axis names."""
-  return NamedSharding(mesh, nn.logical_to_mesh_axes(tuple(logical_axes),
-                                                     rules_for_mesh(rules, mesh)))
+  return NamedSharding(
+      mesh, nn.logical_to_mesh_axes(tuple(logical_axes), rules_for_mesh(rules, mesh))
+  )
 
 
 def tree_shardings(mesh: Mesh, logical_tree, rules=DEFAULT_RULES):
@@ -144,9 +156,13 @@ def fit_to_shape(sharding: NamedSharding, shape: Sequence[int]) -> NamedSharding
 def param_shardings(config, mesh: Mesh, rules=DEFAULT_RULES):
   """NamedSharding pytree shaped like the decoder params of `config`."""
   from prime_jax.models.decoder import init_params, param_logical_axes
+
   shapes = jax.eval_shape(lambda: init_params(config, jax.random.key(0)))
-  return jax.tree_util.tree_map(lambda s, a: fit_to_shape(s, a.shape),
-                                tree_shardings(mesh, param_logical_axes(config), rules), shapes)
+  return jax.tree_util.tree_map(
+      lambda s, a: fit_to_shape(s, a.shape),
+      tree_shardings(mesh, param_logical_axes(config), rules),
+      shapes,
+  )
 
 
 def reshard_params(params, model_config, mesh: Mesh, rules=DEFAULT_RULES):

@@ -50,15 +50,23 @@ _CHAT_TEMPLATE_DIR = "additional_chat_templates"
 # Model configs whose `eos_token_id` (an int or a list) adds stop ids, in priority order.
 _EOS_CONFIGS = ("generation_config.json", "config.json")
 # The special tokens transformers passes to chat templates (`special_tokens_map`).
-_NAMED_SPECIAL_TOKENS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token",
-                         "cls_token", "mask_token")
+_NAMED_SPECIAL_TOKENS = (
+    "bos_token",
+    "eos_token",
+    "unk_token",
+    "sep_token",
+    "pad_token",
+    "cls_token",
+    "mask_token",
+)
 
 # Sentencepiece chat template for our own small tasks: every message's content on its own line,
 # except that an assistant message ends with the EOS token. The generation prompt adds nothing,
 # so the model continues right after the last user line, e.g. "12+7=\n" -> "19</s>".
 DEFAULT_CHAT_TEMPLATE = (
     "{% for message in messages %}{{ message['content'] }}"
-    "{{ eos_token if message['role'] == 'assistant' else '\\n' }}{% endfor %}")
+    "{{ eos_token if message['role'] == 'assistant' else '\\n' }}{% endfor %}"
+)
 
 
 class TokenizerError(ValueError):
@@ -93,8 +101,9 @@ def _raise_exception(message):
 
 def _tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
   # transformers replaces jinja's filter, which HTML-escapes and sorts keys, with plain json.dumps.
-  return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators,
-                    sort_keys=sort_keys)
+  return json.dumps(
+      x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
+  )
 
 
 def _strftime_now(format):
@@ -104,16 +113,23 @@ def _strftime_now(format):
 @functools.lru_cache(maxsize=None)
 def _compile_chat_template(template: str) -> jinja2.Template:
   env = ImmutableSandboxedEnvironment(
-      trim_blocks=True, lstrip_blocks=True, extensions=[_GenerationTag, jinja2.ext.loopcontrols])
+      trim_blocks=True, lstrip_blocks=True, extensions=[_GenerationTag, jinja2.ext.loopcontrols]
+  )
   env.filters["tojson"] = _tojson
   env.globals["raise_exception"] = _raise_exception
   env.globals["strftime_now"] = _strftime_now
   return env.from_string(template)
 
 
-def render_chat_template(template: str, messages: Sequence[Mapping[str, Any]], *,
-                         add_generation_prompt: bool, tools: Optional[list[dict]] = None,
-                         documents: Optional[list[dict]] = None, **variables) -> str:
+def render_chat_template(
+    template: str,
+    messages: Sequence[Mapping[str, Any]],
+    *,
+    add_generation_prompt: bool,
+    tools: Optional[list[dict]] = None,
+    documents: Optional[list[dict]] = None,
+    **variables,
+) -> str:
   """Renders one conversation with a jinja chat template, as transformers does.
 
   `messages` are dicts such as {"role": "user", "content": "..."}; keys whose value is None are
@@ -129,8 +145,12 @@ def render_chat_template(template: str, messages: Sequence[Mapping[str, Any]], *
     plain.append({k: v for k, v in message.items() if v is not None})
   try:
     return _compile_chat_template(template).render(
-        messages=plain, tools=tools, documents=documents,
-        add_generation_prompt=add_generation_prompt, **variables)
+        messages=plain,
+        tools=tools,
+        documents=documents,
+        add_generation_prompt=add_generation_prompt,
+        **variables,
+    )
   except Exception as e:  # raise_exception(), undefined names, type errors inside the template
     raise ChatTemplateError(f"the chat template raised {type(e).__name__}: {e}") from e
 
@@ -154,15 +174,25 @@ class Tokenizer(abc.ABC):
     chat_templates: template name -> jinja source; a single template is named "default".
   """
 
-  def __init__(self, *, eos_ids: Sequence[int], pad_id: Optional[int], bos_id: Optional[int],
-               vocab_size: int, special_tokens: Mapping[str, str],
-               chat_templates: Mapping[str, str], source: str):
+  def __init__(
+      self,
+      *,
+      eos_ids: Sequence[int],
+      pad_id: Optional[int],
+      bos_id: Optional[int],
+      vocab_size: int,
+      special_tokens: Mapping[str, str],
+      chat_templates: Mapping[str, str],
+      source: str,
+  ):
     if not eos_ids:
       raise TokenizerError(f"{source}: no EOS token defined; sampling needs one to stop")
     for token_id in (*eos_ids, pad_id, bos_id):
       if token_id is not None and not 0 <= token_id < vocab_size:
-        raise TokenizerError(f"{source}: special token id {token_id} is outside the vocabulary "
-                             f"of {vocab_size} tokens")
+        raise TokenizerError(
+            f"{source}: special token id {token_id} is outside the vocabulary "
+            f"of {vocab_size} tokens"
+        )
     self.eos_ids = tuple(eos_ids)
     self.pad_id = self.eos_ids[0] if pad_id is None else pad_id
     self.bos_id = bos_id
@@ -174,8 +204,9 @@ class Tokenizer(abc.ABC):
       try:
         _compile_chat_template(template)
       except jinja2.TemplateSyntaxError as e:
-        raise ChatTemplateError(f"{source}: chat template {name!r} does not compile "
-                                f"(line {e.lineno}): {e.message}") from e
+        raise ChatTemplateError(
+            f"{source}: chat template {name!r} does not compile " f"(line {e.lineno}): {e.message}"
+        ) from e
 
   @abc.abstractmethod
   def encode(self, text: str, *, add_special_tokens: bool = True) -> list[int]:
@@ -186,43 +217,70 @@ class Tokenizer(abc.ABC):
   def decode(self, ids: Iterable[int], skip_special_tokens: bool = True) -> str:
     """Text of `ids`; special tokens (EOS, padding, chat markers) are dropped unless asked for."""
 
-  def encode_batch(self, texts: Sequence[str], *, add_special_tokens: bool = True
-                   ) -> list[list[int]]:
+  def encode_batch(
+      self, texts: Sequence[str], *, add_special_tokens: bool = True
+  ) -> list[list[int]]:
     return [self.encode(text, add_special_tokens=add_special_tokens) for text in texts]
 
-  def decode_batch(self, batch: Iterable[Iterable[int]], skip_special_tokens: bool = True
-                   ) -> list[str]:
+  def decode_batch(
+      self, batch: Iterable[Iterable[int]], skip_special_tokens: bool = True
+  ) -> list[str]:
     return [self.decode(ids, skip_special_tokens) for ids in batch]
 
-  def apply_chat_template(self, messages: Sequence[Mapping[str, Any]], *,
-                          add_generation_prompt: bool = True,
-                          tools: Optional[list[dict]] = None,
-                          template_name: Optional[str] = None, **variables) -> str:
+  def apply_chat_template(
+      self,
+      messages: Sequence[Mapping[str, Any]],
+      *,
+      add_generation_prompt: bool = True,
+      tools: Optional[list[dict]] = None,
+      template_name: Optional[str] = None,
+      **variables,
+  ) -> str:
     """The conversation as the model's prompt text; equals transformers'
     `apply_chat_template(messages, tokenize=False, ...)`. With several templates, `template_name`
     picks one; otherwise "tool_use" when `tools` are given and present, else "default"."""
     template = self._select_template(template_name, tools)
-    return render_chat_template(template, messages, add_generation_prompt=add_generation_prompt,
-                                tools=tools, **{**self.special_tokens, **variables})
+    return render_chat_template(
+        template,
+        messages,
+        add_generation_prompt=add_generation_prompt,
+        tools=tools,
+        **{**self.special_tokens, **variables},
+    )
 
-  def encode_chat(self, messages: Sequence[Mapping[str, Any]], *,
-                  add_generation_prompt: bool = True, tools: Optional[list[dict]] = None,
-                  template_name: Optional[str] = None, **variables) -> list[int]:
+  def encode_chat(
+      self,
+      messages: Sequence[Mapping[str, Any]],
+      *,
+      add_generation_prompt: bool = True,
+      tools: Optional[list[dict]] = None,
+      template_name: Optional[str] = None,
+      **variables,
+  ) -> list[int]:
     """Token ids of `apply_chat_template(...)`; the template writes any BOS itself, so none is
     added (as transformers' `apply_chat_template(tokenize=True)`)."""
-    text = self.apply_chat_template(messages, add_generation_prompt=add_generation_prompt,
-                                    tools=tools, template_name=template_name, **variables)
+    text = self.apply_chat_template(
+        messages,
+        add_generation_prompt=add_generation_prompt,
+        tools=tools,
+        template_name=template_name,
+        **variables,
+    )
     return self.encode(text, add_special_tokens=False)
 
   def _select_template(self, name: Optional[str], tools: Optional[list[dict]]) -> str:
     if not self.chat_templates:
-      raise ChatTemplateError(f"{self.source} has no chat template; pass one with "
-                              "load_tokenizer(path, chat_template=...)")
+      raise ChatTemplateError(
+          f"{self.source} has no chat template; pass one with "
+          "load_tokenizer(path, chat_template=...)"
+      )
     if name is None:
       name = "tool_use" if tools is not None and "tool_use" in self.chat_templates else "default"
     if name not in self.chat_templates:
-      raise ChatTemplateError(f"{self.source} has no chat template {name!r}; it has "
-                              f"{sorted(self.chat_templates)} (choose with template_name=...)")
+      raise ChatTemplateError(
+          f"{self.source} has no chat template {name!r}; it has "
+          f"{sorted(self.chat_templates)} (choose with template_name=...)"
+      )
     return self.chat_templates[name]
 
 
@@ -235,8 +293,9 @@ class HFTokenizer(Tokenizer):
   `info` holds `Tokenizer`'s keyword arguments other than `vocab_size`, which the backend sets.
   """
 
-  def __init__(self, backend: tokenizers.Tokenizer, *, clean_up_tokenization_spaces: bool = False,
-               **info):
+  def __init__(
+      self, backend: tokenizers.Tokenizer, *, clean_up_tokenization_spaces: bool = False, **info
+  ):
     super().__init__(vocab_size=backend.get_vocab_size(with_added_tokens=True), **info)
     self.backend = backend
     # transformers skips this clean-up for BPE models, where it would corrupt the text.
@@ -245,8 +304,9 @@ class HFTokenizer(Tokenizer):
   def encode(self, text: str, *, add_special_tokens: bool = True) -> list[int]:
     return self.backend.encode(text, add_special_tokens=add_special_tokens).ids
 
-  def encode_batch(self, texts: Sequence[str], *, add_special_tokens: bool = True
-                   ) -> list[list[int]]:
+  def encode_batch(
+      self, texts: Sequence[str], *, add_special_tokens: bool = True
+  ) -> list[list[int]]:
     encodings = self.backend.encode_batch(list(texts), add_special_tokens=add_special_tokens)
     return [e.ids for e in encodings]
 
@@ -254,17 +314,28 @@ class HFTokenizer(Tokenizer):
     text = self.backend.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
     return _clean_up_tokenization(text) if self._clean_up else text
 
-  def decode_batch(self, batch: Iterable[Iterable[int]], skip_special_tokens: bool = True
-                   ) -> list[str]:
-    texts = self.backend.decode_batch([[int(i) for i in ids] for ids in batch],
-                                      skip_special_tokens=skip_special_tokens)
+  def decode_batch(
+      self, batch: Iterable[Iterable[int]], skip_special_tokens: bool = True
+  ) -> list[str]:
+    texts = self.backend.decode_batch(
+        [[int(i) for i in ids] for ids in batch], skip_special_tokens=skip_special_tokens
+    )
     return [_clean_up_tokenization(t) for t in texts] if self._clean_up else texts
 
 
 def _clean_up_tokenization(text: str) -> str:
-  for spaced, joined in ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"),
-                         (" n't", "n't"), (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"),
-                         (" 're", "'re")):
+  for spaced, joined in (
+      (" .", "."),
+      (" ?", "?"),
+      (" !", "!"),
+      (" ,", ","),
+      (" ' ", "'"),
+      (" n't", "n't"),
+      (" 'm", "'m"),
+      (" 's", "'s"),
+      (" 've", "'ve"),
+      (" 're", "'re"),
+  ):
     text = text.replace(spaced, joined)
   return text
 
@@ -300,11 +371,14 @@ def _read_chat_templates(directory: Path, tokenizer_config: dict) -> dict[str, s
     return {}
   if isinstance(value, str):
     return {"default": value}
-  if isinstance(value, list) and all(isinstance(t, dict) and {"name", "template"} <= t.keys()
-                                     for t in value):
+  if isinstance(value, list) and all(
+      isinstance(t, dict) and {"name", "template"} <= t.keys() for t in value
+  ):
     return {t["name"]: t["template"] for t in value}
-  raise ChatTemplateError(f"{directory / _TOKENIZER_CONFIG}: chat_template must be a string or a "
-                          "list of {\"name\": ..., \"template\": ...} objects")
+  raise ChatTemplateError(
+      f"{directory / _TOKENIZER_CONFIG}: chat_template must be a string or a "
+      'list of {"name": ..., "template": ...} objects'
+  )
 
 
 def _config_ids(value: Any, origin: Path) -> list[int]:
@@ -322,7 +396,9 @@ def _load_hf(tokenizer_file: Path, chat_template: Optional[str]) -> HFTokenizer:
     raise TokenizerError(f"cannot read {tokenizer_file}: {e}") from e
   config = _read_json(directory / _TOKENIZER_CONFIG)
   named = {k: config[k] for k in _NAMED_SPECIAL_TOKENS if k in config}
-  if "added_tokens_decoder" not in config:  # transformers' legacy path reads the map and lets it win
+  if (
+      "added_tokens_decoder" not in config
+  ):  # transformers' legacy path reads the map and lets it win
     special_map = _read_json(directory / _SPECIAL_TOKENS_MAP)
     named.update({k: special_map[k] for k in _NAMED_SPECIAL_TOKENS if k in special_map})
   special_tokens = {k: _token_text(v) for k, v in named.items() if _token_text(v)}
@@ -334,8 +410,10 @@ def _load_hf(tokenizer_file: Path, chat_template: Optional[str]) -> HFTokenizer:
       return None
     found = backend.token_to_id(special_tokens[name])
     if found is None:
-      raise TokenizerError(f"{directory}: {name} {special_tokens[name]!r} is not in the vocabulary "
-                           f"of {tokenizer_file}")
+      raise TokenizerError(
+          f"{directory}: {name} {special_tokens[name]!r} is not in the vocabulary "
+          f"of {tokenizer_file}"
+      )
     return found
 
   eos_id = token_id("eos_token")
@@ -346,13 +424,21 @@ def _load_hf(tokenizer_file: Path, chat_template: Optional[str]) -> HFTokenizer:
     eos_ids += _config_ids(model_config.get("eos_token_id"), directory / name)
     if pad_id is None and isinstance(model_config.get("pad_token_id"), int):
       pad_id = model_config["pad_token_id"]
-  templates = {"default": chat_template} if chat_template is not None else (
-      _read_chat_templates(directory, config))
-  return HFTokenizer(backend, clean_up_tokenization_spaces=bool(
-                         config.get("clean_up_tokenization_spaces", False)),
-                     eos_ids=tuple(dict.fromkeys(eos_ids)), pad_id=pad_id,
-                     bos_id=token_id("bos_token"), special_tokens=special_tokens,
-                     chat_templates=templates, source=str(directory))
+  templates = (
+      {"default": chat_template}
+      if chat_template is not None
+      else (_read_chat_templates(directory, config))
+  )
+  return HFTokenizer(
+      backend,
+      clean_up_tokenization_spaces=bool(config.get("clean_up_tokenization_spaces", False)),
+      eos_ids=tuple(dict.fromkeys(eos_ids)),
+      pad_id=pad_id,
+      bos_id=token_id("bos_token"),
+      special_tokens=special_tokens,
+      chat_templates=templates,
+      source=str(directory),
+  )
 
 
 # --------------------------------------------------------------------------- sentencepiece
@@ -362,21 +448,30 @@ class SentencePieceTokenizer(Tokenizer):
   """A sentencepiece model. Its control pieces (<s>, </s>, <pad>) written in the text, as chat
   templates write EOS, encode to their ids, like added tokens in a Hugging Face tokenizer."""
 
-  def __init__(self, processor: spm.SentencePieceProcessor, *, chat_templates: Mapping[str, str],
-               source: str):
+  def __init__(
+      self, processor: spm.SentencePieceProcessor, *, chat_templates: Mapping[str, str], source: str
+  ):
     self.processor = processor
     size = processor.get_piece_size()
     self._control = {processor.id_to_piece(i): i for i in range(size) if processor.is_control(i)}
     # Longest first, so that no piece matches inside a longer one.
     pieces = sorted(self._control, key=len, reverse=True)
-    self._control_split = re.compile("(" + "|".join(map(re.escape, pieces)) + ")") if pieces else None
+    self._control_split = (
+        re.compile("(" + "|".join(map(re.escape, pieces)) + ")") if pieces else None
+    )
     ids = {name: getattr(processor, f"{name}_id")() for name in ("bos", "eos", "pad", "unk")}
     ids = {name: i if i >= 0 else None for name, i in ids.items()}
     super().__init__(
-        eos_ids=() if ids["eos"] is None else (ids["eos"],), pad_id=ids["pad"], bos_id=ids["bos"],
-        vocab_size=size, chat_templates=chat_templates, source=source,
-        special_tokens={f"{name}_token": processor.id_to_piece(i)
-                        for name, i in ids.items() if i is not None})
+        eos_ids=() if ids["eos"] is None else (ids["eos"],),
+        pad_id=ids["pad"],
+        bos_id=ids["bos"],
+        vocab_size=size,
+        chat_templates=chat_templates,
+        source=source,
+        special_tokens={
+            f"{name}_token": processor.id_to_piece(i) for name, i in ids.items() if i is not None
+        },
+    )
 
   def encode(self, text: str, *, add_special_tokens: bool = True) -> list[int]:
     segments = self._control_split.split(text) if self._control_split else [text]
@@ -391,8 +486,12 @@ class SentencePieceTokenizer(Tokenizer):
       return self.processor.decode([i for i in ids if not self.processor.is_control(i)])
     # sentencepiece drops control ids when decoding, so write their pieces between the runs.
     runs = itertools.groupby(ids, key=self.processor.is_control)
-    return "".join("".join(map(self.processor.id_to_piece, run)) if control
-                   else self.processor.decode(list(run)) for control, run in runs)
+    return "".join(
+        "".join(map(self.processor.id_to_piece, run))
+        if control
+        else self.processor.decode(list(run))
+        for control, run in runs
+    )
 
 
 def _load_sentencepiece(model_file: Path, chat_template: Optional[str]) -> SentencePieceTokenizer:
@@ -411,10 +510,18 @@ def _load_sentencepiece(model_file: Path, chat_template: Optional[str]) -> Sente
   return SentencePieceTokenizer(processor, chat_templates=templates, source=str(model_file))
 
 
-def train_sentencepiece(texts: Iterable[str], out_prefix: str | os.PathLike, *, vocab_size: int,
-                        model_type: str = "bpe", user_defined_symbols: Sequence[str] = (),
-                        byte_fallback: bool = False, character_coverage: float = 1.0,
-                        seed: int = 0, **trainer_options) -> Path:
+def train_sentencepiece(
+    texts: Iterable[str],
+    out_prefix: str | os.PathLike,
+    *,
+    vocab_size: int,
+    model_type: str = "bpe",
+    user_defined_symbols: Sequence[str] = (),
+    byte_fallback: bool = False,
+    character_coverage: float = 1.0,
+    seed: int = 0,
+    **trainer_options,
+) -> Path:
   """Trains a sentencepiece model on `texts`; writes `{out_prefix}.model` and `.vocab` and returns
   the `.model` path (load it with `load_tokenizer`).
 
@@ -437,11 +544,24 @@ def train_sentencepiece(texts: Iterable[str], out_prefix: str | os.PathLike, *, 
   out_prefix.parent.mkdir(parents=True, exist_ok=True)
   spm.set_random_generator_seed(seed)
   options = dict(
-      model_prefix=str(out_prefix), vocab_size=vocab_size, model_type=model_type,
-      character_coverage=character_coverage, byte_fallback=byte_fallback, split_digits=True,
-      user_defined_symbols=list(user_defined_symbols), pad_id=0, unk_id=1, bos_id=2, eos_id=3,
-      normalization_rule_name="identity", add_dummy_prefix=False, remove_extra_whitespaces=False,
-      num_threads=1, shuffle_input_sentence=False, minloglevel=2)
+      model_prefix=str(out_prefix),
+      vocab_size=vocab_size,
+      model_type=model_type,
+      character_coverage=character_coverage,
+      byte_fallback=byte_fallback,
+      split_digits=True,
+      user_defined_symbols=list(user_defined_symbols),
+      pad_id=0,
+      unk_id=1,
+      bos_id=2,
+      eos_id=3,
+      normalization_rule_name="identity",
+      add_dummy_prefix=False,
+      remove_extra_whitespaces=False,
+      num_threads=1,
+      shuffle_input_sentence=False,
+      minloglevel=2,
+  )
   spm.SentencePieceTrainer.train(sentence_iterator=iter(texts), **{**options, **trainer_options})
   return out_prefix.with_name(out_prefix.name + ".model")
 
@@ -470,4 +590,5 @@ def load_tokenizer(path: str | os.PathLike, *, chat_template: Optional[str] = No
   present = sorted(p.name for p in path.iterdir())
   raise FileNotFoundError(
       f"no tokenizer in {path}: expected {HF_TOKENIZER_FILE} (Hugging Face) or "
-      f"{SENTENCEPIECE_FILE} (sentencepiece); the directory holds {present or 'nothing'}")
+      f"{SENTENCEPIECE_FILE} (sentencepiece); the directory holds {present or 'nothing'}"
+  )

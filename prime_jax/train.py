@@ -35,9 +35,15 @@ from etils import epath
 from ml_collections import config_flags
 
 from prime_jax import distributed, paths
-from prime_jax.algo.update_step import (forward_passes, make_update_step, policy_optimizer,
-                                        prm_optimizer, reference_params, update_step_shardings,
-                                        uses_prm)
+from prime_jax.algo.update_step import (
+    forward_passes,
+    make_update_step,
+    policy_optimizer,
+    prm_optimizer,
+    reference_params,
+    update_step_shardings,
+    uses_prm,
+)
 from prime_jax.checkpointing import Checkpointer
 from prime_jax.data import PromptEncoder, PromptFormat, PromptIterator, load_split, write_records
 from prime_jax.data.storage import split_names
@@ -45,375 +51,492 @@ from prime_jax.metrics_log import MetricsLog
 from prime_jax.models import load_hf_checkpoint, read_hf_config, save_hf_checkpoint
 from prime_jax.rollout import collect_rollouts
 from prime_jax.sampling import sample
-from prime_jax.sharding import (make_mesh, param_shardings, reshard_params, sampler_rules,
-                                training_rules)
+from prime_jax.sharding import (
+    make_mesh,
+    param_shardings,
+    reshard_params,
+    sampler_rules,
+    training_rules,
+)
 from prime_jax.tasks import get_task, task_names
 from prime_jax.tokenizer import load_tokenizer
 from prime_jax.train_state import create_train_state
 
-DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                              "experiments", "configs", "arithmetic_prime.py")
+DEFAULT_CONFIG = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    "experiments",
+    "configs",
+    "arithmetic_prime.py",
+)
 
 # Metrics that must be finite for the run to go on (spec: a NaN loss stops the run).
 _LOSS_KEYS = ("policy/loss", "prm/loss_before", "policy/grad_norm")
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model",
-                    "special_tokens_map.json", "generation_config.json", "chat_template.jinja")
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "tokenizer.model",
+    "special_tokens_map.json",
+    "generation_config.json",
+    "chat_template.jinja",
+)
 
 
 @dataclasses.dataclass
 class Run:
-    """Everything the loop needs, built once by `setup`."""
-    config: object
-    workdir: str
-    model_config: object
-    tokenizer: object
-    encoder: PromptEncoder
-    iterator: PromptIterator
-    eval_records: list
-    checkpoint_dir: str
-    mesh: object
+  """Everything the loop needs, built once by `setup`."""
+
+  config: object
+  workdir: str
+  model_config: object
+  tokenizer: object
+  encoder: PromptEncoder
+  iterator: PromptIterator
+  eval_records: list
+  checkpoint_dir: str
+  mesh: object
 
 
 def _sft_checkpoint(config, workdir: str) -> str:
-    """The SFT model the run starts from (a local directory): process 0 trains it, or reuses a
-    finished one; the other processes wait for it and then reuse it (after `run_sft` checks its
-    settings). A remote checkpoint place (a gs:// workdir or sft.checkpoint) is trained in a local
-    scratch directory and copied up, SFT_INFO last (its presence marks a finished checkpoint); a
-    later run, and every other process, copies the finished one down."""
-    from prime_jax.sft import SFT_INFO, run_sft
-    shared = epath.Path(config.sft.checkpoint or epath.Path(workdir) / "sft")
-    remote = paths.is_remote(str(shared))
-    local_config = config
+  """The SFT model the run starts from (a local directory): process 0 trains it, or reuses a
+  finished one; the other processes wait for it and then reuse it (after `run_sft` checks its
+  settings). A remote checkpoint place (a gs:// workdir or sft.checkpoint) is trained in a local
+  scratch directory and copied up, SFT_INFO last (its presence marks a finished checkpoint); a
+  later run, and every other process, copies the finished one down."""
+  from prime_jax.sft import SFT_INFO, run_sft
+
+  shared = epath.Path(config.sft.checkpoint or epath.Path(workdir) / "sft")
+  remote = paths.is_remote(str(shared))
+  local_config = config
+  if remote:
+    local_config = config.copy_and_resolve_references()
+    local_config.sft.checkpoint = os.path.join(paths.scratch_dir("sft"), "sft")
+  if distributed.is_primary():
+    finished = remote and (shared / SFT_INFO).exists()
+    if finished:
+      paths.copy_tree(shared, local_config.sft.checkpoint)
+    checkpoint = run_sft(local_config, workdir)  # trains, or checks a finished one's settings
+    if remote and not finished:
+      paths.copy_tree(checkpoint, shared, last=(SFT_INFO,))
+  distributed.barrier("sft")
+  if not distributed.is_primary():
+    if not (shared / SFT_INFO).exists():
+      raise FileNotFoundError(
+          f"process {jax.process_index()}: no finished SFT checkpoint at {shared} after "
+          "process 0 wrote it; every process needs the same --workdir (and sft.checkpoint) "
+          "on a shared filesystem or GCS"
+      )
     if remote:
-        local_config = config.copy_and_resolve_references()
-        local_config.sft.checkpoint = os.path.join(paths.scratch_dir("sft"), "sft")
-    if distributed.is_primary():
-        finished = remote and (shared / SFT_INFO).exists()
-        if finished:
-            paths.copy_tree(shared, local_config.sft.checkpoint)
-        checkpoint = run_sft(local_config, workdir)  # trains, or checks a finished one's settings
-        if remote and not finished:
-            paths.copy_tree(checkpoint, shared, last=(SFT_INFO,))
-    distributed.barrier("sft")
-    if not distributed.is_primary():
-        if not (shared / SFT_INFO).exists():
-            raise FileNotFoundError(
-                f"process {jax.process_index()}: no finished SFT checkpoint at {shared} after "
-                "process 0 wrote it; every process needs the same --workdir (and sft.checkpoint) "
-                "on a shared filesystem or GCS")
-        if remote:
-            paths.copy_tree(shared, local_config.sft.checkpoint)
-        checkpoint = run_sft(local_config, workdir)  # reuses it (after checking its settings)
-    return str(checkpoint)
+      paths.copy_tree(shared, local_config.sft.checkpoint)
+    checkpoint = run_sft(local_config, workdir)  # reuses it (after checking its settings)
+  return str(checkpoint)
 
 
 def _initial_checkpoint(config, workdir: str) -> str:
-    if config.sft.enabled:
-        return _sft_checkpoint(config, workdir)
-    if not config.policy.checkpoint:
-        raise ValueError("config.policy.checkpoint is empty and config.sft.enabled is False: "
-                         "nothing to start RL from")
-    return config.policy.checkpoint
+  if config.sft.enabled:
+    return _sft_checkpoint(config, workdir)
+  if not config.policy.checkpoint:
+    raise ValueError(
+        "config.policy.checkpoint is empty and config.sft.enabled is False: "
+        "nothing to start RL from"
+    )
+  return config.policy.checkpoint
 
 
 def _check_prm_source(config) -> None:
-    """An offline PRM (prm_update="none") from the policy's own checkpoint, against the frozen
-    copy of it as the reference, is the reference: every implicit reward would be exactly 0 and
-    the run silently outcome-only. Such a PRM has to come from a trained checkpoint."""
-    rl = config.rl
-    if (uses_prm(rl) and rl.prm_update == "none" and rl.ref_type == "freeze"
-            and not config.prm.checkpoint):
-        raise ValueError(
-            "rl.prm_update='none' (an offline PRM) with config.prm.checkpoint empty: the PRM "
-            "would start from the policy's checkpoint, which is also the frozen reference "
-            "(rl.ref_type='freeze'), so every implicit reward would be 0 and the run outcome-only. "
-            "Set --config.prm.checkpoint to a trained PRM, or use rl.coef_proc=0 for outcome-only")
+  """An offline PRM (prm_update="none") from the policy's own checkpoint, against the frozen
+  copy of it as the reference, is the reference: every implicit reward would be exactly 0 and
+  the run silently outcome-only. Such a PRM has to come from a trained checkpoint."""
+  rl = config.rl
+  if (
+      uses_prm(rl)
+      and rl.prm_update == "none"
+      and rl.ref_type == "freeze"
+      and not config.prm.checkpoint
+  ):
+    raise ValueError(
+        "rl.prm_update='none' (an offline PRM) with config.prm.checkpoint empty: the PRM "
+        "would start from the policy's checkpoint, which is also the frozen reference "
+        "(rl.ref_type='freeze'), so every implicit reward would be 0 and the run outcome-only. "
+        "Set --config.prm.checkpoint to a trained PRM, or use rl.coef_proc=0 for outcome-only"
+    )
 
 
 def _data(config, workdir: str):
-    """(train source, eval records): a built-in task's generated records (stored once under
-    workdir/data through tfds, by process 0) or a prepared data dir. The train source is the
-    whole split, opened for random access: each process reads only the records it uses.
+  """(train source, eval records): a built-in task's generated records (stored once under
+  workdir/data through tfds, by process 0) or a prepared data dir. The train source is the
+  whole split, opened for random access: each process reads only the records it uses.
 
-    tfds's ArrayRecord files are written and read on a local disk: with a remote (gs://) workdir
-    every process writes the built-in task's records (a function of the config and seed) to its
-    own local scratch directory, and a prepared data dir must be a local path."""
-    task = config.task
-    if task.data_dir and paths.is_remote(task.data_dir):
-        raise ValueError(f"config.task.data_dir={task.data_dir!r}: prepared data is read from a "
-                         "local directory; copy it to each host (`gcloud storage cp -r "
-                         f"{task.data_dir} DIR`) and pass --config.task.data_dir=DIR")
-    if task.name in task_names():
-        per_process = not task.data_dir and paths.is_remote(workdir)
-        data_dir = (paths.scratch_dir("data") if per_process
-                    else task.data_dir or os.path.join(workdir, "data"))
-        if (per_process or distributed.is_primary()) and not (
-                set(split_names(data_dir)) >= {task.train_split, task.eval_split}):
-            splits = get_task(task.name).make_splits(task, config.seed)
-            write_records(splits["train"], data_dir, task.train_split, overwrite=True)
-            write_records(splits["eval"], data_dir, task.eval_split, overwrite=True)
-        distributed.barrier("task_data")
-    else:
-        if not task.data_dir:
-            raise ValueError(f"config.task.data_dir is empty (task {task.name!r}); prepare one "
-                             "with `python -m prime_jax.data.prepare`")
-        data_dir = task.data_dir
-    train = load_split(data_dir, task.train_split)
-    eval_records = list(load_split(data_dir, task.eval_split))
-    return train, eval_records
+  tfds's ArrayRecord files are written and read on a local disk: with a remote (gs://) workdir
+  every process writes the built-in task's records (a function of the config and seed) to its
+  own local scratch directory, and a prepared data dir must be a local path."""
+  task = config.task
+  if task.data_dir and paths.is_remote(task.data_dir):
+    raise ValueError(
+        f"config.task.data_dir={task.data_dir!r}: prepared data is read from a "
+        "local directory; copy it to each host (`gcloud storage cp -r "
+        f"{task.data_dir} DIR`) and pass --config.task.data_dir=DIR"
+    )
+  if task.name in task_names():
+    per_process = not task.data_dir and paths.is_remote(workdir)
+    data_dir = (
+        paths.scratch_dir("data") if per_process else task.data_dir or os.path.join(workdir, "data")
+    )
+    if (per_process or distributed.is_primary()) and not (
+        set(split_names(data_dir)) >= {task.train_split, task.eval_split}
+    ):
+      splits = get_task(task.name).make_splits(task, config.seed)
+      write_records(splits["train"], data_dir, task.train_split, overwrite=True)
+      write_records(splits["eval"], data_dir, task.eval_split, overwrite=True)
+    distributed.barrier("task_data")
+  else:
+    if not task.data_dir:
+      raise ValueError(
+          f"config.task.data_dir is empty (task {task.name!r}); prepare one "
+          "with `python -m prime_jax.data.prepare`"
+      )
+    data_dir = task.data_dir
+  train = load_split(data_dir, task.train_split)
+  eval_records = list(load_split(data_dir, task.eval_split))
+  return train, eval_records
 
 
 def setup(config, workdir: str) -> Run:
-    epath.Path(workdir).mkdir(parents=True, exist_ok=True)
-    checkpoint_dir = _initial_checkpoint(config, workdir)
-    tokenizer = load_tokenizer(config.tokenizer or checkpoint_dir)
-    train, eval_records = _data(config, workdir)
-    if config.eval.num_prompts:
-        eval_records = eval_records[:config.eval.num_prompts]
-    encoder = PromptEncoder(tokenizer, PromptFormat.from_config(config.task),
-                            config.rl.max_prompt_len)
-    mesh = make_mesh(dict(config.mesh))
-    model_config = read_hf_config(checkpoint_dir, dtype=config.policy.dtype,
-                                  remat=config.policy.remat,
-                                  value_head=config.rl.estimator == "ppo")
-    return Run(config, workdir, model_config, tokenizer, encoder,
-               PromptIterator(train, seed=config.seed, shuffle=config.task.shuffle),
-               eval_records, checkpoint_dir, mesh)
+  epath.Path(workdir).mkdir(parents=True, exist_ok=True)
+  checkpoint_dir = _initial_checkpoint(config, workdir)
+  tokenizer = load_tokenizer(config.tokenizer or checkpoint_dir)
+  train, eval_records = _data(config, workdir)
+  if config.eval.num_prompts:
+    eval_records = eval_records[: config.eval.num_prompts]
+  encoder = PromptEncoder(
+      tokenizer, PromptFormat.from_config(config.task), config.rl.max_prompt_len
+  )
+  mesh = make_mesh(dict(config.mesh))
+  model_config = read_hf_config(
+      checkpoint_dir,
+      dtype=config.policy.dtype,
+      remat=config.policy.remat,
+      value_head=config.rl.estimator == "ppo",
+  )
+  return Run(
+      config,
+      workdir,
+      model_config,
+      tokenizer,
+      encoder,
+      PromptIterator(train, seed=config.seed, shuffle=config.task.shuffle),
+      eval_records,
+      checkpoint_dir,
+      mesh,
+  )
 
 
 def _load_params(run: Run, directory: str):
-    rules = training_rules(run.config)
-    shardings = param_shardings(run.model_config, run.mesh, rules)
-    # value_head: PPO's head is not an HF tensor; it starts at zero on top of the checkpoint.
-    config, params = load_hf_checkpoint(directory, shardings=shardings,
-                                        dtype=run.model_config.dtype,
-                                        remat=run.model_config.remat,
-                                        value_head=run.model_config.value_head)
-    if config != run.model_config:
-        raise ValueError(f"{directory} holds a different model than {run.checkpoint_dir}")
-    return params
+  rules = training_rules(run.config)
+  shardings = param_shardings(run.model_config, run.mesh, rules)
+  # value_head: PPO's head is not an HF tensor; it starts at zero on top of the checkpoint.
+  config, params = load_hf_checkpoint(
+      directory,
+      shardings=shardings,
+      dtype=run.model_config.dtype,
+      remat=run.model_config.remat,
+      value_head=run.model_config.value_head,
+  )
+  if config != run.model_config:
+    raise ValueError(f"{directory} holds a different model than {run.checkpoint_dir}")
+  return params
 
 
 def initial_states(run: Run, shardings: dict):
-    """(policy state, PRM state or None, frozen reference params or None), placed on the mesh
-    `shardings` (from `update_step_shardings`)."""
-    rl = run.config.rl
-    params = _load_params(run, run.checkpoint_dir)
-    policy = jax.device_put(create_train_state(params, policy_optimizer(rl)), shardings["policy"])
-    prm = ref = None
-    if shardings["prm"] is not None:
-        prm_params = _load_params(run, run.config.prm.checkpoint or run.checkpoint_dir)
-        prm = jax.device_put(create_train_state(prm_params, prm_optimizer(rl)), shardings["prm"])
-    if shardings["ref"] is not None:
-        # A frozen copy of the initial policy (the policy state's buffers are donated each step),
-        # in config.ref.param_dtype, in host memory with config.ref.offload.
-        ref = reference_params(params, run.config, shardings["ref"])
-    return policy, prm, ref
+  """(policy state, PRM state or None, frozen reference params or None), placed on the mesh
+  `shardings` (from `update_step_shardings`)."""
+  rl = run.config.rl
+  params = _load_params(run, run.checkpoint_dir)
+  policy = jax.device_put(create_train_state(params, policy_optimizer(rl)), shardings["policy"])
+  prm = ref = None
+  if shardings["prm"] is not None:
+    prm_params = _load_params(run, run.config.prm.checkpoint or run.checkpoint_dir)
+    prm = jax.device_put(create_train_state(prm_params, prm_optimizer(rl)), shardings["prm"])
+  if shardings["ref"] is not None:
+    # A frozen copy of the initial policy (the policy state's buffers are donated each step),
+    # in config.ref.param_dtype, in host memory with config.ref.offload.
+    ref = reference_params(params, run.config, shardings["ref"])
+  return policy, prm, ref
 
 
 def evaluate(run: Run, params, key) -> dict:
-    """eval/ metrics: greedy pass@1 and the mean accuracy of temperature-1 samples."""
-    from prime_jax.sft import evaluate as evaluate_records
-    params = reshard_params(params, run.model_config, run.mesh, sampler_rules(run.config))
-    results = evaluate_records(params, run.model_config, run.tokenizer, run.eval_records,
-                               run.config, key)
-    return {f"eval/{k}": v for k, v in results.items() if isinstance(v, (int, float))}
+  """eval/ metrics: greedy pass@1 and the mean accuracy of temperature-1 samples."""
+  from prime_jax.sft import evaluate as evaluate_records
+
+  params = reshard_params(params, run.model_config, run.mesh, sampler_rules(run.config))
+  results = evaluate_records(
+      params, run.model_config, run.tokenizer, run.eval_records, run.config, key
+  )
+  return {f"eval/{k}": v for k, v in results.items() if isinstance(v, (int, float))}
 
 
 def _buffer_from_state(state: dict, num_records: int) -> list[int]:
-    """The refill buffer of a checkpoint's run state: positions of records in the train split."""
-    buffer = state["buffer"]
-    if not all(isinstance(i, int) and 0 <= i < num_records for i in buffer):
-        raise ValueError("the checkpoint's refill buffer is not a list of train-split positions "
-                         f"(got {str(buffer)[:120]}); it was written by an older prime-jax, whose "
-                         "buffer held whole prompts: resume it with that version or start anew")
-    return list(buffer)
+  """The refill buffer of a checkpoint's run state: positions of records in the train split."""
+  buffer = state["buffer"]
+  if not all(isinstance(i, int) and 0 <= i < num_records for i in buffer):
+    raise ValueError(
+        "the checkpoint's refill buffer is not a list of train-split positions "
+        f"(got {str(buffer)[:120]}); it was written by an older prime-jax, whose "
+        "buffer held whole prompts: resume it with that version or start anew"
+    )
+  return list(buffer)
 
 
 def _check_finite(step: int, metrics: dict, checkpointer: Checkpointer) -> None:
-    bad = {k: metrics[k] for k in _LOSS_KEYS if k in metrics and not math.isfinite(metrics[k])}
-    if bad:
-        checkpointer.wait()  # the last good checkpoint is committed before the run stops
-        raise FloatingPointError(
-            f"step {step}: non-finite {bad}; stopping. The last good checkpoint (step "
-            f"{checkpointer.latest_step()}) is kept: lower the learning rates (rl.lr, rl.prm_lr) "
-            "and resume")
+  bad = {k: metrics[k] for k in _LOSS_KEYS if k in metrics and not math.isfinite(metrics[k])}
+  if bad:
+    checkpointer.wait()  # the last good checkpoint is committed before the run stops
+    raise FloatingPointError(
+        f"step {step}: non-finite {bad}; stopping. The last good checkpoint (step "
+        f"{checkpointer.latest_step()}) is kept: lower the learning rates (rl.lr, rl.prm_lr) "
+        "and resume"
+    )
 
 
 def _export(run: Run, policy, prm) -> None:
-    """HF checkpoints of the final models, written by process 0 (every process calls this: params
-    spread over several processes are gathered first). For a remote workdir they are written to
-    a local scratch directory and copied up."""
-    for name, state in (("policy", policy), ("prm", prm)):
-        if state is None:
-            continue
-        params = distributed.tree_to_host(state.params)
-        if not distributed.is_primary():
-            continue
-        out = os.path.join(run.workdir, "export", name)
-        local = paths.scratch_dir("export") if paths.is_remote(out) else out
-        save_hf_checkpoint(local, run.model_config, params)
-        for f in _TOKENIZER_FILES:
-            src = os.path.join(run.checkpoint_dir, f)
-            if os.path.exists(src):
-                shutil.copy(src, local)
-        if local != out:
-            paths.copy_tree(local, out)
+  """HF checkpoints of the final models, written by process 0 (every process calls this: params
+  spread over several processes are gathered first). For a remote workdir they are written to
+  a local scratch directory and copied up."""
+  for name, state in (("policy", policy), ("prm", prm)):
+    if state is None:
+      continue
+    params = distributed.tree_to_host(state.params)
+    if not distributed.is_primary():
+      continue
+    out = os.path.join(run.workdir, "export", name)
+    local = paths.scratch_dir("export") if paths.is_remote(out) else out
+    save_hf_checkpoint(local, run.model_config, params)
+    for f in _TOKENIZER_FILES:
+      src = os.path.join(run.checkpoint_dir, f)
+      if os.path.exists(src):
+        shutil.copy(src, local)
+    if local != out:
+      paths.copy_tree(local, out)
 
 
 def _summary_table(first: dict, last: dict) -> str:
-    rows = [("greedy pass@1", "eval/accuracy_greedy"), ("sampled accuracy (T=1)",
-                                                         "eval/accuracy_sampled")]
-    lines = ["| held-out split | before RL | after RL | change |", "|---|---|---|---|"]
-    for label, key in rows:
-        a, b = first.get(key, float("nan")), last.get(key, float("nan"))
-        lines.append(f"| {label} | {a:.3f} | {b:.3f} | {b - a:+.3f} |")
-    return "\n".join(lines)
+  rows = [
+      ("greedy pass@1", "eval/accuracy_greedy"),
+      ("sampled accuracy (T=1)", "eval/accuracy_sampled"),
+  ]
+  lines = ["| held-out split | before RL | after RL | change |", "|---|---|---|---|"]
+  for label, key in rows:
+    a, b = first.get(key, float("nan")), last.get(key, float("nan"))
+    lines.append(f"| {label} | {a:.3f} | {b:.3f} | {b - a:+.3f} |")
+  return "\n".join(lines)
 
 
 def train(config, workdir: str) -> dict:
-    """Runs (or resumes) the RL loop; returns {"first_eval", "last_eval"} metric dicts."""
-    from tqdm import tqdm
-    _check_prm_source(config)
-    run = setup(config, workdir)
-    rl = config.rl
-    logging.info("model %s (%d params), mesh %s", run.model_config, run.model_config.num_params,
-                 dict(run.mesh.shape))
-    shardings = update_step_shardings(config, run.mesh, run.model_config)
-    policy, prm, ref = initial_states(run, shardings)
-    step_fn = make_update_step(config, run.mesh, run.model_config)
-    checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.keep_ckpts)
-    log = MetricsLog(workdir, enabled=distributed.is_primary())
-    base_key = jax.random.key(config.seed)
-    buffer: list[int] = []  # positions of held-over prompts in the train split
-    start = checkpointer.latest_step()
-    if start is None:
-        log.remove()  # metrics of a run that died before its first checkpoint
-        first_eval = evaluate(run, policy.params, jax.random.fold_in(base_key, 0))
-        log.write(0, first_eval)
-        checkpointer.save(0, policy, prm, dict(iterator=run.iterator.state(), buffer=[],
-                                               first_eval=first_eval, last_eval=first_eval))
-        start, last_eval = 0, first_eval
-    else:
-        abstract = lambda s: None if s is None else jax.tree_util.tree_map(
-            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), s)
-        policy, prm, state = checkpointer.restore(start, abstract(policy), abstract(prm))
-        run.iterator.restore(state["iterator"])
-        buffer = _buffer_from_state(state, len(run.iterator.source))
-        first_eval = state["first_eval"]
-        # The latest eval: a rerun of a finished workdir reports the run's table, not step 0's.
-        last_eval = state.get("last_eval", first_eval)
-        log.truncate_after(start)
-        logging.info("resumed from step %d", start)
+  """Runs (or resumes) the RL loop; returns {"first_eval", "last_eval"} metric dicts."""
+  from tqdm import tqdm
 
-    # PRM and policy update run in one compiled graph: split its time by their forward passes.
-    passes = forward_passes(rl)
-    prm_share = sum(c for phase, _, c in passes if phase == "prm") / sum(c for *_, c in passes)
-    checkpoint_s = 0.0
-    sampler_layout = sampler_rules(config)
-    bar = tqdm(total=config.total_steps, initial=start, desc="PRIME", dynamic_ncols=True,
-               disable=jax.process_index() != 0)
-    try:
-        for step in range(start + 1, config.total_steps + 1):
-            t0 = time.perf_counter()
-            key = jax.random.fold_in(base_key, step)
-            # The sampler's layout of the params (a device-to-device reshard; the same arrays
-            # when sampler_rules are the training rules).
-            batch, buffer, metrics = collect_rollouts(
-                reshard_params(policy.params, run.model_config, run.mesh, sampler_layout),
-                model_config=run.model_config, tokenizer=run.tokenizer, encoder=run.encoder,
-                iterator=run.iterator, buffer=buffer, rl=rl, key=jax.random.fold_in(key, 0),
-                sample_fn=functools.partial(sample, rules=sampler_layout))
-            t1 = time.perf_counter()
-            inputs = distributed.host_to_global(batch.update_inputs(), shardings["batch"])
-            policy, prm, step_metrics = step_fn(policy, prm, ref, inputs, jax.random.fold_in(key, 1))
-            metrics.update({k: float(v) for k, v in jax.device_get(step_metrics).items()})
-            t2 = time.perf_counter()
-            _check_finite(step, metrics, checkpointer)
-            if (config.eval_every and step % config.eval_every == 0) or step == config.total_steps:
-                last_eval = evaluate(run, policy.params, jax.random.fold_in(key, 2))
-                metrics.update(last_eval)
-            t3 = time.perf_counter()
-            metrics.update({"time/update": t2 - t1, "time/eval": t3 - t2, "time/step": t3 - t0,
-                            "time/prm_est": (t2 - t1) * prm_share,
-                            "time/policy_est": (t2 - t1) * (1 - prm_share),
-                            "time/checkpoint": checkpoint_s,  # the last step's save, blocking part
-                            "time/tokens_per_s": metrics["rollout/tokens_sampled"] / (t3 - t0)})
-            log.write(step, metrics)  # before the save: a crash in between re-runs this step
-            checkpoint_s = 0.0
-            if step % config.ckpt_every == 0 or step == config.total_steps:
-                checkpointer.save(step, policy, prm, dict(
-                    iterator=run.iterator.state(), buffer=buffer, first_eval=first_eval,
-                    last_eval=last_eval))
-                checkpoint_s = time.perf_counter() - t3
-            bar.update(1)
-            bar.set_postfix(reward=f"{metrics['acc_mean']:.2f}",
-                            acc=f"{metrics['rollout/acc_all_samples']:.2f}",
-                            prm_acc=f"{metrics.get('prm/acc_before', float('nan')):.2f}",
-                            tok_s=f"{metrics['time/tokens_per_s']:.0f}")
-    finally:  # also on errors: the last checkpoint commits and the files close cleanly
-        bar.close()
-        checkpointer.wait()
-        checkpointer.close()
-        log.close()
-    _export(run, policy, prm)
-    if distributed.is_primary():
-        table = _summary_table(first_eval, last_eval)
-        (epath.Path(workdir) / "summary.md").write_text(table + "\n")
-        print(table)
-    return {"first_eval": first_eval, "last_eval": last_eval}
+  _check_prm_source(config)
+  run = setup(config, workdir)
+  rl = config.rl
+  logging.info(
+      "model %s (%d params), mesh %s",
+      run.model_config,
+      run.model_config.num_params,
+      dict(run.mesh.shape),
+  )
+  shardings = update_step_shardings(config, run.mesh, run.model_config)
+  policy, prm, ref = initial_states(run, shardings)
+  step_fn = make_update_step(config, run.mesh, run.model_config)
+  checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.keep_ckpts)
+  log = MetricsLog(workdir, enabled=distributed.is_primary())
+  base_key = jax.random.key(config.seed)
+  buffer: list[int] = []  # positions of held-over prompts in the train split
+  start = checkpointer.latest_step()
+  if start is None:
+    log.remove()  # metrics of a run that died before its first checkpoint
+    first_eval = evaluate(run, policy.params, jax.random.fold_in(base_key, 0))
+    log.write(0, first_eval)
+    checkpointer.save(
+        0,
+        policy,
+        prm,
+        dict(iterator=run.iterator.state(), buffer=[], first_eval=first_eval, last_eval=first_eval),
+    )
+    start, last_eval = 0, first_eval
+  else:
+    abstract = (
+        lambda s: None
+        if s is None
+        else jax.tree_util.tree_map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), s
+        )
+    )
+    policy, prm, state = checkpointer.restore(start, abstract(policy), abstract(prm))
+    run.iterator.restore(state["iterator"])
+    buffer = _buffer_from_state(state, len(run.iterator.source))
+    first_eval = state["first_eval"]
+    # The latest eval: a rerun of a finished workdir reports the run's table, not step 0's.
+    last_eval = state.get("last_eval", first_eval)
+    log.truncate_after(start)
+    logging.info("resumed from step %d", start)
+
+  # PRM and policy update run in one compiled graph: split its time by their forward passes.
+  passes = forward_passes(rl)
+  prm_share = sum(c for phase, _, c in passes if phase == "prm") / sum(c for *_, c in passes)
+  checkpoint_s = 0.0
+  sampler_layout = sampler_rules(config)
+  bar = tqdm(
+      total=config.total_steps,
+      initial=start,
+      desc="PRIME",
+      dynamic_ncols=True,
+      disable=jax.process_index() != 0,
+  )
+  try:
+    for step in range(start + 1, config.total_steps + 1):
+      t0 = time.perf_counter()
+      key = jax.random.fold_in(base_key, step)
+      # The sampler's layout of the params (a device-to-device reshard; the same arrays
+      # when sampler_rules are the training rules).
+      batch, buffer, metrics = collect_rollouts(
+          reshard_params(policy.params, run.model_config, run.mesh, sampler_layout),
+          model_config=run.model_config,
+          tokenizer=run.tokenizer,
+          encoder=run.encoder,
+          iterator=run.iterator,
+          buffer=buffer,
+          rl=rl,
+          key=jax.random.fold_in(key, 0),
+          sample_fn=functools.partial(sample, rules=sampler_layout),
+      )
+      t1 = time.perf_counter()
+      inputs = distributed.host_to_global(batch.update_inputs(), shardings["batch"])
+      policy, prm, step_metrics = step_fn(policy, prm, ref, inputs, jax.random.fold_in(key, 1))
+      metrics.update({k: float(v) for k, v in jax.device_get(step_metrics).items()})
+      t2 = time.perf_counter()
+      _check_finite(step, metrics, checkpointer)
+      if (config.eval_every and step % config.eval_every == 0) or step == config.total_steps:
+        last_eval = evaluate(run, policy.params, jax.random.fold_in(key, 2))
+        metrics.update(last_eval)
+      t3 = time.perf_counter()
+      metrics.update(
+          {
+              "time/update": t2 - t1,
+              "time/eval": t3 - t2,
+              "time/step": t3 - t0,
+              "time/prm_est": (t2 - t1) * prm_share,
+              "time/policy_est": (t2 - t1) * (1 - prm_share),
+              "time/checkpoint": checkpoint_s,  # the last step's save, blocking part
+              "time/tokens_per_s": metrics["rollout/tokens_sampled"] / (t3 - t0),
+          }
+      )
+      log.write(step, metrics)  # before the save: a crash in between re-runs this step
+      checkpoint_s = 0.0
+      if step % config.ckpt_every == 0 or step == config.total_steps:
+        checkpointer.save(
+            step,
+            policy,
+            prm,
+            dict(
+                iterator=run.iterator.state(),
+                buffer=buffer,
+                first_eval=first_eval,
+                last_eval=last_eval,
+            ),
+        )
+        checkpoint_s = time.perf_counter() - t3
+      bar.update(1)
+      bar.set_postfix(
+          reward=f"{metrics['acc_mean']:.2f}",
+          acc=f"{metrics['rollout/acc_all_samples']:.2f}",
+          prm_acc=f"{metrics.get('prm/acc_before', float('nan')):.2f}",
+          tok_s=f"{metrics['time/tokens_per_s']:.0f}",
+      )
+  finally:  # also on errors: the last checkpoint commits and the files close cleanly
+    bar.close()
+    checkpointer.wait()
+    checkpointer.close()
+    log.close()
+  _export(run, policy, prm)
+  if distributed.is_primary():
+    table = _summary_table(first_eval, last_eval)
+    (epath.Path(workdir) / "summary.md").write_text(table + "\n")
+    print(table)
+  return {"first_eval": first_eval, "last_eval": last_eval}
 
 
 @contextlib.contextmanager
 def _unknown_override_exits(argv: list[str]):
-    """Reports an override of a config field that does not exist (`--config.rl.bta=0.1`) in one
-    line naming it, like any bad flag, instead of ml_collections' AttributeError traceback (raised
-    where the config file is parsed: when the flag is defined with a default, or later)."""
-    try:
-        yield
-    except (AttributeError, KeyError) as e:
-        cause = e.args[0] if e.args else e
-        detail = cause.args[0] if isinstance(cause, KeyError) and cause.args else str(cause)
-        name = detail.splitlines()[0].strip("'\"")
-        culprits = [a.split("=")[0] for a in argv[1:]
-                    if a.startswith("--config.") and name in a.split("=")[0].split(".")[1:]]
-        if not culprits:
-            raise  # not an override's fault (e.g. a bug in the config file): keep the traceback
-        sys.exit(f"FATAL Flags parsing error: {' '.join(culprits)}: no such config field "
-                 f"{name!r}. " + " ".join(detail.splitlines()[1:]))
+  """Reports an override of a config field that does not exist (`--config.rl.bta=0.1`) in one
+  line naming it, like any bad flag, instead of ml_collections' AttributeError traceback (raised
+  where the config file is parsed: when the flag is defined with a default, or later)."""
+  try:
+    yield
+  except (AttributeError, KeyError) as e:
+    cause = e.args[0] if e.args else e
+    detail = cause.args[0] if isinstance(cause, KeyError) and cause.args else str(cause)
+    name = detail.splitlines()[0].strip("'\"")
+    culprits = [
+        a.split("=")[0]
+        for a in argv[1:]
+        if a.startswith("--config.") and name in a.split("=")[0].split(".")[1:]
+    ]
+    if not culprits:
+      raise  # not an override's fault (e.g. a bug in the config file): keep the traceback
+    sys.exit(
+        f"FATAL Flags parsing error: {' '.join(culprits)}: no such config field "
+        f"{name!r}. " + " ".join(detail.splitlines()[1:])
+    )
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
-    with _unknown_override_exits(argv):
-        return app.parse_flags_with_usage(argv)
+  with _unknown_override_exits(argv):
+    return app.parse_flags_with_usage(argv)
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    try:
-        distributed.initialize(flags.FLAGS.coordinator_address, flags.FLAGS.num_processes,
-                               flags.FLAGS.process_id)
-    except ValueError as e:
-        raise app.UsageError(str(e)) from None
-    train(flags.FLAGS.config, flags.FLAGS.workdir)
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  try:
+    distributed.initialize(
+        flags.FLAGS.coordinator_address, flags.FLAGS.num_processes, flags.FLAGS.process_id
+    )
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
+  train(flags.FLAGS.config, flags.FLAGS.workdir)
 
 
 if __name__ == "__main__":
-    # Flags are defined here, not at import, so library users and tests can import `train`.
-    with _unknown_override_exits(sys.argv):
-        config_flags.DEFINE_config_file(
-            "config", DEFAULT_CONFIG, "Experiment config file (get_config()[:ARG]); overrides as "
-            "--config.rl.beta=0.05. Default: the embedded arithmetic PRIME run.")
-    flags.DEFINE_string("workdir", "workdir/arithmetic_prime",
-                        "Run directory: checkpoints, metrics, exports. Reused = resumed. With "
-                        "several processes, one directory all of them see. Local or "
-                        "gs://BUCKET/PATH (needs gcsfs).")
-    flags.DEFINE_string("coordinator_address", None, "Multi-process runs: host:port of process "
-                        "0's coordinator, the same on every process (jax.distributed.initialize)."
-                        " Not needed on Cloud TPU VMs, SLURM or Open MPI (auto-detected).")
-    flags.DEFINE_integer("num_processes", None, "Multi-process runs: how many processes take "
-                         "part. 1 forces a single-process run.")
-    flags.DEFINE_integer("process_id", None, "Multi-process runs: this process's index, 0 .. "
-                         "num_processes - 1; process 0 writes metrics, summaries and exports.")
-    app.run(main, flags_parser=_parse_flags)
+  # Flags are defined here, not at import, so library users and tests can import `train`.
+  with _unknown_override_exits(sys.argv):
+    config_flags.DEFINE_config_file(
+        "config",
+        DEFAULT_CONFIG,
+        "Experiment config file (get_config()[:ARG]); overrides as "
+        "--config.rl.beta=0.05. Default: the embedded arithmetic PRIME run.",
+    )
+  flags.DEFINE_string(
+      "workdir",
+      "workdir/arithmetic_prime",
+      "Run directory: checkpoints, metrics, exports. Reused = resumed. With "
+      "several processes, one directory all of them see. Local or "
+      "gs://BUCKET/PATH (needs gcsfs).",
+  )
+  flags.DEFINE_string(
+      "coordinator_address",
+      None,
+      "Multi-process runs: host:port of process "
+      "0's coordinator, the same on every process (jax.distributed.initialize)."
+      " Not needed on Cloud TPU VMs, SLURM or Open MPI (auto-detected).",
+  )
+  flags.DEFINE_integer(
+      "num_processes",
+      None,
+      "Multi-process runs: how many processes take " "part. 1 forces a single-process run.",
+  )
+  flags.DEFINE_integer(
+      "process_id",
+      None,
+      "Multi-process runs: this process's index, 0 .. "
+      "num_processes - 1; process 0 writes metrics, summaries and exports.",
+  )
+  app.run(main, flags_parser=_parse_flags)

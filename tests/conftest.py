@@ -10,6 +10,7 @@ sys.path.insert(0, os.path.dirname(__file__))  # tests/ helpers (hf_fixtures) im
 def tiny_hf(tmp_path_factory):
   """name -> (directory, torch model) for the tiny random checkpoints of hf_fixtures, built once."""
   from hf_fixtures import make_tiny_hf_model
+
   cache = {}
 
   def get(name="qwen2"):

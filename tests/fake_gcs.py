@@ -15,7 +15,6 @@ from etils.epath import backend as epath_backend
 from fsspec.implementations.memory import MemoryFileSystem
 from fsspec.utils import stringify_path
 
-
 # fsspec's registry of filesystem classes (`fsspec.registry` is its read-only view).
 _REGISTRY = importlib.import_module("fsspec.registry")._registry  # pylint: disable=protected-access
 
@@ -32,7 +31,7 @@ class FakeGCS(MemoryFileSystem):
     path = stringify_path(path)
     for prefix in ("gs://", "gcs://"):
       if path.startswith(prefix):
-        path = path[len(prefix):]
+        path = path[len(prefix) :]
     return path.strip("/")
 
   def _open(self, path, mode="rb", **kwargs):

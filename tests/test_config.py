@@ -19,103 +19,149 @@ EXPERIMENTS = sorted(glob.glob(os.path.join(REPO, "experiments", "configs", "*.p
 
 
 def parse(argv):
-    """The `--config` flag of prime_jax.train, parsed from `argv` into fresh FlagValues."""
-    fv = flags.FlagValues()
-    config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, flag_values=fv, sys_argv=argv)
-    fv(argv)
-    return fv.config
+  """The `--config` flag of prime_jax.train, parsed from `argv` into fresh FlagValues."""
+  fv = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, flag_values=fv, sys_argv=argv)
+  fv(argv)
+  return fv.config
 
 
 def run_cli(*args):
-    """`python -m prime_jax.train ARGS --only_check_args`: parses the flags, trains nothing."""
-    return subprocess.run([sys.executable, "-m", "prime_jax.train", *args, "--only_check_args"],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
+  """`python -m prime_jax.train ARGS --only_check_args`: parses the flags, trains nothing."""
+  return subprocess.run(
+      [sys.executable, "-m", "prime_jax.train", *args, "--only_check_args"],
+      cwd=REPO,
+      capture_output=True,
+      text=True,
+      timeout=120,
+  )
 
 
 def expected_experiment(name):
-    config = configs.arithmetic_config()
-    if name == "arithmetic_rloo":
-        config.rl.coef_proc = 0.0
-    return config.to_dict()
+  config = configs.arithmetic_config()
+  if name == "arithmetic_rloo":
+    config.rl.coef_proc = 0.0
+  return config.to_dict()
 
 
 def test_spec_defaults():
-    c = configs.base_config()
-    spec = {  # spec §1-§6 (the released Eurus-2-7B-PRIME run)
-        "rl.batch_prompts": 256, "rl.n_samples": 4, "rl.max_prompt_len": 1024,
-        "rl.max_new_tokens": 3072, "rl.temperature": 1.0, "rl.top_p": 1.0, "rl.top_k": 0,
-        "rl.filter_lo": 0.2, "rl.filter_hi": 0.8, "rl.filter_truncated": False,
-        "rl.ref_type": "freeze", "rl.granularity": "token", "rl.reward_scale": "none",
-        "rl.prime_norm": "batch_norm", "rl.norm_shards": 8, "rl.beta": 0.05,
-        "rl.prm_update": "after", "rl.prm_loss": "ce", "rl.prm_lr": 1e-6,
-        "rl.prm_weight_decay": 0.0, "rl.prm_grad_clip": 10.0, "rl.prm_mini_batch": 256,
-        "rl.estimator": "rloo", "rl.coef_proc": 1.0, "rl.coef_out": 1.0, "rl.gamma": 1.0,
-        "rl.rloo_form": "code", "rl.clip_eps": 0.2, "rl.loss_agg": "seq-mean-token-mean",
-        "rl.entropy_coef": 0.0, "rl.kl_coef": 0.0, "rl.ppo_epochs": 1, "rl.mini_batch": 256,
-        "rl.lr": 5e-7, "rl.weight_decay": 0.01, "rl.grad_clip": 1.0,
-        "total_steps": 592, "eval_every": 16, "ckpt_every": 16,
-    }
-    got = {key: functools.reduce(getattr, key.split("."), c) for key in spec}
-    assert got == spec
+  c = configs.base_config()
+  spec = {  # spec §1-§6 (the released Eurus-2-7B-PRIME run)
+      "rl.batch_prompts": 256,
+      "rl.n_samples": 4,
+      "rl.max_prompt_len": 1024,
+      "rl.max_new_tokens": 3072,
+      "rl.temperature": 1.0,
+      "rl.top_p": 1.0,
+      "rl.top_k": 0,
+      "rl.filter_lo": 0.2,
+      "rl.filter_hi": 0.8,
+      "rl.filter_truncated": False,
+      "rl.ref_type": "freeze",
+      "rl.granularity": "token",
+      "rl.reward_scale": "none",
+      "rl.prime_norm": "batch_norm",
+      "rl.norm_shards": 8,
+      "rl.beta": 0.05,
+      "rl.prm_update": "after",
+      "rl.prm_loss": "ce",
+      "rl.prm_lr": 1e-6,
+      "rl.prm_weight_decay": 0.0,
+      "rl.prm_grad_clip": 10.0,
+      "rl.prm_mini_batch": 256,
+      "rl.estimator": "rloo",
+      "rl.coef_proc": 1.0,
+      "rl.coef_out": 1.0,
+      "rl.gamma": 1.0,
+      "rl.rloo_form": "code",
+      "rl.clip_eps": 0.2,
+      "rl.loss_agg": "seq-mean-token-mean",
+      "rl.entropy_coef": 0.0,
+      "rl.kl_coef": 0.0,
+      "rl.ppo_epochs": 1,
+      "rl.mini_batch": 256,
+      "rl.lr": 5e-7,
+      "rl.weight_decay": 0.01,
+      "rl.grad_clip": 1.0,
+      "total_steps": 592,
+      "eval_every": 16,
+      "ckpt_every": 16,
+  }
+  got = {key: functools.reduce(getattr, key.split("."), c) for key in spec}
+  assert got == spec
 
 
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=os.path.basename)
 def test_experiment_configs_load(path):
-    config = parse(["train", f"--config={path}"])
-    assert isinstance(config, ml_collections.ConfigDict) and config.is_locked
-    name = os.path.basename(path)[:-3]
-    if name in ("arithmetic_prime", "arithmetic_rloo"):
-        assert config.to_dict() == expected_experiment(name)
+  config = parse(["train", f"--config={path}"])
+  assert isinstance(config, ml_collections.ConfigDict) and config.is_locked
+  name = os.path.basename(path)[:-3]
+  if name in ("arithmetic_prime", "arithmetic_rloo"):
+    assert config.to_dict() == expected_experiment(name)
 
 
 def test_experiment_files_cover_the_documented_runs():
-    assert {os.path.basename(p) for p in EXPERIMENTS} >= {"arithmetic_prime.py",
-                                                          "arithmetic_rloo.py"}
+  assert {os.path.basename(p) for p in EXPERIMENTS} >= {"arithmetic_prime.py", "arithmetic_rloo.py"}
 
 
 def test_no_config_flag_means_the_embedded_default():
-    assert parse(["train"]).to_dict() == configs.arithmetic_config().to_dict()
+  assert parse(["train"]).to_dict() == configs.arithmetic_config().to_dict()
 
 
 def test_overrides_reach_the_config_with_their_types():
-    path = os.path.join(REPO, "experiments", "configs", "arithmetic_rloo.py")
-    config = parse(["train", f"--config={path}", "--config.rl.beta=0.1",
-                    "--config.policy.init.hidden_size=48", "--config.task.name=eurus",
-                    "--config.rl.filter_truncated", "--config.rl.n_samples=8"])
-    assert config.rl.beta == 0.1 and isinstance(config.rl.beta, float)
-    assert config.policy.init.hidden_size == 48 and config.task.name == "eurus"
-    assert config.rl.filter_truncated is True and config.rl.n_samples == 8
-    assert config.rl.coef_proc == 0.0  # the file's own setting survives
-    untouched = expected_experiment("arithmetic_rloo")
-    got = config.to_dict()
-    for section, key in (("rl", "beta"), ("rl", "filter_truncated"), ("rl", "n_samples"),
-                         ("task", "name")):
-        del untouched[section][key], got[section][key]
-    del untouched["policy"]["init"]["hidden_size"], got["policy"]["init"]["hidden_size"]
-    assert got == untouched
+  path = os.path.join(REPO, "experiments", "configs", "arithmetic_rloo.py")
+  config = parse(
+      [
+          "train",
+          f"--config={path}",
+          "--config.rl.beta=0.1",
+          "--config.policy.init.hidden_size=48",
+          "--config.task.name=eurus",
+          "--config.rl.filter_truncated",
+          "--config.rl.n_samples=8",
+      ]
+  )
+  assert config.rl.beta == 0.1 and isinstance(config.rl.beta, float)
+  assert config.policy.init.hidden_size == 48 and config.task.name == "eurus"
+  assert config.rl.filter_truncated is True and config.rl.n_samples == 8
+  assert config.rl.coef_proc == 0.0  # the file's own setting survives
+  untouched = expected_experiment("arithmetic_rloo")
+  got = config.to_dict()
+  for section, key in (
+      ("rl", "beta"),
+      ("rl", "filter_truncated"),
+      ("rl", "n_samples"),
+      ("task", "name"),
+  ):
+    del untouched[section][key], got[section][key]
+  del untouched["policy"]["init"]["hidden_size"], got["policy"]["init"]["hidden_size"]
+  assert got == untouched
 
 
 def test_an_override_of_the_wrong_type_is_an_error():
-    with pytest.raises(flags.IllegalFlagValueError, match="rl.beta"):
-        parse(["train", "--config.rl.beta=abc"])
+  with pytest.raises(flags.IllegalFlagValueError, match="rl.beta"):
+    parse(["train", "--config.rl.beta=abc"])
 
 
 def test_a_locked_config_refuses_unknown_fields_in_code():
-    config = parse(["train"])
-    with pytest.raises((AttributeError, KeyError), match="bta"):
-        config.rl.bta = 0.1
+  config = parse(["train"])
+  with pytest.raises((AttributeError, KeyError), match="bta"):
+    config.rl.bta = 0.1
 
 
 def test_cli_accepts_a_known_override():
-    result = run_cli("--config.rl.beta=0.1", "--config.policy.init.hidden_size=48")
-    assert result.returncode == 0, result.stderr
+  result = run_cli("--config.rl.beta=0.1", "--config.policy.init.hidden_size=48")
+  assert result.returncode == 0, result.stderr
 
 
-@pytest.mark.parametrize("config_arg", [[], ["--config=experiments/configs/arithmetic_rloo.py"]],
-                         ids=["default_config", "config_file"])
+@pytest.mark.parametrize(
+    "config_arg",
+    [[], ["--config=experiments/configs/arithmetic_rloo.py"]],
+    ids=["default_config", "config_file"],
+)
 def test_cli_rejects_a_mistyped_override_naming_it(config_arg):
-    result = run_cli(*config_arg, "--config.rl.beta=0.1", "--config.rl.bta=0.1")
-    assert result.returncode != 0
-    assert "--config.rl.bta: no such config field 'bta'" in result.stderr
-    assert 'Did you mean "beta"' in result.stderr
-    assert "Traceback" not in result.stderr and "--config.rl.beta" not in result.stderr
+  result = run_cli(*config_arg, "--config.rl.beta=0.1", "--config.rl.bta=0.1")
+  assert result.returncode != 0
+  assert "--config.rl.bta: no such config field 'bta'" in result.stderr
+  assert 'Did you mean "beta"' in result.stderr
+  assert "Traceback" not in result.stderr and "--config.rl.beta" not in result.stderr

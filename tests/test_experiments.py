@@ -45,6 +45,7 @@ def flat(config):
         yield from walk(sub, f"{prefix}{key}.")
     else:
       yield prefix[:-1], tree
+
   return dict(walk(config.to_dict(), ""))
 
 
@@ -56,13 +57,27 @@ def changed(config, base):
 
 def test_the_variant_set_is_the_documented_one():
   assert set(NAMES) == {
-      "prime", "rloo", "reinforce", "reinforce_prime", "grpo", "grpo_prime", "ppo", "ppo_prime",
-      "prm_value", "prm_offline", "prm_from_trained", "ref_policy", "double_forward", "prm_dpo",
-      "prime_n16"}
+      "prime",
+      "rloo",
+      "reinforce",
+      "reinforce_prime",
+      "grpo",
+      "grpo_prime",
+      "ppo",
+      "ppo_prime",
+      "prm_value",
+      "prm_offline",
+      "prm_from_trained",
+      "ref_policy",
+      "double_forward",
+      "prm_dpo",
+      "prime_n16",
+  }
   readme = open(os.path.join(REPO, "experiments", "README.md")).read()
   for name in NAMES:
     assert f"`{name}`" in readme, name
   from experiments import run_table
+
   for table in run_table.TABLES.values():
     assert set(table.variants) <= set(NAMES)
 
@@ -71,10 +86,10 @@ def test_the_full_scale_files_keep_their_meaning():
   prime = parse("experiments/configs/eurus2_7b_prime.py")
   assert prime.is_locked and prime.to_dict() == eurus2_7b_prime.base().to_dict()
   assert parse(FULL).to_dict() == prime.to_dict()  # the default variant is "prime"
-  assert parse("experiments/configs/eurus2_7b_rloo.py").to_dict() == parse(
-      f"{FULL}:rloo").to_dict()
-  assert parse("experiments/configs/arithmetic_rloo.py").to_dict() == parse(
-      f"{SMALL}:rloo").to_dict()
+  assert parse("experiments/configs/eurus2_7b_rloo.py").to_dict() == parse(f"{FULL}:rloo").to_dict()
+  assert (
+      parse("experiments/configs/arithmetic_rloo.py").to_dict() == parse(f"{SMALL}:rloo").to_dict()
+  )
   with pytest.raises(Exception, match="unknown experiment variant 'nope'"):
     parse(f"{FULL}:nope")
 
@@ -98,7 +113,8 @@ def test_full_scale_variant_loads_and_plans(name):
   rows = config.rl.batch_prompts * config.rl.n_samples
   assert rows == 256 * 4  # responses per step: the 16-samples run keeps the base's 1024
   assert plan.bytes("kv_cache") == mp.cache_bytes(
-      plan.model_config, rows, 4096, mp.abstract_mesh(plan.mesh), mp._rules(config, "sampler_rules"))
+      plan.model_config, rows, 4096, mp.abstract_mesh(plan.mesh), mp._rules(config, "sampler_rules")
+  )
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -109,9 +125,10 @@ def test_small_scale_variant_applies_to_the_arithmetic_base(name):
   assert changed(config, base) == variants.resolved_overrides(base, name)
   assert config.rl.batch_prompts * config.rl.n_samples == 64 * 4
   # Shapes resolve here too (the task's tokenizer sets the vocab at run time: any size will do).
-  model = DecoderConfig(**dict(config.policy.init.to_dict(), vocab_size=32),
-                        value_head=config.rl.estimator == "ppo")
-  mp.plan(config, None, mp.Hardware("cpu-1", "cpu", 1, 2 ** 34), model, suggest=False)
+  model = DecoderConfig(
+      **dict(config.policy.init.to_dict(), vocab_size=32), value_head=config.rl.estimator == "ppo"
+  )
+  mp.plan(config, None, mp.Hardware("cpu-1", "cpu", 1, 2**34), model, suggest=False)
 
 
 def test_prime_n16_keeps_responses_per_step():
@@ -123,10 +140,27 @@ def test_prime_n16_keeps_responses_per_step():
 
 def test_dry_run_prints_the_commands_and_writes_nothing(tmp_path):
   result = subprocess.run(
-      [sys.executable, "experiments/run_table.py", "prm_ablations", "--scale", "small",
-       "--seeds", "0,1", "--steps", "5", "--workdir_root", str(tmp_path / "runs"),
-       "--results_dir", str(tmp_path / "results"), "--dry_run"],
-      cwd=REPO, capture_output=True, text=True, timeout=120)
+      [
+          sys.executable,
+          "experiments/run_table.py",
+          "prm_ablations",
+          "--scale",
+          "small",
+          "--seeds",
+          "0,1",
+          "--steps",
+          "5",
+          "--workdir_root",
+          str(tmp_path / "runs"),
+          "--results_dir",
+          str(tmp_path / "results"),
+          "--dry_run",
+      ],
+      cwd=REPO,
+      capture_output=True,
+      text=True,
+      timeout=120,
+  )
   assert result.returncode == 0, result.stderr
   lines = result.stdout.strip().splitlines()
   assert len(lines) == 2 * 7 and all("-m prime_jax.train" in line for line in lines)
@@ -136,9 +170,22 @@ def test_dry_run_prints_the_commands_and_writes_nothing(tmp_path):
   assert not any("--config.prm.checkpoint" in line for line in lines[3:7])
   assert f"--config.sft.checkpoint={tmp_path}/runs/sft_seed1" in lines[-1]
   assert not (tmp_path / "runs").exists() and not (tmp_path / "results").exists()
-  bad = subprocess.run([sys.executable, "experiments/run_table.py", "table1", "--scale", "small",
-                        "--dry_run", "--", "--config.seed=3"], cwd=REPO, capture_output=True,
-                       text=True, timeout=120)
+  bad = subprocess.run(
+      [
+          sys.executable,
+          "experiments/run_table.py",
+          "table1",
+          "--scale",
+          "small",
+          "--dry_run",
+          "--",
+          "--config.seed=3",
+      ],
+      cwd=REPO,
+      capture_output=True,
+      text=True,
+      timeout=120,
+  )
   assert bad.returncode != 0 and "--config.seed is set by run_table.py" in bad.stderr
 
 
@@ -148,10 +195,26 @@ def test_full_scale_trained_prm_variants_need_a_trained_prm(tmp_path):
   assert small.rl.prm_update == "none" and small.prm.checkpoint == variants.TRAINED_PRM_PLACEHOLDER
   assert [v for v in NAMES if variants.needs_trained_prm(v)] == ["prm_offline", "prm_from_trained"]
   result = subprocess.run(
-      [sys.executable, "experiments/run_table.py", "prm_ablations", "--scale", "full",
-       "--seeds", "0", "--variants", "prime,prm_offline", "--workdir_root", str(tmp_path / "r"),
-       "--results_dir", str(tmp_path / "out")], cwd=REPO, capture_output=True, text=True,
-      timeout=120)
+      [
+          sys.executable,
+          "experiments/run_table.py",
+          "prm_ablations",
+          "--scale",
+          "full",
+          "--seeds",
+          "0",
+          "--variants",
+          "prime,prm_offline",
+          "--workdir_root",
+          str(tmp_path / "r"),
+          "--results_dir",
+          str(tmp_path / "out"),
+      ],
+      cwd=REPO,
+      capture_output=True,
+      text=True,
+      timeout=120,
+  )
   assert result.returncode != 0
   assert "prm_offline_seed0 need --trained_prm DIR" in result.stderr
   assert not (tmp_path / "r").exists()
@@ -160,6 +223,7 @@ def test_full_scale_trained_prm_variants_need_a_trained_prm(tmp_path):
 def _fake_run(workdir, evals, *, prm=True, total=4, eval_results=None):
   """A finished run's files: metrics.jsonl with eval rows at steps 0 and `total`, summary.md."""
   import json
+
   os.makedirs(workdir, exist_ok=True)
   rows = []
   for step in range(total + 1):
@@ -184,17 +248,31 @@ def _fake_run(workdir, evals, *, prm=True, total=4, eval_results=None):
 
 def test_small_table_and_curves_render_mean_std_over_seeds(tmp_path):
   from experiments import run_table
-  args, flags_ = run_table.parse_args(["table1", "--scale", "small", "--seeds", "0,1",
-                                       "--steps", "4", "--workdir_root", str(tmp_path)])
+
+  args, flags_ = run_table.parse_args(
+      [
+          "table1",
+          "--scale",
+          "small",
+          "--seeds",
+          "0,1",
+          "--steps",
+          "4",
+          "--workdir_root",
+          str(tmp_path),
+      ]
+  )
   runs = run_table.plan_runs(args, flags_)
   assert [r.name for r in runs] == ["prime_seed0", "rloo_seed0", "prime_seed1", "rloo_seed1"]
   finals = {("prime", 0): 0.6, ("prime", 1): 0.7, ("rloo", 0): 0.5}  # rloo_seed1 unfinished
   for run in runs:
     if (run.variant, run.seed) in finals:
-      _fake_run(run.workdir, [(0.4, 0.2), (finals[run.variant, run.seed], 0.3)],
-                prm=run.variant == "prime")
-  assert run_table.is_finished(runs[0].workdir, 4) and not run_table.is_finished(
-      runs[0].workdir, 5)
+      _fake_run(
+          run.workdir,
+          [(0.4, 0.2), (finals[run.variant, run.seed], 0.3)],
+          prm=run.variant == "prime",
+      )
+  assert run_table.is_finished(runs[0].workdir, 4) and not run_table.is_finished(runs[0].workdir, 5)
   done = run_table.collect(runs)
   text = run_table.render_small(args, runs, done)
   prime_row, rloo_row = [l for l in text.splitlines() if l.startswith("| `")]
@@ -208,19 +286,38 @@ def test_small_table_and_curves_render_mean_std_over_seeds(tmp_path):
 
 def test_full_table_renders_table1_layout_beside_the_paper(tmp_path):
   from experiments import run_table
-  args, flags_ = run_table.parse_args(["table1", "--scale", "full", "--seeds", "0,1",
-                                       "--workdir_root", str(tmp_path), "--eval_data_dir", "D",
-                                       "--benchmarks", "math500,aime24"])
+
+  args, flags_ = run_table.parse_args(
+      [
+          "table1",
+          "--scale",
+          "full",
+          "--seeds",
+          "0,1",
+          "--workdir_root",
+          str(tmp_path),
+          "--eval_data_dir",
+          "D",
+          "--benchmarks",
+          "math500,aime24",
+      ]
+  )
   runs = run_table.plan_runs(args, flags_)
   assert all(r.total_steps == 240 and "--config.total_steps=240" in r.command for r in runs)
   scores = {"prime": [0.78, 0.80], "rloo": [0.70, 0.72]}
   for run in runs:
-    _fake_run(run.workdir, [(0.3, 0.3), (0.4, 0.4)], total=240,
-              eval_results={"math500": scores[run.variant][run.seed], "aime24": 0.2})
+    _fake_run(
+        run.workdir,
+        [(0.3, 0.3), (0.4, 0.4)],
+        total=240,
+        eval_results={"math500": scores[run.variant][run.seed], "aime24": 0.2},
+    )
   text = run_table.render_full(args, runs, run_table.collect(runs))
   assert "| Model | AIME24 | AMC | MATH-500 |" in text
   assert "| prime (ours, 2 seeds) | 20.0 | – | 79.0 |" in text
-  assert "| PRIME (paper, step 240) | 20.0 | 50.6 | 78.2 | 39.3 | 40.3 | 31.1 | 27.5 | 41.0 |" in text
+  assert (
+      "| PRIME (paper, step 240) | 20.0 | 50.6 | 78.2 | 39.3 | 40.3 | 31.1 | 27.5 | 41.0 |" in text
+  )
   assert "| `rloo` |" in text and "| 2/2 | 2/2 | 45.5 ± 0.7 |" in text
 
 
@@ -230,11 +327,29 @@ TINY = dict(TINY_RUN, ckpt_every=2)  # the trainer tests' tiny run; its flags af
 @pytest.mark.slow
 def test_run_table_end_to_end_on_a_tiny_table1(tmp_path):
   runs, results = tmp_path / "runs", tmp_path / "results"
-  command = [sys.executable, "experiments/run_table.py", "table1", "--scale", "small",
-             "--seeds", "0", "--steps", "2", "--workdir_root", str(runs), "--results_dir",
-             str(results), "--", *(f"--config.{k}={v}" for k, v in TINY.items())]
-  env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=str(tmp_path / "cache"),
-             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+  command = [
+      sys.executable,
+      "experiments/run_table.py",
+      "table1",
+      "--scale",
+      "small",
+      "--seeds",
+      "0",
+      "--steps",
+      "2",
+      "--workdir_root",
+      str(runs),
+      "--results_dir",
+      str(results),
+      "--",
+      *(f"--config.{k}={v}" for k, v in TINY.items()),
+  ]
+  env = dict(
+      os.environ,
+      JAX_PLATFORMS="cpu",
+      JAX_COMPILATION_CACHE_DIR=str(tmp_path / "cache"),
+      JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+  )
   first = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
   assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
   for variant in ("prime", "rloo"):
@@ -267,26 +382,49 @@ def test_run_table_end_to_end_on_a_tiny_table1(tmp_path):
 def test_small_table_reports_gaps_prm_quarters_and_step_times(tmp_path):
   import json
   from experiments import run_table
-  args, flags_ = run_table.parse_args(["table1", "--scale", "small", "--seeds", "0,1",
-                                       "--steps", "8", "--workdir_root", str(tmp_path)])
+
+  args, flags_ = run_table.parse_args(
+      [
+          "table1",
+          "--scale",
+          "small",
+          "--seeds",
+          "0,1",
+          "--steps",
+          "8",
+          "--workdir_root",
+          str(tmp_path),
+      ]
+  )
   runs = run_table.plan_runs(args, flags_)
   finals = {("prime", 0): 0.6, ("prime", 1): 0.7, ("rloo", 0): 0.5, ("rloo", 1): 0.4}
   for run in runs:
-    _fake_run(run.workdir, [(0.4, 0.2), (finals[run.variant, run.seed], 0.3)], total=8,
-              prm=run.variant == "prime")
+    _fake_run(
+        run.workdir,
+        [(0.4, 0.2), (finals[run.variant, run.seed], 0.3)],
+        total=8,
+        prm=run.variant == "prime",
+    )
     rows = read_metrics(run.workdir)
     for row in rows[1:]:  # PRIME's step 3 s (1 s in eval at the last step), RLOO's 2 s
-      row.update({"time/step": 3.0 + (row["step"] == 8) if run.variant == "prime" else 2.0,
-                  "time/eval": float(row["step"] == 8), "time/sampling": 0.5})
+      row.update(
+          {
+              "time/step": 3.0 + (row["step"] == 8) if run.variant == "prime" else 2.0,
+              "time/eval": float(row["step"] == 8),
+              "time/sampling": 0.5,
+          }
+      )
     with open(os.path.join(run.workdir, "metrics.jsonl"), "w") as f:
       f.writelines(json.dumps(r) + "\n" for r in rows)
   text = run_table.render_small(args, runs, run_table.collect(runs))
   # Greedy finals 0.6/0.7 vs 0.5/0.4: gap +0.2 with Welch's interval (dof 2, t = 4.303).
-  half = 4.302652729911275 * 0.005 ** 0.5  # se = sqrt(0.005/2 + 0.005/2)
+  half = 4.302652729911275 * 0.005**0.5  # se = sqrt(0.005/2 + 0.005/2)
   # Paired: differences 0.1 and 0.3 (seed 0: 0.6 - 0.5, seed 1: 0.7 - 0.4), t(1) = 12.706.
   paired = 12.706204736174707 * 0.1
-  assert f"| +0.200 [{0.2 - half:+.3f}, {0.2 + half:+.3f}] | +0.200 [{0.2 - paired:+.3f}, " \
+  assert (
+      f"| +0.200 [{0.2 - half:+.3f}, {0.2 + half:+.3f}] | +0.200 [{0.2 - paired:+.3f}, "
       f"{0.2 + paired:+.3f}] |" in text
+  )
   # sampled: equal
   assert "| rloo → prime | 2 / 2 | +0.000 [+0.000, +0.000] | +0.000 [+0.000, +0.000] |" in text
   # Training accuracy 0.1 * step on both: PRIME reaches RLOO's last smoothed value at step 8.

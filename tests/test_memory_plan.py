@@ -76,8 +76,9 @@ def test_planned_bytes_match_real_sharded_arrays_on_8_devices():
       assert real > 0, (mesh, key)
       assert abs(planned - real) <= 0.05 * real, (mesh, key, real, planned)
   # Sharding did something: 8-way FSDP holds less per device than the 2x2x2 mesh's 4-way split.
-  assert results["fsdp=8"]["policy_params"][0] < results["data=2,fsdp=2,tensor=2"][
-      "policy_params"][0]
+  assert (
+      results["fsdp=8"]["policy_params"][0] < results["data=2,fsdp=2,tensor=2"]["policy_params"][0]
+  )
 
 
 def test_activation_estimate_tracks_xla_buffers():
@@ -85,23 +86,51 @@ def test_activation_estimate_tracks_xla_buffers():
   float32, no remat: the case dominated by saved activations)."""
   from prime_jax.algo.update_step import make_update_step, policy_optimizer, prm_optimizer
   from prime_jax.train_state import create_train_state
-  model = DecoderConfig(vocab_size=2048, hidden_size=128, num_layers=2, num_heads=4, num_kv_heads=2,
-                        head_dim=32, intermediate_size=384, qkv_bias=True,
-                        max_position_embeddings=256)
+
+  model = DecoderConfig(
+      vocab_size=2048,
+      hidden_size=128,
+      num_layers=2,
+      num_heads=4,
+      num_kv_heads=2,
+      head_dim=32,
+      intermediate_size=384,
+      qkv_bias=True,
+      max_position_embeddings=256,
+  )
   c = base_config()
-  c.rl.update(dict(batch_prompts=2, n_samples=2, mini_batch=4, prm_mini_batch=4, micro_batch=2,
-                   max_prompt_len=64, max_new_tokens=192, norm_shards=1, score_chunk=64))
+  c.rl.update(
+      dict(
+          batch_prompts=2,
+          n_samples=2,
+          mini_batch=4,
+          prm_mini_batch=4,
+          micro_batch=2,
+          max_prompt_len=64,
+          max_new_tokens=192,
+          norm_shards=1,
+          score_chunk=64,
+      )
+  )
   c.mesh.update(dict(data=1, fsdp=1, tensor=1))
-  plan = mp.plan(c, None, mp.Hardware("cpu-1", "cpu", 1, 2 ** 34), model, suggest=False)
+  plan = mp.plan(c, None, mp.Hardware("cpu-1", "cpu", 1, 2**34), model, suggest=False)
   spec = jax.ShapeDtypeStruct
-  state = lambda opt: jax.eval_shape(lambda: create_train_state(
-      init_params(model, jax.random.key(0)), opt))
+  state = lambda opt: jax.eval_shape(
+      lambda: create_train_state(init_params(model, jax.random.key(0)), opt)
+  )
   policy, prm = state(policy_optimizer(c.rl)), state(prm_optimizer(c.rl))
-  batch = dict(prompt_tokens=spec((4, 64), jnp.int32), prompt_mask=spec((4, 64), jnp.bool_),
-               response_tokens=spec((4, 192), jnp.int32), response_mask=spec((4, 192), jnp.bool_),
-               acc=spec((4,), jnp.float32))
-  compiled = make_update_step(c, None, model).lower(policy, prm, policy.params, batch,
-                                                     jax.random.key(0)).compile()
+  batch = dict(
+      prompt_tokens=spec((4, 64), jnp.int32),
+      prompt_mask=spec((4, 64), jnp.bool_),
+      response_tokens=spec((4, 192), jnp.int32),
+      response_mask=spec((4, 192), jnp.bool_),
+      acc=spec((4,), jnp.float32),
+  )
+  compiled = (
+      make_update_step(c, None, model)
+      .lower(policy, prm, policy.params, batch, jax.random.key(0))
+      .compile()
+  )
   analysis = compiled.memory_analysis()
   assert analysis.argument_size_in_bytes == pytest.approx(plan.resident, rel=0.01)
   assert 0.75 < plan.total("update") / analysis.temp_size_in_bytes < 1.33
@@ -162,6 +191,7 @@ def test_reference_dtype_and_offload_and_sampler_layout():
   assert "reference forward" in off.to_markdown()
   assert off.phase_peak("ref_forward") >= off.resident + half.bytes("ref")
   from prime_jax.sharding import DECODE_RULES  # params replicated over fsdp for decoding
+
   with config.unlocked():
     config.sampler_rules = DECODE_RULES
   decode = mp.plan(config, None, "v5p-64", suggest=False)
@@ -183,8 +213,7 @@ def test_hardware_names():
   for bad in ("v5p-63", "v9-8", "8xA100"):
     with pytest.raises(ValueError):
       mp.parse_hardware(bad)
-  assert mesh_sizes({"data": 1, "fsdp": -1, "tensor": 4}, 32) == {"data": 1, "fsdp": 8,
-                                                                     "tensor": 4}
+  assert mesh_sizes({"data": 1, "fsdp": -1, "tensor": 4}, 32) == {"data": 1, "fsdp": 8, "tensor": 4}
   with pytest.raises(ValueError, match="needs 16 devices"):
     mesh_sizes({"data": 2, "fsdp": 8}, 32)
 
@@ -208,13 +237,24 @@ def test_preset_matches_its_config_json(tmp_path):
 
 def _cli(*args):
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=REPO)
-  return subprocess.run([sys.executable, "-m", "prime_jax.tools.plan", *args], cwd=REPO, env=env,
-                        capture_output=True, text=True, timeout=300)
+  return subprocess.run(
+      [sys.executable, "-m", "prime_jax.tools.plan", *args],
+      cwd=REPO,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=300,
+  )
 
 
 def test_cli_prints_the_table():
-  proc = _cli(f"--config={EURUS_CONFIG}", "--hardware=v5p-64", "--model=qwen2.5-math-7b",
-              "--mesh=data=1,fsdp=-1,tensor=4", "--config.rl.micro_batch=16")
+  proc = _cli(
+      f"--config={EURUS_CONFIG}",
+      "--hardware=v5p-64",
+      "--model=qwen2.5-math-7b",
+      "--mesh=data=1,fsdp=-1,tensor=4",
+      "--config.rl.micro_batch=16",
+  )
   assert proc.returncode == 0, proc.stderr
   out = proc.stdout
   assert "| item | per device |" in out and "| policy params (float32) |" in out

@@ -9,8 +9,7 @@ import torch
 from multidevice import run_with_devices
 
 from prime_jax.models import Decoder, load_hf_checkpoint, positions_from_mask
-from prime_jax.sampling import (SamplingConfig, _choose_tokens, _sample_jit, bucket_length,
-                                sample)
+from prime_jax.sampling import (SamplingConfig, _choose_tokens, _sample_jit, bucket_length, sample)
 from prime_jax.scoring import pad_sequences, token_logprobs
 
 PROMPTS = [[5, 6, 7, 8, 9, 10], [11, 12, 13], [20, 21, 22, 23]]  # left-padded to 6
@@ -35,8 +34,14 @@ def model(tiny_hf):
 def run(params, config, prompts=PROMPTS, *, key=0, **settings):
   tokens, valid = pad_sequences(prompts, pad_id=PAD, left=True)
   settings = {"max_new_tokens": NEW_TOKENS, "pad_id": PAD, **settings}
-  out = sample(params, tokens, valid, jax.random.key(key), model_config=config,
-               config=SamplingConfig(**settings))
+  out = sample(
+      params,
+      tokens,
+      valid,
+      jax.random.key(key),
+      model_config=config,
+      config=SamplingConfig(**settings),
+  )
   return jax.device_get(out)
 
 
@@ -45,9 +50,10 @@ def full_forward_logprobs(params, config, prompts, tokens, mask):
   p_tok, p_valid = pad_sequences(prompts, pad_id=PAD, left=True)
   seq = np.concatenate([p_tok, tokens], axis=1)
   valid = np.concatenate([p_valid, mask], axis=1)
-  logits = Decoder(config).apply({"params": params}, seq, positions_from_mask(valid), valid,
-                                 method=Decoder.forward_logits)
-  logits = np.asarray(logits, np.float64)[:, p_tok.shape[1] - 1:-1]
+  logits = Decoder(config).apply(
+      {"params": params}, seq, positions_from_mask(valid), valid, method=Decoder.forward_logits
+  )
+  logits = np.asarray(logits, np.float64)[:, p_tok.shape[1] - 1 : -1]
   shifted = logits - logits.max(-1, keepdims=True)
   return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
 
@@ -62,8 +68,11 @@ def test_greedy_matches_transformers_generate_on_left_padded_batch(model, name):
     expected = torch_model.generate(
         torch.tensor(tokens, dtype=torch.long),
         attention_mask=torch.tensor(valid, dtype=torch.long),
-        max_new_tokens=NEW_TOKENS, do_sample=False, pad_token_id=PAD)
-  np.testing.assert_array_equal(out.tokens, expected[:, tokens.shape[1]:].numpy())
+        max_new_tokens=NEW_TOKENS,
+        do_sample=False,
+        pad_token_id=PAD,
+    )
+  np.testing.assert_array_equal(out.tokens, expected[:, tokens.shape[1] :].numpy())
   np.testing.assert_array_equal(out.lengths, NEW_TOKENS)
   assert out.mask.all()
 
@@ -82,8 +91,9 @@ def test_sampled_logprobs_equal_scoring_logprobs(model):
   assert out.lengths.min() < NEW_TOKENS  # some rows stopped early, so padding is exercised
   prompts = [p for p in PROMPTS for _ in range(2)]
   p_tok, p_valid = pad_sequences(prompts, pad_id=PAD, left=True)
-  scored = token_logprobs(params, p_tok, p_valid, out.tokens, out.mask, config=config,
-                          chunk_size=16)
+  scored = token_logprobs(
+      params, p_tok, p_valid, out.tokens, out.mask, config=config, chunk_size=16
+  )
   np.testing.assert_allclose(out.logprobs, scored, atol=1e-5)
   reference = full_forward_logprobs(params, config, prompts, out.tokens, out.mask)
   picked = np.take_along_axis(reference, out.tokens[..., None], -1)[..., 0]
@@ -94,8 +104,9 @@ def test_rows_stop_at_any_eos_id_and_are_padded_after(model):
   config, params, _ = model("qwen2")
   free = run(params, config, temperature=0.0).tokens
   # Stop ids: a token greedy decoding first emits mid-way through row 0, and another for row 1.
-  first_new = lambda row, skip: next(t for i, t in enumerate(row) if i >= 3 and t not in row[:i]
-                                     and t not in skip)
+  first_new = lambda row, skip: next(
+      t for i, t in enumerate(row) if i >= 3 and t not in row[:i] and t not in skip
+  )
   eos_a = first_new(list(free[0]), ())
   eos_b = first_new(list(free[1]), (eos_a,))
   out = run(params, config, temperature=0.0, eos_ids=(eos_a, eos_b))
@@ -113,8 +124,9 @@ def test_rows_stop_at_any_eos_id_and_are_padded_after(model):
 def test_n_samples_prefill_once_equals_sampling_repeated_prompts(model):
   config, params, _ = model("qwen2")
   grouped = run(params, config, n_samples=3, eos_ids=(3,), key=7)
-  repeated = run(params, config, [p for p in PROMPTS for _ in range(3)], n_samples=1,
-                 eos_ids=(3,), key=7)
+  repeated = run(
+      params, config, [p for p in PROMPTS for _ in range(3)], n_samples=1, eos_ids=(3,), key=7
+  )
   np.testing.assert_array_equal(grouped.tokens, repeated.tokens)
   np.testing.assert_array_equal(grouped.lengths, repeated.lengths)
   np.testing.assert_allclose(grouped.logprobs, repeated.logprobs, atol=1e-5)
@@ -138,14 +150,15 @@ def test_same_key_same_tokens_different_key_different_tokens(model):
   assert not np.array_equal(a.tokens, c.tokens)
 
 
-@pytest.mark.parametrize("temperature,top_k,top_p", [
-    (0.7, 0, 1.0), (1.0, 3, 1.0), (1.5, 0, 0.8), (1.0, 4, 0.7)])
+@pytest.mark.parametrize(
+    "temperature,top_k,top_p", [(0.7, 0, 1.0), (1.0, 3, 1.0), (1.5, 0, 0.8), (1.0, 4, 0.7)]
+)
 def test_choose_tokens_draws_from_the_filtered_distribution(temperature, top_k, top_p):
   logits = np.array([2.0, 1.5, 0.3, 0.0, -1.0, -3.0], np.float32)
   # numpy reference: temperature, then top-k, then the smallest top set reaching mass top_p.
   probs = np.exp(logits / temperature)
   order = np.argsort(-probs)
-  kept = order[:top_k or len(logits)]
+  kept = order[: top_k or len(logits)]
   p_kept = probs[kept] / probs[kept].sum()
   kept = kept[np.cumsum(p_kept) - p_kept < top_p]
   expected = np.zeros(len(logits))
@@ -154,7 +167,8 @@ def test_choose_tokens_draws_from_the_filtered_distribution(temperature, top_k, 
   rows = 40000
   config = SamplingConfig(max_new_tokens=1, temperature=temperature, top_k=top_k, top_p=top_p)
   tokens, logprobs = jax.jit(_choose_tokens, static_argnums=2)(
-      np.tile(logits, (rows, 1)), jax.random.key(0), config)
+      np.tile(logits, (rows, 1)), jax.random.key(0), config
+  )
   freq = np.bincount(np.asarray(tokens), minlength=len(logits)) / rows
   np.testing.assert_allclose(freq, expected, atol=0.012)  # > 5 sigma of a 40k-draw frequency
   log_softmax = logits - np.log(np.exp(logits).sum())
@@ -167,8 +181,14 @@ def test_prompt_widths_in_one_bucket_share_one_program(model):
   programs = _sample_jit._cache_size()
   # The same prompt with extra left padding inside the bucket: same program, same tokens.
   tokens, valid = pad_sequences([[5, 6, 7]], length=12, pad_id=PAD, left=True)
-  wide = sample(params, tokens, valid, jax.random.key(0), model_config=config,
-                config=SamplingConfig(max_new_tokens=8, temperature=0.0, pad_id=PAD))
+  wide = sample(
+      params,
+      tokens,
+      valid,
+      jax.random.key(0),
+      model_config=config,
+      config=SamplingConfig(max_new_tokens=8, temperature=0.0, pad_id=PAD),
+  )
   assert _sample_jit._cache_size() == programs
   np.testing.assert_array_equal(short.tokens, wide.tokens)
 
@@ -183,16 +203,26 @@ def test_bad_prompts_and_settings_raise(model):
   key = jax.random.key(0)
   right_padded = (np.array([[5, 6, 0]]), np.array([[True, True, False]]))
   with pytest.raises(ValueError, match="left-padded"):
-    sample(params, *right_padded, key, model_config=config,
-           config=SamplingConfig(max_new_tokens=4))
+    sample(params, *right_padded, key, model_config=config, config=SamplingConfig(max_new_tokens=4))
   with pytest.raises(ValueError, match=r"must be one \[B, P\] shape"):
-    sample(params, np.ones((1, 3), int), np.ones((1, 4), bool), key, model_config=config,
-           config=SamplingConfig(max_new_tokens=4))
+    sample(
+        params,
+        np.ones((1, 3), int),
+        np.ones((1, 4), bool),
+        key,
+        model_config=config,
+        config=SamplingConfig(max_new_tokens=4),
+    )
   tokens, valid = pad_sequences([[5] * 250], left=True)
   with pytest.raises(ValueError, match="exceeds the model's context of 256"):
     sample(params, tokens, valid, key, model_config=config, config=SamplingConfig(max_new_tokens=8))
-  for bad in (dict(temperature=-1), dict(top_p=0), dict(top_k=-1), dict(n_samples=0),
-              dict(max_new_tokens=0)):
+  for bad in (
+      dict(temperature=-1),
+      dict(top_p=0),
+      dict(top_k=-1),
+      dict(n_samples=0),
+      dict(max_new_tokens=0),
+  ):
     with pytest.raises(ValueError):
       SamplingConfig(**{"max_new_tokens": 4, **bad})
 
@@ -276,9 +306,13 @@ def test_meshes_and_sampler_layout_match_single_device(tmp_path):
   (DECODE_RULES), equal one device's; the compiled sampler's params, KV cache and outputs are
   sharded as the rules say."""
   from hf_fixtures import make_tiny_hf_model
+
   make_tiny_hf_model(str(tmp_path), "qwen2", vocab=128)  # vocab divisible by the tensor axis
-  result = json.loads(run_with_devices(_SHARDED_CHECK.replace("DIRECTORY", repr(str(tmp_path))))
-                      .strip().splitlines()[-1])
+  result = json.loads(
+      run_with_devices(_SHARDED_CHECK.replace("DIRECTORY", repr(str(tmp_path))))
+      .strip()
+      .splitlines()[-1]
+  )
   assert len(result["checked"]) == 8, result["checked"]
   assert {c[1] for c in result["checked"]} == {True, False}  # training and decode layouts
   assert result["lm_head"] == ["fsdp", "tensor"]

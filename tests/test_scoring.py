@@ -24,7 +24,7 @@ def torch_reference(torch_model, prompt, response):
   """(log-probs, entropies) of each response token, one unpadded row at a time (float64)."""
   with torch.no_grad():
     logits = torch_model(torch.tensor([prompt + response])).logits[0].double()
-  log_p = torch.log_softmax(logits[len(prompt) - 1:-1], dim=-1)
+  log_p = torch.log_softmax(logits[len(prompt) - 1 : -1], dim=-1)
   picked = log_p[torch.arange(len(response)), torch.tensor(response)]
   entropy = -(log_p.exp() * log_p).sum(-1)
   return picked.numpy(), entropy.numpy()
@@ -34,15 +34,16 @@ def torch_reference(torch_model, prompt, response):
 def test_logprobs_and_entropy_match_transformers(tiny_hf, name, chunk_size):
   directory, torch_model = tiny_hf(name)
   config, params = load_hf_checkpoint(directory)
-  logprobs, entropy = token_logprobs(params, *batch(), config=config, chunk_size=chunk_size,
-                                     with_entropy=True)
+  logprobs, entropy = token_logprobs(
+      params, *batch(), config=config, chunk_size=chunk_size, with_entropy=True
+  )
   assert logprobs.shape == entropy.shape == (3, 7)
   for i, (prompt, response) in enumerate(zip(PROMPTS, RESPONSES)):
     want_lp, want_ent = torch_reference(torch_model, prompt, response)
-    np.testing.assert_allclose(logprobs[i, :len(response)], want_lp, atol=1e-5)
-    np.testing.assert_allclose(entropy[i, :len(response)], want_ent, atol=1e-5)
-    np.testing.assert_array_equal(logprobs[i, len(response):], 0.0)
-    np.testing.assert_array_equal(entropy[i, len(response):], 0.0)
+    np.testing.assert_allclose(logprobs[i, : len(response)], want_lp, atol=1e-5)
+    np.testing.assert_allclose(entropy[i, : len(response)], want_ent, atol=1e-5)
+    np.testing.assert_array_equal(logprobs[i, len(response) :], 0.0)
+    np.testing.assert_array_equal(entropy[i, len(response) :], 0.0)
   only_logprobs = token_logprobs(params, *batch(), config=config, chunk_size=chunk_size)
   np.testing.assert_array_equal(only_logprobs, logprobs)
 
@@ -51,9 +52,10 @@ def unchunked_logprobs(params, config, prompts, prompt_valid, responses, respons
   """Reference: full [N, P+T, V] logits, log-softmax, gather (what scoring must not materialise)."""
   seq = jnp.concatenate([prompts, responses], axis=1)
   valid = jnp.concatenate([prompt_valid, response_mask], axis=1)
-  logits = Decoder(config).apply({"params": params}, seq, positions_from_mask(valid), valid,
-                                 method=Decoder.forward_logits)
-  log_p = jax.nn.log_softmax(logits[:, prompts.shape[1] - 1:-1], axis=-1)
+  logits = Decoder(config).apply(
+      {"params": params}, seq, positions_from_mask(valid), valid, method=Decoder.forward_logits
+  )
+  log_p = jax.nn.log_softmax(logits[:, prompts.shape[1] - 1 : -1], axis=-1)
   picked = jnp.take_along_axis(log_p, responses[..., None], axis=-1)[..., 0]
   return jnp.where(response_mask, picked, 0.0)
 
@@ -77,17 +79,29 @@ def test_gradient_wrt_params_matches_unchunked_reference_under_jit(tiny_hf):
 
 def test_forward_and_backward_never_hold_the_full_logits():
   # A large vocab and a short sequence, so logits dominate every other buffer (attention, params).
-  config = DecoderConfig(vocab_size=32768, hidden_size=16, num_layers=1, num_heads=2,
-                         num_kv_heads=1, head_dim=8, intermediate_size=32)
+  config = DecoderConfig(
+      vocab_size=32768,
+      hidden_size=16,
+      num_layers=1,
+      num_heads=2,
+      num_kv_heads=1,
+      head_dim=8,
+      intermediate_size=32,
+  )
   params = init_params(config, jax.random.key(0))
   n, p, t = 2, 8, 512
   full_logits_bytes = n * t * config.vocab_size * 4  # 128 MiB
-  args = (jnp.ones((n, p), jnp.int32), jnp.ones((n, p), bool), jnp.ones((n, t), jnp.int32),
-          jnp.ones((n, t), bool))
+  args = (
+      jnp.ones((n, p), jnp.int32),
+      jnp.ones((n, p), bool),
+      jnp.ones((n, t), jnp.int32),
+      jnp.ones((n, t), bool),
+  )
 
   def temp_bytes(chunk_size):  # scratch memory of a forward + backward pass
-    loss = lambda params, *args: token_logprobs(params, *args, config=config,
-                                                chunk_size=chunk_size).sum()
+    loss = lambda params, *args: token_logprobs(
+        params, *args, config=config, chunk_size=chunk_size
+    ).sum()
     compiled = jax.jit(jax.value_and_grad(loss)).lower(params, *args).compile()
     return compiled.memory_analysis().temp_size_in_bytes
 

@@ -20,11 +20,22 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def tiny_config():
   c = configs.arithmetic_config()
-  c.policy.init.update(dict(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, head_dim=16,
-                            intermediate_size=64))
+  c.policy.init.update(
+      dict(
+          hidden_size=32,
+          num_layers=1,
+          num_heads=2,
+          num_kv_heads=1,
+          head_dim=16,
+          intermediate_size=64,
+      )
+  )
   c.task.update(dict(num_train=500, num_eval=8, min_ops=1, max_ops=2, user_suffix=False))
-  c.sft.update(dict(steps=40, batch_size=16, lr=1e-2, end_lr=1e-3, warmup_steps=5,
-                    grad_clip=1.0, log_every=10))
+  c.sft.update(
+      dict(
+          steps=40, batch_size=16, lr=1e-2, end_lr=1e-3, warmup_steps=5, grad_clip=1.0, log_every=10
+      )
+  )
   c.eval.update(dict(num_prompts=8, max_new_tokens=12, batch_size=8))
   return c
 
@@ -42,8 +53,14 @@ def sft_run(tmp_path_factory):
 
 
 def mean_nll(params, model_config, batch):
-  logprobs = token_logprobs(params, batch["prompt_tokens"], batch["prompt_valid"],
-                            batch["response_tokens"], batch["response_mask"], config=model_config)
+  logprobs = token_logprobs(
+      params,
+      batch["prompt_tokens"],
+      batch["prompt_valid"],
+      batch["response_tokens"],
+      batch["response_mask"],
+      config=model_config,
+  )
   return float(-logprobs.sum() / batch["response_mask"].sum())
 
 
@@ -58,8 +75,12 @@ def test_batches_hold_prompt_context_and_response_targets(tmp_path):
   prompts = {r.chat()[0]["content"] for r in records}
   for batch in batches:
     assert {k: v.shape[0] for k, v in batch.items()} == dict.fromkeys(batch, 16)
-    for pt, pv, rt, rm in zip(batch["prompt_tokens"], batch["prompt_valid"],
-                              batch["response_tokens"], batch["response_mask"]):
+    for pt, pv, rt, rm in zip(
+        batch["prompt_tokens"],
+        batch["prompt_valid"],
+        batch["response_tokens"],
+        batch["response_mask"],
+    ):
       assert tok.decode(pt[pv]) in prompts  # rendered as RL renders it: plain text by default
       assert pv[-1] and rm[0]  # left-padded prompt, right-padded response
       response = rt[rm]
@@ -125,9 +146,15 @@ def test_cli_with_a_config_file(sft_run, tmp_path):
       f"sys.path.insert(0, {os.path.join(REPO, 'tests')!r})\n"
       "from test_sft import tiny_config\n"
       "def get_config():\n"
-      "  return tiny_config()\n")
-  cmd = [sys.executable, "-m", "prime_jax.sft", f"--config={config_file}",
-         f"--config.sft.checkpoint={out}"]
+      "  return tiny_config()\n"
+  )
+  cmd = [
+      sys.executable,
+      "-m",
+      "prime_jax.sft",
+      f"--config={config_file}",
+      f"--config.sft.checkpoint={out}",
+  ]
   result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
   assert result.returncode == 0, result.stderr
   assert result.stdout.strip().splitlines()[-1] == str(out)

@@ -5,11 +5,26 @@ import numpy as np
 
 from prime_jax.configs import base_config
 from prime_jax.models import DecoderConfig, init_params
-from prime_jax.sharding import (DECODE_RULES, DEFAULT_RULES, make_mesh, param_shardings,
-                                reshard_params, sampler_rules, training_rules)
+from prime_jax.sharding import (
+    DECODE_RULES,
+    DEFAULT_RULES,
+    make_mesh,
+    param_shardings,
+    reshard_params,
+    sampler_rules,
+    training_rules,
+)
 
-MODEL = DecoderConfig(vocab_size=32, hidden_size=32, num_layers=1, num_heads=4, num_kv_heads=2,
-                      head_dim=8, intermediate_size=64, max_position_embeddings=64)
+MODEL = DecoderConfig(
+    vocab_size=32,
+    hidden_size=32,
+    num_layers=1,
+    num_heads=4,
+    num_kv_heads=2,
+    head_dim=8,
+    intermediate_size=64,
+    max_position_embeddings=64,
+)
 
 
 def test_config_selects_the_rules():
@@ -22,7 +37,8 @@ def test_config_selects_the_rules():
   assert sampler_rules(c) == DECODE_RULES
   assert dict(DECODE_RULES)["embed"] is None  # params replicated over fsdp ...
   assert {k: v for k, v in DECODE_RULES if k != "embed"} == {  # ... all else as in training
-      k: v for k, v in DEFAULT_RULES if k != "embed"}
+      k: v for k, v in DEFAULT_RULES if k != "embed"
+  }
 
 
 def test_reshard_params_is_free_for_the_same_layout():

@@ -12,8 +12,10 @@ def test_welch_gap_matches_scipys_welch_interval():
   got = ts.welch_gap(a, b)
   want = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
   assert got.estimate == pytest.approx(np.mean(a) - np.mean(b), abs=1e-12)
-  assert (got.low, got.high) == (pytest.approx(want.low, abs=1e-9),
-                                 pytest.approx(want.high, abs=1e-9))
+  assert (got.low, got.high) == (
+      pytest.approx(want.low, abs=1e-9),
+      pytest.approx(want.high, abs=1e-9),
+  )
   assert ts.welch_gap([0.5], b) is None and ts.welch_gap(a, [0.4]) is None
   flat = ts.welch_gap([0.5, 0.5], [0.3, 0.3])  # no spread: the interval is the point
   assert flat.low == flat.estimate == flat.high == pytest.approx(0.2)
@@ -26,8 +28,10 @@ def test_paired_gap_matches_scipys_paired_interval_on_common_seeds():
   t, b = [0.443, 0.580, 0.424], [0.445, 0.605, 0.426]
   want = stats.ttest_rel(t, b).confidence_interval(0.95)
   assert got.estimate == pytest.approx(np.mean(np.subtract(t, b)), abs=1e-12)
-  assert (got.low, got.high) == (pytest.approx(want.low, abs=1e-9),
-                                 pytest.approx(want.high, abs=1e-9))
+  assert (got.low, got.high) == (
+      pytest.approx(want.low, abs=1e-9),
+      pytest.approx(want.high, abs=1e-9),
+  )
   # The seed-to-seed spread cancels: much narrower than the unpaired interval.
   welch = ts.welch_gap(t, b)
   assert got.high - got.low < (welch.high - welch.low) / 4
@@ -39,7 +43,7 @@ def test_trailing_mean_is_a_running_window_mean():
   values = rng.random(30)
   curve = {s: float(v) for s, v in zip(range(1, 31), values)}
   got = ts.trailing_mean(curve, 7)
-  want = [values[max(0, i - 6):i + 1].mean() for i in range(30)]
+  want = [values[max(0, i - 6) : i + 1].mean() for i in range(30)]
   np.testing.assert_allclose([got[s] for s in range(1, 31)], want, rtol=1e-12)
 
 
@@ -49,8 +53,9 @@ def _line(slope, steps=100):
 
 def test_sample_efficiency_of_a_twice_as_fast_method_is_two():
   # Baseline reaches 0.5 at step 100; the treated line (twice the slope) reaches it at step 50.
-  eff = ts.sample_efficiency(dict(enumerate([_line(0.01)] * 3)),
-                              dict(enumerate([_line(0.005)] * 3)), window=1)
+  eff = ts.sample_efficiency(
+      dict(enumerate([_line(0.01)] * 3)), dict(enumerate([_line(0.005)] * 3)), window=1
+  )
   assert (eff.target, eff.steps, eff.baseline_steps) == (pytest.approx(0.5), 50, 100)
   assert eff.ratio == pytest.approx(2.0)
   assert (eff.steps_low, eff.steps_high) == (50, 50)  # identical seeds: no spread
@@ -58,8 +63,9 @@ def test_sample_efficiency_of_a_twice_as_fast_method_is_two():
 
 
 def test_sample_efficiency_not_reached_and_the_bootstrap_spread():
-  never = ts.sample_efficiency({0: _line(0.001), 1: _line(0.001)},
-                               {0: _line(0.005), 1: _line(0.005)}, window=1)
+  never = ts.sample_efficiency(
+      {0: _line(0.001), 1: _line(0.001)}, {0: _line(0.005), 1: _line(0.005)}, window=1
+  )
   assert never.steps is None and never.ratio is None and never.steps_low is None
   assert never.format().startswith(">100 steps (<1)")
   # Seeds of different speed: the interval brackets the estimate and spans the seed extremes.
@@ -80,8 +86,9 @@ def test_paired_bootstrap_keeps_a_seeds_runs_together():
   treated = {0: _line(0.004), 1: _line(0.04)}
   baseline = {0: _line(0.002), 1: _line(0.02)}
   paired = ts.sample_efficiency(treated, baseline, window=1, resamples=400)
-  unpaired = ts.sample_efficiency(treated, {2: baseline[0], 3: baseline[1]}, window=1,
-                                  resamples=400)
+  unpaired = ts.sample_efficiency(
+      treated, {2: baseline[0], 3: baseline[1]}, window=1, resamples=400
+  )
   assert paired.paired and not unpaired.paired
   assert paired.steps == unpaired.steps
   # Unpaired, a resample of slow treated seeds against fast baselines never reaches the target.

@@ -17,17 +17,33 @@ import transformers
 from tokenizers import AddedToken, Regex, decoders, models, normalizers, pre_tokenizers
 from tokenizers import processors, trainers
 
-from prime_jax.tokenizer import (DEFAULT_CHAT_TEMPLATE, ChatTemplateError, HFTokenizer,
-                                 SentencePieceTokenizer, TokenizerError, load_tokenizer,
-                                 train_sentencepiece)
+from prime_jax.tokenizer import (
+    DEFAULT_CHAT_TEMPLATE,
+    ChatTemplateError,
+    HFTokenizer,
+    SentencePieceTokenizer,
+    TokenizerError,
+    load_tokenizer,
+    train_sentencepiece,
+)
 
-TEMPLATES = json.loads((Path(__file__).parent / "fixtures" / "tokenizer" /
-                        "chat_templates.json").read_text(encoding="utf-8"))
+TEMPLATES = json.loads(
+    (Path(__file__).parent / "fixtures" / "tokenizer" / "chat_templates.json").read_text(
+        encoding="utf-8"
+    )
+)
 
 QWEN_SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
-LLAMA_SPECIALS = ("<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>",
-                  "<|end_header_id|>", "<|eom_id|>", "<|eot_id|>", "<|python_tag|>")
-_LETTERS_AND_PUNCT = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|""")
+LLAMA_SPECIALS = (
+    "<|begin_of_text|>",
+    "<|end_of_text|>",
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    "<|eom_id|>",
+    "<|eot_id|>",
+    "<|python_tag|>",
+)
+_LETTERS_AND_PUNCT = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|"""
 _REST = r"""| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
 QWEN_PRETOKENIZE = _LETTERS_AND_PUNCT + r"\p{N}" + _REST  # single digits
 LLAMA_PRETOKENIZE = _LETTERS_AND_PUNCT + r"\p{N}{1,3}" + _REST  # up to three digits
@@ -55,8 +71,7 @@ TEXTS = [
 
 SYSTEM = {"role": "system", "content": "You are a careful mathematician."}
 USER = {"role": "user", "content": "What is 12 + 7?"}
-ASSISTANT = {"role": "assistant",
-             "content": "12 + 7 = 19.\nSo the answer is $\\boxed{19}$.  "}
+ASSISTANT = {"role": "assistant", "content": "12 + 7 = 19.\nSo the answer is $\\boxed{19}$.  "}
 FOLLOW_UP = {"role": "user", "content": "  And 19 × 3? Ünïcödé 🙂\n\n"}
 CONVERSATIONS = {
     "user": [USER],
@@ -66,14 +81,27 @@ CONVERSATIONS = {
     "none_valued_key": [USER, {**ASSISTANT, "tool_calls": None}],
 }
 
-ADD_TOOL = {"type": "function", "function": {
-    "name": "add", "description": "Adds two numbers — exactly (no “rounding”).",
-    "parameters": {"type": "object", "required": ["a", "b"], "properties": {
-        "a": {"type": "number"}, "b": {"type": "number"}}}}}
+ADD_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "add",
+        "description": "Adds two numbers — exactly (no “rounding”).",
+        "parameters": {
+            "type": "object",
+            "required": ["a", "b"],
+            "properties": {"a": {"type": "number"}, "b": {"type": "number"}},
+        },
+    },
+}
 TOOL_CONVERSATION = [
-    SYSTEM, USER,
-    {"role": "assistant", "tool_calls": [
-        {"type": "function", "function": {"name": "add", "arguments": {"a": 12, "b": 7}}}]},
+    SYSTEM,
+    USER,
+    {
+        "role": "assistant",
+        "tool_calls": [
+            {"type": "function", "function": {"name": "add", "arguments": {"a": 12, "b": 7}}}
+        ],
+    },
     {"role": "tool", "content": "19"},
 ]
 
@@ -85,21 +113,33 @@ def _byte_level_bpe(pretokenize_regex: str, specials, *, nfc: bool) -> tokenizer
   tok = tokenizers.Tokenizer(models.BPE())
   if nfc:
     tok.normalizer = normalizers.NFC()
-  tok.pre_tokenizer = pre_tokenizers.Sequence([
-      pre_tokenizers.Split(Regex(pretokenize_regex), behavior="isolated", invert=False),
-      pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+  tok.pre_tokenizer = pre_tokenizers.Sequence(
+      [
+          pre_tokenizers.Split(Regex(pretokenize_regex), behavior="isolated", invert=False),
+          pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+      ]
+  )
   tok.decoder = decoders.ByteLevel()
-  trainer = trainers.BpeTrainer(vocab_size=600, show_progress=False,
-                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+  trainer = trainers.BpeTrainer(
+      vocab_size=600, show_progress=False, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+  )
   tok.train_from_iterator(CORPUS * 4, trainer)
   tok.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in specials])
   return tok
 
 
 def _added_tokens_decoder(tok: tokenizers.Tokenizer, specials) -> dict:
-  return {str(tok.token_to_id(s)): {"content": s, "lstrip": False, "normalized": False,
-                                     "rstrip": False, "single_word": False, "special": True}
-          for s in specials}
+  return {
+      str(tok.token_to_id(s)): {
+          "content": s,
+          "lstrip": False,
+          "normalized": False,
+          "rstrip": False,
+          "single_word": False,
+          "special": True,
+      }
+      for s in specials
+  }
 
 
 def _write_json(path: Path, value) -> None:
@@ -113,17 +153,31 @@ def _qwen_dir(path: Path, chat_template) -> Path:
   path.mkdir()
   tok.save(str(path / "tokenizer.json"))
   eot, im_end = tok.token_to_id("<|endoftext|>"), tok.token_to_id("<|im_end|>")
-  _write_json(path / "tokenizer_config.json", {
-      "add_prefix_space": False, "added_tokens_decoder": _added_tokens_decoder(tok, QWEN_SPECIALS),
-      "additional_special_tokens": ["<|im_start|>", "<|im_end|>"], "bos_token": None,
-      "chat_template": chat_template, "clean_up_tokenization_spaces": False,
-      "eos_token": "<|im_end|>", "errors": "replace", "model_max_length": 131072,
-      "pad_token": "<|endoftext|>", "split_special_tokens": False,
-      "tokenizer_class": "Qwen2Tokenizer", "unk_token": None})
-  _write_json(path / "generation_config.json",
-              {"bos_token_id": eot, "eos_token_id": [im_end, eot], "pad_token_id": eot})
-  _write_json(path / "config.json",
-              {"model_type": "qwen2", "bos_token_id": eot, "eos_token_id": im_end})
+  _write_json(
+      path / "tokenizer_config.json",
+      {
+          "add_prefix_space": False,
+          "added_tokens_decoder": _added_tokens_decoder(tok, QWEN_SPECIALS),
+          "additional_special_tokens": ["<|im_start|>", "<|im_end|>"],
+          "bos_token": None,
+          "chat_template": chat_template,
+          "clean_up_tokenization_spaces": False,
+          "eos_token": "<|im_end|>",
+          "errors": "replace",
+          "model_max_length": 131072,
+          "pad_token": "<|endoftext|>",
+          "split_special_tokens": False,
+          "tokenizer_class": "Qwen2Tokenizer",
+          "unk_token": None,
+      },
+  )
+  _write_json(
+      path / "generation_config.json",
+      {"bos_token_id": eot, "eos_token_id": [im_end, eot], "pad_token_id": eot},
+  )
+  _write_json(
+      path / "config.json", {"model_type": "qwen2", "bos_token_id": eot, "eos_token_id": im_end}
+  )
   return path
 
 
@@ -133,17 +187,25 @@ def _llama_dir(path: Path, *, template_file: bool, legacy_special_tokens: bool) 
   `legacy_special_tokens` names BOS/EOS only in special_tokens_map.json."""
   tok = _byte_level_bpe(LLAMA_PRETOKENIZE, LLAMA_SPECIALS, nfc=False)
   bos = tok.token_to_id("<|begin_of_text|>")
-  tok.post_processor = processors.Sequence([
-      processors.ByteLevel(trim_offsets=False),
-      processors.TemplateProcessing(
-          single="<|begin_of_text|> $A:0", pair="<|begin_of_text|> $A:0 <|begin_of_text|>:1 $B:1",
-          special_tokens=[("<|begin_of_text|>", bos)])])
+  tok.post_processor = processors.Sequence(
+      [
+          processors.ByteLevel(trim_offsets=False),
+          processors.TemplateProcessing(
+              single="<|begin_of_text|> $A:0",
+              pair="<|begin_of_text|> $A:0 <|begin_of_text|>:1 $B:1",
+              special_tokens=[("<|begin_of_text|>", bos)],
+          ),
+      ]
+  )
   path.mkdir()
   tok.save(str(path / "tokenizer.json"))
   specials = {"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>"}
-  config = {"clean_up_tokenization_spaces": True, "model_max_length": 131072,
-            "model_input_names": ["input_ids", "attention_mask"],
-            "tokenizer_class": "PreTrainedTokenizerFast"}
+  config = {
+      "clean_up_tokenization_spaces": True,
+      "model_max_length": 131072,
+      "model_input_names": ["input_ids", "attention_mask"],
+      "tokenizer_class": "PreTrainedTokenizerFast",
+  }
   if template_file:
     (path / "chat_template.jinja").write_text(TEMPLATES["llama-3"], encoding="utf-8")
   else:
@@ -155,8 +217,9 @@ def _llama_dir(path: Path, *, template_file: bool, legacy_special_tokens: bool) 
   _write_json(path / "tokenizer_config.json", config)
   eos = [tok.token_to_id(s) for s in ("<|end_of_text|>", "<|eom_id|>", "<|eot_id|>")]
   _write_json(path / "generation_config.json", {"bos_token_id": bos, "eos_token_id": eos})
-  _write_json(path / "config.json", {"model_type": "llama", "bos_token_id": bos,
-                                     "eos_token_id": eos})
+  _write_json(
+      path / "config.json", {"model_type": "llama", "bos_token_id": bos, "eos_token_id": eos}
+  )
   return path
 
 
@@ -166,21 +229,27 @@ def hf_dirs(tmp_path_factory):
   return {
       "qwen2.5": _qwen_dir(root / "qwen2.5", TEMPLATES["qwen2.5"]),
       # The list-of-named-templates form; "tool_use" is picked when tools are given.
-      "qwen2.5-math+tool_use": _qwen_dir(root / "qwen2.5-math", [
-          {"name": "default", "template": TEMPLATES["qwen2.5-math"]},
-          {"name": "tool_use", "template": TEMPLATES["qwen2.5"]}]),
-      "llama-3.1": _llama_dir(root / "llama-3.1", template_file=False,
-                              legacy_special_tokens=False),
-      "llama-3-jinja-file": _llama_dir(root / "llama-3", template_file=True,
-                                       legacy_special_tokens=True),
+      "qwen2.5-math+tool_use": _qwen_dir(
+          root / "qwen2.5-math",
+          [
+              {"name": "default", "template": TEMPLATES["qwen2.5-math"]},
+              {"name": "tool_use", "template": TEMPLATES["qwen2.5"]},
+          ],
+      ),
+      "llama-3.1": _llama_dir(root / "llama-3.1", template_file=False, legacy_special_tokens=False),
+      "llama-3-jinja-file": _llama_dir(
+          root / "llama-3", template_file=True, legacy_special_tokens=True
+      ),
   }
 
 
 @pytest.fixture(scope="module")
 def loaded(hf_dirs):
   """name -> (ours, transformers')."""
-  return {name: (load_tokenizer(d), transformers.AutoTokenizer.from_pretrained(d))
-          for name, d in hf_dirs.items()}
+  return {
+      name: (load_tokenizer(d), transformers.AutoTokenizer.from_pretrained(d))
+      for name, d in hf_dirs.items()
+  }
 
 
 # --------------------------------------------------------------------------- Hugging Face
@@ -189,12 +258,13 @@ def loaded(hf_dirs):
 def test_fixture_templates_are_the_published_ones():
   # Spot checks that the stored text is the models' template, not a paraphrase.
   assert "You are Qwen, created by Alibaba Cloud. You are a helpful assistant." in (
-      TEMPLATES["qwen2.5"])
+      TEMPLATES["qwen2.5"]
+  )
   assert "within \\\\boxed{}." in TEMPLATES["qwen2.5-math"]
   assert TEMPLATES["qwen2.5-math"].replace(
       "Please reason step by step, and put your final answer within \\\\boxed{}.",
-      "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.") == (
-          TEMPLATES["qwen2.5"])
+      "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.",
+  ) == (TEMPLATES["qwen2.5"])
   assert '{%- set date_string = "26 Jul 2024" %}' in TEMPLATES["llama-3.1"]
   assert TEMPLATES["llama-3"].startswith("{% set loop_messages = messages %}")
 
@@ -208,7 +278,8 @@ def test_encode_decode_match_transformers(loaded, name):
     ids = ours.encode(text)
     assert ids == theirs.encode(text), text
     assert ours.encode(text, add_special_tokens=False) == theirs.encode(
-        text, add_special_tokens=False)
+        text, add_special_tokens=False
+    )
     for skip in (True, False):
       assert ours.decode(ids, skip) == theirs.decode(ids, skip_special_tokens=skip), text
   assert ours.encode_batch(TEXTS) == [theirs.encode(t) for t in TEXTS]
@@ -241,28 +312,34 @@ def test_llama_special_ids(loaded, name):
 
 @pytest.mark.parametrize("generation_prompt", [True, False])
 @pytest.mark.parametrize("conversation", sorted(CONVERSATIONS))
-@pytest.mark.parametrize("name", ["qwen2.5", "qwen2.5-math+tool_use", "llama-3.1",
-                                  "llama-3-jinja-file"])
+@pytest.mark.parametrize(
+    "name", ["qwen2.5", "qwen2.5-math+tool_use", "llama-3.1", "llama-3-jinja-file"]
+)
 def test_chat_template_matches_transformers(loaded, name, conversation, generation_prompt):
   ours, theirs = loaded[name]
   messages = CONVERSATIONS[conversation]
   text = ours.apply_chat_template(messages, add_generation_prompt=generation_prompt)
-  assert text == theirs.apply_chat_template(messages, tokenize=False,
-                                            add_generation_prompt=generation_prompt)
+  assert text == theirs.apply_chat_template(
+      messages, tokenize=False, add_generation_prompt=generation_prompt
+  )
   assert ours.encode_chat(messages, add_generation_prompt=generation_prompt) == (
-      theirs.apply_chat_template(messages, tokenize=True, return_dict=False,
-                                 add_generation_prompt=generation_prompt))
+      theirs.apply_chat_template(
+          messages, tokenize=True, return_dict=False, add_generation_prompt=generation_prompt
+      )
+  )
 
 
 def test_qwen_chat_template_renders_the_known_prompt(loaded):
   ours, _ = loaded["qwen2.5"]
   assert ours.apply_chat_template([USER]) == (
       "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant."
-      "<|im_end|>\n<|im_start|>user\nWhat is 12 + 7?<|im_end|>\n<|im_start|>assistant\n")
+      "<|im_end|>\n<|im_start|>user\nWhat is 12 + 7?<|im_end|>\n<|im_start|>assistant\n"
+  )
   math, _ = loaded["qwen2.5-math+tool_use"]
   assert math.apply_chat_template([USER], add_generation_prompt=False) == (
       "<|im_start|>system\nPlease reason step by step, and put your final answer within "
-      "\\boxed{}.<|im_end|>\n<|im_start|>user\nWhat is 12 + 7?<|im_end|>\n")
+      "\\boxed{}.<|im_end|>\n<|im_start|>user\nWhat is 12 + 7?<|im_end|>\n"
+  )
 
 
 @pytest.mark.parametrize("name", ["qwen2.5", "qwen2.5-math+tool_use", "llama-3.1"])
@@ -270,28 +347,37 @@ def test_chat_template_with_tools_matches_transformers(loaded, name):
   ours, theirs = loaded[name]
   messages = TOOL_CONVERSATION if name != "llama-3.1" else TOOL_CONVERSATION[:2]
   text = ours.apply_chat_template(messages, tools=[ADD_TOOL])
-  assert text == theirs.apply_chat_template(messages, tools=[ADD_TOOL], tokenize=False,
-                                            add_generation_prompt=True)
+  assert text == theirs.apply_chat_template(
+      messages, tools=[ADD_TOOL], tokenize=False, add_generation_prompt=True
+  )
   assert "“rounding”" in text  # tojson keeps non-ASCII as transformers' filter does
 
 
 def test_template_variables_and_helpers_match_transformers(loaded):
   ours, theirs = loaded["llama-3.1"]
   assert ours.apply_chat_template([SYSTEM, USER], date_string="01 Jan 2025") == (
-      theirs.apply_chat_template([SYSTEM, USER], date_string="01 Jan 2025", tokenize=False,
-                                 add_generation_prompt=True))
+      theirs.apply_chat_template(
+          [SYSTEM, USER], date_string="01 Jan 2025", tokenize=False, add_generation_prompt=True
+      )
+  )
   # Indented block tags on their own lines: what trim_blocks and lstrip_blocks remove.
-  template = ("{% generation %}{{ messages[0]['content'] | tojson(indent=2) }}{% endgeneration %}\n"
-              "  {% for m in messages %}\n"
-              "    {% if loop.index > 1 %}{% break %}{% endif %}\n"
-              "{{ strftime_now('%Y') }}\n"
-              "  {% endfor %}\n"
-              "{{ eos_token }}")
+  template = (
+      "{% generation %}{{ messages[0]['content'] | tojson(indent=2) }}{% endgeneration %}\n"
+      "  {% for m in messages %}\n"
+      "    {% if loop.index > 1 %}{% break %}{% endif %}\n"
+      "{{ strftime_now('%Y') }}\n"
+      "  {% endfor %}\n"
+      "{{ eos_token }}"
+  )
   ours = load_tokenizer(ours.source, chat_template=template)
   assert ours.apply_chat_template([{"role": "user", "content": {"a": "é"}}, USER]) == (
-      theirs.apply_chat_template([{"role": "user", "content": {"a": "é"}}, USER],
-                                 chat_template=template, tokenize=False,
-                                 add_generation_prompt=True))
+      theirs.apply_chat_template(
+          [{"role": "user", "content": {"a": "é"}}, USER],
+          chat_template=template,
+          tokenize=False,
+          add_generation_prompt=True,
+      )
+  )
 
 
 def test_raise_exception_in_template_is_a_chat_template_error(loaded):
@@ -306,7 +392,8 @@ def test_raise_exception_in_template_is_a_chat_template_error(loaded):
 def test_template_selection_by_name(loaded):
   ours, _ = loaded["qwen2.5-math+tool_use"]
   assert ours.apply_chat_template([USER], template_name="tool_use") == (
-      loaded["qwen2.5"][0].apply_chat_template([USER]))
+      loaded["qwen2.5"][0].apply_chat_template([USER])
+  )
   with pytest.raises(ChatTemplateError, match=r"no chat template 'chatml'.*default.*tool_use"):
     ours.apply_chat_template([USER], template_name="chatml")
 
@@ -391,8 +478,12 @@ def _arithmetic_texts(n=400, seed=0):
 
 @pytest.fixture(scope="module")
 def sp_model(tmp_path_factory):
-  return train_sentencepiece(_arithmetic_texts(), tmp_path_factory.mktemp("sp") / "arith",
-                             vocab_size=48, user_defined_symbols=["<q>", "<a>"])
+  return train_sentencepiece(
+      _arithmetic_texts(),
+      tmp_path_factory.mktemp("sp") / "arith",
+      vocab_size=48,
+      user_defined_symbols=["<q>", "<a>"],
+  )
 
 
 def test_sentencepiece_round_trip_and_special_ids(sp_model):
@@ -401,8 +492,12 @@ def test_sentencepiece_round_trip_and_special_ids(sp_model):
   pieces = [tok.processor.id_to_piece(i) for i in range(tok.vocab_size)]
   assert pieces[:4] == ["<pad>", "<unk>", "<s>", "</s>"]
   assert (tok.pad_id, tok.bos_id, tok.eos_ids, tok.vocab_size) == (0, 2, (3,), 48)
-  for text in ["<q>12 + 345 =\n<a>357 is the sum of 12 and 345.", "  the  sum\n\nof is ",
-               "9876543210", ""]:
+  for text in [
+      "<q>12 + 345 =\n<a>357 is the sum of 12 and 345.",
+      "  the  sum\n\nof is ",
+      "9876543210",
+      "",
+  ]:
     ids = tok.encode(text)
     assert ids[0] == tok.bos_id
     assert tok.encode(text, add_special_tokens=False) == ids[1:]
@@ -424,7 +519,8 @@ def test_sentencepiece_control_pieces_in_text_and_default_template(sp_model):
   tok = load_tokenizer(sp_model)
   eos = tok.eos_ids[0]
   assert tok.encode("12</s>3", add_special_tokens=False) == (
-      tok.encode("12", add_special_tokens=False) + [eos] + tok.encode("3", add_special_tokens=False))
+      tok.encode("12", add_special_tokens=False) + [eos] + tok.encode("3", add_special_tokens=False)
+  )
   messages = [{"role": "user", "content": "<q>12 + 7 ="}, {"role": "assistant", "content": "19"}]
   assert tok.chat_templates == {"default": DEFAULT_CHAT_TEMPLATE}
   assert tok.apply_chat_template(messages[:1]) == "<q>12 + 7 =\n"
@@ -438,7 +534,8 @@ def test_sentencepiece_control_pieces_in_text_and_default_template(sp_model):
 def test_sentencepiece_directory_with_template(sp_model, tmp_path):
   shutil.copy(sp_model, tmp_path / "tokenizer.model")
   (tmp_path / "chat_template.jinja").write_text(
-      "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}")
+      "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}"
+  )
   tok = load_tokenizer(tmp_path)
   assert isinstance(tok, SentencePieceTokenizer)
   assert tok.apply_chat_template([{"role": "user", "content": "1+1"}]) == "[user] 1+1\n"
@@ -447,8 +544,9 @@ def test_sentencepiece_directory_with_template(sp_model, tmp_path):
 
 
 def test_sentencepiece_byte_fallback_covers_unseen_characters(tmp_path):
-  path = train_sentencepiece(_arithmetic_texts(100), tmp_path / "bytes", vocab_size=300,
-                             byte_fallback=True)
+  path = train_sentencepiece(
+      _arithmetic_texts(100), tmp_path / "bytes", vocab_size=300, byte_fallback=True
+  )
   tok = load_tokenizer(path)
   text = "Ünïcödé 🙂 never seen"
   assert tok.decode(tok.encode(text)) == text
@@ -459,10 +557,14 @@ def test_sentencepiece_training_is_deterministic(tmp_path):
   texts = _arithmetic_texts(200, seed=1)
 
   def pieces_and_scores(prefix):
-    tok = load_tokenizer(train_sentencepiece(texts, prefix, vocab_size=48, model_type="unigram",
-                                                  hard_vocab_limit=False))
-    return [(tok.processor.id_to_piece(i), tok.processor.get_score(i))
-            for i in range(tok.vocab_size)]
+    tok = load_tokenizer(
+        train_sentencepiece(
+            texts, prefix, vocab_size=48, model_type="unigram", hard_vocab_limit=False
+        )
+    )
+    return [
+        (tok.processor.id_to_piece(i), tok.processor.get_score(i)) for i in range(tok.vocab_size)
+    ]
 
   # The .model files differ only in the recorded model_prefix.
   assert pieces_and_scores(tmp_path / "a") == pieces_and_scores(tmp_path / "b")

@@ -13,192 +13,245 @@ from prime_jax.models import DecoderConfig, init_params
 from prime_jax.scoring import token_logprobs
 from prime_jax.train_state import create_train_state
 
-MODEL = DecoderConfig(vocab_size=32, hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2,
-                      head_dim=8, intermediate_size=64, qkv_bias=True, max_position_embeddings=64)
+MODEL = DecoderConfig(
+    vocab_size=32,
+    hidden_size=32,
+    num_layers=2,
+    num_heads=4,
+    num_kv_heads=2,
+    head_dim=8,
+    intermediate_size=64,
+    qkv_bias=True,
+    max_position_embeddings=64,
+)
 MARK = 7  # responses containing this token are "correct": a signal the PRM can learn
 
 
 def make_config(**rl):
-    c = base_config()
-    c.rl.update(dict(n_samples=4, prm_mini_batch=8, mini_batch=8, micro_batch=4, norm_shards=2,
-                     score_chunk=4, lr=1e-3, prm_lr=1e-3))
-    c.rl.update(rl)
-    return c
+  c = base_config()
+  c.rl.update(
+      dict(
+          n_samples=4,
+          prm_mini_batch=8,
+          mini_batch=8,
+          micro_batch=4,
+          norm_shards=2,
+          score_chunk=4,
+          lr=1e-3,
+          prm_lr=1e-3,
+      )
+  )
+  c.rl.update(rl)
+  return c
 
 
 def make_batch(seed=0, groups=4, n=4, p=5, t=7):
-    rng = np.random.default_rng(seed)
-    num = groups * n
-    prompt = rng.integers(1, 32, (num // n, p)).repeat(n, axis=0)
-    prompt_mask = np.ones((num, p), bool)
-    prompt_mask[::3, :2] = False  # some left padding
-    response = rng.integers(8, 32, (num, t))
-    lengths = rng.integers(2, t + 1, num)
-    mask = np.arange(t)[None] < lengths[:, None]
-    correct = rng.random(num) < 0.5
-    correct[::n] = True  # every group mixed, so RLOO has signal
-    correct[1::n] = False
-    for i in np.flatnonzero(correct):
-        response[i, rng.integers(0, lengths[i])] = MARK
-    return dict(prompt_tokens=jnp.asarray(prompt, jnp.int32), prompt_mask=jnp.asarray(prompt_mask),
-                response_tokens=jnp.asarray(response, jnp.int32), response_mask=jnp.asarray(mask),
-                acc=jnp.asarray(correct, jnp.float32))
+  rng = np.random.default_rng(seed)
+  num = groups * n
+  prompt = rng.integers(1, 32, (num // n, p)).repeat(n, axis=0)
+  prompt_mask = np.ones((num, p), bool)
+  prompt_mask[::3, :2] = False  # some left padding
+  response = rng.integers(8, 32, (num, t))
+  lengths = rng.integers(2, t + 1, num)
+  mask = np.arange(t)[None] < lengths[:, None]
+  correct = rng.random(num) < 0.5
+  correct[::n] = True  # every group mixed, so RLOO has signal
+  correct[1::n] = False
+  for i in np.flatnonzero(correct):
+    response[i, rng.integers(0, lengths[i])] = MARK
+  return dict(
+      prompt_tokens=jnp.asarray(prompt, jnp.int32),
+      prompt_mask=jnp.asarray(prompt_mask),
+      response_tokens=jnp.asarray(response, jnp.int32),
+      response_mask=jnp.asarray(mask),
+      acc=jnp.asarray(correct, jnp.float32),
+  )
 
 
 def model_for(config):
-    return MODEL.replace(value_head=config.rl.estimator == "ppo")
+  return MODEL.replace(value_head=config.rl.estimator == "ppo")
 
 
 def make_states(config, seed=0):
-    params = init_params(model_for(config), jax.random.key(seed))
-    copy = lambda: jax.tree_util.tree_map(jnp.array, params)
-    return (create_train_state(copy(), policy_optimizer(config.rl)),
-            create_train_state(copy(), prm_optimizer(config.rl)), copy())
+  params = init_params(model_for(config), jax.random.key(seed))
+  copy = lambda: jax.tree_util.tree_map(jnp.array, params)
+  return (
+      create_train_state(copy(), policy_optimizer(config.rl)),
+      create_train_state(copy(), prm_optimizer(config.rl)),
+      copy(),
+  )
 
 
 def logp(params, batch):
-    return token_logprobs(params, batch["prompt_tokens"], batch["prompt_mask"],
-                          batch["response_tokens"], batch["response_mask"], config=MODEL,
-                          chunk_size=4)
+  return token_logprobs(
+      params,
+      batch["prompt_tokens"],
+      batch["prompt_mask"],
+      batch["response_tokens"],
+      batch["response_mask"],
+      config=MODEL,
+      chunk_size=4,
+  )
 
 
 # Each case compiles the whole step (~10 s), so orthogonal switches share cases.
-@pytest.mark.parametrize("rl", [
-    dict(prm_update="after"),
-    dict(prm_update="before", prm_loss="dpo", reward_scale="beta", rloo_form="paper",
-         loss_agg="token-mean", norm_scope="global"),
-    dict(prm_update="none", ref_type="policy", granularity="whole"),
-    dict(estimator="reinforce"),
-    dict(estimator="grpo", entropy_coef=0.01, kl_coef=0.1, ppo_epochs=2, old_logp="sampler"),
-    dict(estimator="prm_value"),
-    dict(estimator="ppo"),
-    dict(estimator="ppo", coef_proc=0.0),
-])
+@pytest.mark.parametrize(
+    "rl",
+    [
+        dict(prm_update="after"),
+        dict(
+            prm_update="before",
+            prm_loss="dpo",
+            reward_scale="beta",
+            rloo_form="paper",
+            loss_agg="token-mean",
+            norm_scope="global",
+        ),
+        dict(prm_update="none", ref_type="policy", granularity="whole"),
+        dict(estimator="reinforce"),
+        dict(estimator="grpo", entropy_coef=0.01, kl_coef=0.1, ppo_epochs=2, old_logp="sampler"),
+        dict(estimator="prm_value"),
+        dict(estimator="ppo"),
+        dict(estimator="ppo", coef_proc=0.0),
+    ],
+)
 def test_step_runs_for_each_mode(rl):
-    config = make_config(**rl)
-    step = make_update_step(config, None, model_for(config))
-    policy, prm, ref = make_states(config)
-    batch = make_batch()
-    if config.rl.old_logp == "sampler":
-        batch["old_logp"] = logp(policy.params, batch)
-    policy, prm, metrics = step(policy, prm, ref, batch, jax.random.key(1))
-    for k, v in metrics.items():
-        assert np.all(np.isfinite(np.asarray(v))), k
-    assert int(policy.step) == config.rl.ppo_epochs * 2  # 16 responses / mini-batch 8
-    prm_steps = 0 if (config.rl.prm_update == "none" or config.rl.coef_proc == 0
-                      and config.rl.estimator != "prm_value") else 2
-    assert int(prm.step) == prm_steps
-    assert ("prm/loss_before" in metrics) == (prm_steps > 0)
-    if config.rl.estimator == "ppo":  # the value head (zero at init) learned something
-        assert float(metrics["policy/value_loss"]) > 0
-        assert np.abs(np.asarray(policy.params["value_proj"]["kernel"])).max() > 0
+  config = make_config(**rl)
+  step = make_update_step(config, None, model_for(config))
+  policy, prm, ref = make_states(config)
+  batch = make_batch()
+  if config.rl.old_logp == "sampler":
+    batch["old_logp"] = logp(policy.params, batch)
+  policy, prm, metrics = step(policy, prm, ref, batch, jax.random.key(1))
+  for k, v in metrics.items():
+    assert np.all(np.isfinite(np.asarray(v))), k
+  assert int(policy.step) == config.rl.ppo_epochs * 2  # 16 responses / mini-batch 8
+  prm_steps = (
+      0
+      if (
+          config.rl.prm_update == "none"
+          or config.rl.coef_proc == 0
+          and config.rl.estimator != "prm_value"
+      )
+      else 2
+  )
+  assert int(prm.step) == prm_steps
+  assert ("prm/loss_before" in metrics) == (prm_steps > 0)
+  if config.rl.estimator == "ppo":  # the value head (zero at init) learned something
+    assert float(metrics["policy/value_loss"]) > 0
+    assert np.abs(np.asarray(policy.params["value_proj"]["kernel"])).max() > 0
 
 
 def test_outcome_only_never_runs_prm_or_reference():
-    config = make_config(coef_proc=0.0)
-    policy, prm, _ = make_states(config)
-    prm_before = jax.tree_util.tree_map(np.asarray, prm.params)
-    # The reference is passed as None: the step must not touch it.
-    policy, prm, metrics = make_update_step(config, None, MODEL)(
-        policy, prm, None, make_batch(), jax.random.key(0))
-    assert not any(k.startswith(("prm/", "process_reward")) for k in metrics)
-    jax.tree_util.tree_map(np.testing.assert_array_equal, prm.params, prm_before)
+  config = make_config(coef_proc=0.0)
+  policy, prm, _ = make_states(config)
+  prm_before = jax.tree_util.tree_map(np.asarray, prm.params)
+  # The reference is passed as None: the step must not touch it.
+  policy, prm, metrics = make_update_step(config, None, MODEL)(
+      policy, prm, None, make_batch(), jax.random.key(0)
+  )
+  assert not any(k.startswith(("prm/", "process_reward")) for k in metrics)
+  jax.tree_util.tree_map(np.testing.assert_array_equal, prm.params, prm_before)
 
 
 def test_prm_equal_to_reference_gives_outcome_only_update():
-    """PRM = ref and no PRM update: zero process rewards, so PRIME's policy step is RLOO's."""
-    batch = make_batch()
-    results = []
-    for rl in (dict(prm_update="none"), dict(coef_proc=0.0)):
-        config = make_config(**rl)
-        policy, prm, ref = make_states(config)
-        policy, _, metrics = make_update_step(config, None, MODEL)(
-            policy, prm, ref, batch, jax.random.key(3))
-        results.append((policy.params, metrics))
-    assert float(results[0][1]["process_reward_max"]) == 0.0
-    assert float(results[0][1]["process_reward_min"]) == 0.0
-    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-7),
-                           results[0][0], results[1][0])
+  """PRM = ref and no PRM update: zero process rewards, so PRIME's policy step is RLOO's."""
+  batch = make_batch()
+  results = []
+  for rl in (dict(prm_update="none"), dict(coef_proc=0.0)):
+    config = make_config(**rl)
+    policy, prm, ref = make_states(config)
+    policy, _, metrics = make_update_step(config, None, MODEL)(
+        policy, prm, ref, batch, jax.random.key(3)
+    )
+    results.append((policy.params, metrics))
+  assert float(results[0][1]["process_reward_max"]) == 0.0
+  assert float(results[0][1]["process_reward_min"]) == 0.0
+  jax.tree_util.tree_map(
+      lambda a, b: np.testing.assert_allclose(a, b, atol=1e-7), results[0][0], results[1][0]
+  )
 
 
 def test_after_mode_takes_each_mini_batch_rewards_before_its_update():
-    """One PRM mini-batch in `after` mode: rewards come from the un-updated PRM (= ref), so 0
-    up to float error (the grad-path forward may round differently from the reference's);
-    two mini-batches: the second is scored after one update, so rewards appear; `before` mode
-    re-scores everything after the updates. Unnormalised, so the float error stays visible."""
-    batch = make_batch()
+  """One PRM mini-batch in `after` mode: rewards come from the un-updated PRM (= ref), so 0
+  up to float error (the grad-path forward may round differently from the reference's);
+  two mini-batches: the second is scored after one update, so rewards appear; `before` mode
+  re-scores everything after the updates. Unnormalised, so the float error stays visible."""
+  batch = make_batch()
 
-    def largest_reward(**rl):
-        config = make_config(prm_lr=1e-2, prime_norm="none", **rl)
-        policy, prm, ref = make_states(config)
-        _, _, m = make_update_step(config, None, MODEL)(policy, prm, ref, batch, jax.random.key(0))
-        return max(abs(float(m["process_reward_max"])), abs(float(m["process_reward_min"])))
+  def largest_reward(**rl):
+    config = make_config(prm_lr=1e-2, prime_norm="none", **rl)
+    policy, prm, ref = make_states(config)
+    _, _, m = make_update_step(config, None, MODEL)(policy, prm, ref, batch, jax.random.key(0))
+    return max(abs(float(m["process_reward_max"])), abs(float(m["process_reward_min"])))
 
-    assert largest_reward(prm_update="after", prm_mini_batch=16, micro_batch=8) < 1e-5
-    assert largest_reward(prm_update="after", prm_mini_batch=8) > 1e-3
-    assert largest_reward(prm_update="before", prm_mini_batch=16, micro_batch=8) > 1e-3
+  assert largest_reward(prm_update="after", prm_mini_batch=16, micro_batch=8) < 1e-5
+  assert largest_reward(prm_update="after", prm_mini_batch=8) > 1e-3
+  assert largest_reward(prm_update="before", prm_mini_batch=16, micro_batch=8) > 1e-3
 
 
 def test_prm_pair_accuracy_rises_on_a_learnable_signal():
-    """A PRM that starts away from the reference (so its initial ranking is arbitrary) learns
-    that responses containing MARK are the correct ones."""
-    config = make_config(prm_lr=3e-4, lr=0.0, prm_update="before")
-    step = make_update_step(config, None, MODEL)
-    policy, _, ref = make_states(config)
-    prm = make_states(config, seed=1)[1]
-    batch = make_batch(seed=5)
-    first = None
-    for i in range(8):
-        policy, prm, m = step(policy, prm, ref, batch, jax.random.key(i))
-        first = first or {k: float(v) for k, v in m.items()}
-    assert first["prm/acc_before"] < 0.8, first
-    assert float(m["prm/acc_after"]) > 0.95
-    assert float(m["prm/loss_after"]) < first["prm/loss_before"] - 0.01
+  """A PRM that starts away from the reference (so its initial ranking is arbitrary) learns
+  that responses containing MARK are the correct ones."""
+  config = make_config(prm_lr=3e-4, lr=0.0, prm_update="before")
+  step = make_update_step(config, None, MODEL)
+  policy, _, ref = make_states(config)
+  prm = make_states(config, seed=1)[1]
+  batch = make_batch(seed=5)
+  first = None
+  for i in range(8):
+    policy, prm, m = step(policy, prm, ref, batch, jax.random.key(i))
+    first = first or {k: float(v) for k, v in m.items()}
+  assert first["prm/acc_before"] < 0.8, first
+  assert float(m["prm/acc_after"]) > 0.95
+  assert float(m["prm/loss_after"]) < first["prm/loss_before"] - 0.01
 
 
 def test_policy_logprob_of_positive_advantage_tokens_rises():
-    config = make_config(coef_proc=0.0, lr=3e-3, mini_batch=16, micro_batch=8)
-    policy, prm, ref = make_states(config)
-    batch = make_batch(seed=2)
-    before = logp(policy.params, batch)
-    adv, _ = prime_advantages(jnp.zeros_like(before), batch["acc"], batch["response_mask"], n=4,
-                              coef_proc=0.0)
-    policy, _, _ = make_update_step(config, None, MODEL)(policy, prm, ref, batch,
-                                                         jax.random.key(0))
-    delta = np.asarray(logp(policy.params, batch) - before)
-    pos, neg = np.asarray(adv > 0), np.asarray(adv < 0)
-    assert delta[pos].mean() > 0 > delta[neg].mean()
+  config = make_config(coef_proc=0.0, lr=3e-3, mini_batch=16, micro_batch=8)
+  policy, prm, ref = make_states(config)
+  batch = make_batch(seed=2)
+  before = logp(policy.params, batch)
+  adv, _ = prime_advantages(
+      jnp.zeros_like(before), batch["acc"], batch["response_mask"], n=4, coef_proc=0.0
+  )
+  policy, _, _ = make_update_step(config, None, MODEL)(policy, prm, ref, batch, jax.random.key(0))
+  delta = np.asarray(logp(policy.params, batch) - before)
+  pos, neg = np.asarray(adv > 0), np.asarray(adv < 0)
+  assert delta[pos].mean() > 0 > delta[neg].mean()
 
 
 def test_reference_params_bf16_and_host_offload_on_one_device():
-    """config.ref: the reference is a bf16 copy, in pinned host memory with offload (CPU has it);
-    offload without a mesh, or an unknown dtype, is an error."""
-    from prime_jax.algo.update_step import reference_params, update_step_shardings
-    from prime_jax.sharding import make_mesh
-    config = make_config()
-    config.ref.update(dict(param_dtype="bfloat16", offload=True))
-    mesh = make_mesh({"data": 1})
-    shardings = update_step_shardings(config, mesh, MODEL)
-    assert {s.memory_kind for s in jax.tree_util.tree_leaves(shardings["ref"])} == {"pinned_host"}
-    assert {s.memory_kind for s in jax.tree_util.tree_leaves(shardings["policy"])} == {"device"}
-    policy, _, _ = make_states(config)
-    policy = jax.device_put(policy, shardings["policy"])
-    ref = reference_params(policy.params, config, shardings["ref"])
-    for r, p in zip(jax.tree_util.tree_leaves(ref), jax.tree_util.tree_leaves(policy.params)):
-        assert r.dtype == jnp.bfloat16 and r.sharding.memory_kind == "pinned_host"
-        np.testing.assert_array_equal(np.asarray(r, np.float32),
-                                      np.asarray(p.astype(jnp.bfloat16), np.float32))
-    config.ref.update(dict(param_dtype="float32", offload=False))
-    ref = reference_params(policy.params, config, update_step_shardings(config, mesh, MODEL)["ref"])
-    q, q_ref = (t["layers"]["self_attn"]["q_proj"]["kernel"] for t in (policy.params, ref))
-    assert q_ref.dtype == jnp.float32 and q_ref.sharding.memory_kind == "device"
-    assert q_ref.unsafe_buffer_pointer() != q.unsafe_buffer_pointer()  # a copy: survives donation
-    config.ref.offload = True
-    with pytest.raises(ValueError, match="needs a mesh"):
-        make_update_step(config, None, MODEL)
-    config.ref.update(dict(offload=False, param_dtype="float16"))
-    with pytest.raises(ValueError, match="param_dtype"):
-        make_update_step(config, None, MODEL)
+  """config.ref: the reference is a bf16 copy, in pinned host memory with offload (CPU has it);
+  offload without a mesh, or an unknown dtype, is an error."""
+  from prime_jax.algo.update_step import reference_params, update_step_shardings
+  from prime_jax.sharding import make_mesh
+
+  config = make_config()
+  config.ref.update(dict(param_dtype="bfloat16", offload=True))
+  mesh = make_mesh({"data": 1})
+  shardings = update_step_shardings(config, mesh, MODEL)
+  assert {s.memory_kind for s in jax.tree_util.tree_leaves(shardings["ref"])} == {"pinned_host"}
+  assert {s.memory_kind for s in jax.tree_util.tree_leaves(shardings["policy"])} == {"device"}
+  policy, _, _ = make_states(config)
+  policy = jax.device_put(policy, shardings["policy"])
+  ref = reference_params(policy.params, config, shardings["ref"])
+  for r, p in zip(jax.tree_util.tree_leaves(ref), jax.tree_util.tree_leaves(policy.params)):
+    assert r.dtype == jnp.bfloat16 and r.sharding.memory_kind == "pinned_host"
+    np.testing.assert_array_equal(
+        np.asarray(r, np.float32), np.asarray(p.astype(jnp.bfloat16), np.float32)
+    )
+  config.ref.update(dict(param_dtype="float32", offload=False))
+  ref = reference_params(policy.params, config, update_step_shardings(config, mesh, MODEL)["ref"])
+  q, q_ref = (t["layers"]["self_attn"]["q_proj"]["kernel"] for t in (policy.params, ref))
+  assert q_ref.dtype == jnp.float32 and q_ref.sharding.memory_kind == "device"
+  assert q_ref.unsafe_buffer_pointer() != q.unsafe_buffer_pointer()  # a copy: survives donation
+  config.ref.offload = True
+  with pytest.raises(ValueError, match="needs a mesh"):
+    make_update_step(config, None, MODEL)
+  config.ref.update(dict(offload=False, param_dtype="float16"))
+  with pytest.raises(ValueError, match="param_dtype"):
+    make_update_step(config, None, MODEL)
 
 
 # One subprocess for all the 8-device runs: each compiles the whole step (~20-30 s on 2 cores).
@@ -295,9 +348,9 @@ print("match bf16 offload")
 
 
 def test_eight_devices_under_three_meshes_match_one_device():
-    """Pure data, fsdp x tensor and data x fsdp meshes give the one-device metrics and params
-    (1e-5, f32); the compiled step's inputs/outputs carry the rules' shardings and its program the
-    decoder's activation constraints; a bf16 reference offloaded to host memory gives the
-    one-device bf16 result."""
-    out = run_with_devices(_EIGHT_DEVICES)
-    assert out.count("match {") == 3 and "match bf16 offload" in out, out
+  """Pure data, fsdp x tensor and data x fsdp meshes give the one-device metrics and params
+  (1e-5, f32); the compiled step's inputs/outputs carry the rules' shardings and its program the
+  decoder's activation constraints; a bf16 reference offloaded to host memory gives the
+  one-device bf16 result."""
+  out = run_with_devices(_EIGHT_DEVICES)
+  assert out.count("match {") == 3 and "match bf16 offload" in out, out

@@ -17,35 +17,39 @@ import jax.numpy as jnp
 
 
 def process_cpu_seconds() -> float:
-    """User + system CPU time of this process so far, all threads."""
-    return time.process_time()
+  """User + system CPU time of this process so far, all threads."""
+  return time.process_time()
 
 
 def timed_calls(fn: Callable[[], object], repeats: int) -> list[tuple[float, float]]:
-    """(wall seconds, CPU seconds) of each of `repeats` calls of `fn`, blocked until ready."""
-    out = []
-    for _ in range(repeats):
-        wall, cpu = time.perf_counter(), process_cpu_seconds()
-        jax.block_until_ready(fn())
-        out.append((time.perf_counter() - wall, process_cpu_seconds() - cpu))
-    return out
+  """(wall seconds, CPU seconds) of each of `repeats` calls of `fn`, blocked until ready."""
+  out = []
+  for _ in range(repeats):
+    wall, cpu = time.perf_counter(), process_cpu_seconds()
+    jax.block_until_ready(fn())
+    out.append((time.perf_counter() - wall, process_cpu_seconds() - cpu))
+  return out
 
 
-def matmul_rates(m: int, k: int, n: int, *, repeats: int = 5,
-                 dtype=jnp.float32) -> tuple[float, float]:
-    """Best (FLOP per wall second, FLOP per CPU second) of a jitted [m, k] @ [k, n] (2·m·k·n
-    FLOPs) over `repeats` timed calls."""
-    a = jax.random.normal(jax.random.key(0), (m, k), dtype)
-    b = jax.random.normal(jax.random.key(1), (k, n), dtype)
-    dot = jax.jit(jnp.dot)
-    dot(a, b).block_until_ready()  # compile
-    times = timed_calls(lambda: dot(a, b), repeats)
-    flops = 2 * m * k * n
-    return flops / min(w for w, _ in times), flops / min(c for _, c in times)
+def matmul_rates(
+    m: int, k: int, n: int, *, repeats: int = 5, dtype=jnp.float32
+) -> tuple[float, float]:
+  """Best (FLOP per wall second, FLOP per CPU second) of a jitted [m, k] @ [k, n] (2·m·k·n
+  FLOPs) over `repeats` timed calls."""
+  a = jax.random.normal(jax.random.key(0), (m, k), dtype)
+  b = jax.random.normal(jax.random.key(1), (k, n), dtype)
+  dot = jax.jit(jnp.dot)
+  dot(a, b).block_until_ready()  # compile
+  times = timed_calls(lambda: dot(a, b), repeats)
+  flops = 2 * m * k * n
+  return flops / min(w for w, _ in times), flops / min(c for _, c in times)
 
 
-def matmul_peak(shapes: Sequence[tuple[int, int, int]] = ((2048, 2048, 2048), (4096, 4096, 4096)),
-                *, repeats: int = 5, dtype=jnp.float32) -> dict[tuple[int, int, int],
-                                                                tuple[float, float]]:
-    """`matmul_rates` of each (m, k, n); the machine's peak is the largest of each column."""
-    return {shape: matmul_rates(*shape, repeats=repeats, dtype=dtype) for shape in shapes}
+def matmul_peak(
+    shapes: Sequence[tuple[int, int, int]] = ((2048, 2048, 2048), (4096, 4096, 4096)),
+    *,
+    repeats: int = 5,
+    dtype=jnp.float32,
+) -> dict[tuple[int, int, int], tuple[float, float]]:
+  """`matmul_rates` of each (m, k, n); the machine's peak is the largest of each column."""
+  return {shape: matmul_rates(*shape, repeats=repeats, dtype=dtype) for shape in shapes}

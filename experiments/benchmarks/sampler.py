@@ -25,14 +25,29 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
-from prime_jax.models import (DecoderConfig, init_params, load_hf_checkpoint,  # noqa: E402
-                              save_hf_checkpoint)
+from prime_jax.models import (
+    DecoderConfig,
+    init_params,
+    load_hf_checkpoint,  # noqa: E402
+    save_hf_checkpoint,
+)
 from prime_jax.sampling import SamplingConfig, sample  # noqa: E402
 
 # Qwen2 architecture (q/k/v biases, GQA, SwiGLU, tied embeddings as in the small Qwen2.5 models).
-MODEL = DecoderConfig(vocab_size=16384, hidden_size=512, num_layers=8, num_heads=8, num_kv_heads=2,
-                      head_dim=64, intermediate_size=1408, qkv_bias=True, tie_embeddings=True,
-                      rope_theta=1e6, max_position_embeddings=4096, model_type="qwen2")
+MODEL = DecoderConfig(
+    vocab_size=16384,
+    hidden_size=512,
+    num_layers=8,
+    num_heads=8,
+    num_kv_heads=2,
+    head_dim=64,
+    intermediate_size=1408,
+    qkv_bias=True,
+    tie_embeddings=True,
+    rope_theta=1e6,
+    max_position_embeddings=4096,
+    model_type="qwen2",
+)
 
 
 def best_of(fn, repeats):
@@ -75,11 +90,15 @@ def main():
   args = parser.parse_args()
   b, p, t = args.batch, args.prompt, args.new_tokens
   torch.set_num_threads(os.cpu_count())
-  print(f"CPU: {os.cpu_count()} cores, load average at start {os.getloadavg()[0]:.1f}; "
-        f"jax {jax.__version__} ({jax.devices()[0].platform}), torch {torch.__version__}, "
-        f"transformers {transformers.__version__}")
-  print(f"model: {MODEL.num_params / 1e6:.1f}M params (Qwen2-shaped, f32), batch {b}, "
-        f"prompt {p}, {t} new tokens")
+  print(
+      f"CPU: {os.cpu_count()} cores, load average at start {os.getloadavg()[0]:.1f}; "
+      f"jax {jax.__version__} ({jax.devices()[0].platform}), torch {torch.__version__}, "
+      f"transformers {transformers.__version__}"
+  )
+  print(
+      f"model: {MODEL.num_params / 1e6:.1f}M params (Qwen2-shaped, f32), batch {b}, "
+      f"prompt {p}, {t} new tokens"
+  )
 
   directory = tempfile.mkdtemp(prefix="sampler_bench_")
   save_hf_checkpoint(directory, MODEL, init_params(MODEL, jax.random.key(0)))
@@ -97,8 +116,13 @@ def main():
     # Plain temperature-1 sampling: HF's default top_k=50 switched off, as in our settings.
     sampling = dict(do_sample=True, temperature=1.0, top_k=0, top_p=1.0) if do_sample else {}
     with torch.no_grad():
-      return hf.generate(torch.from_numpy(prompts).long(), attention_mask=torch.ones(b, p).long(),
-                         max_new_tokens=t, pad_token_id=0, **sampling)
+      return hf.generate(
+          torch.from_numpy(prompts).long(),
+          attention_mask=torch.ones(b, p).long(),
+          max_new_tokens=t,
+          pad_token_id=0,
+          **sampling,
+      )
 
   tokens = b * t
   results = {}
@@ -114,9 +138,12 @@ def main():
       ours_s = min(ours_s, best_of(lambda: ours(settings), 1))
       theirs_s = min(theirs_s, best_of(lambda: theirs(temperature > 0), 1))
     results[name] = ours_s
-    print(f"{name:>14}: prime_jax {tokens / ours_s:6.0f} tok/s ({ours_s:.2f} s; first call "
-          f"incl. compile {first_call:.1f} s) | transformers {tokens / theirs_s:5.0f} tok/s "
-          f"({theirs_s:.2f} s) | ratio {theirs_s / ours_s:.1f}x", flush=True)
+    print(
+        f"{name:>14}: prime_jax {tokens / ours_s:6.0f} tok/s ({ours_s:.2f} s; first call "
+        f"incl. compile {first_call:.1f} s) | transformers {tokens / theirs_s:5.0f} tok/s "
+        f"({theirs_s:.2f} s) | ratio {theirs_s / ours_s:.1f}x",
+        flush=True,
+    )
 
   # Decode-step time: the full run minus a 1-token run (prefill + first token), per extra step.
   one_token = SamplingConfig(max_new_tokens=1, temperature=0.0)
@@ -130,16 +157,22 @@ def main():
   flops = 2 * MODEL.num_params * b  # matmul FLOPs per decode step (attention over <200 keys aside)
   peak = matmul_flops_per_s(1024, 1024, 1024)
   decode_shape = matmul_flops_per_s(b, MODEL.hidden_size, MODEL.intermediate_size)
-  print(f"prefill + first token: {prefill_s * 1e3:.0f} ms; decode step: {step_s * 1e3:.1f} ms "
-        f"= {flops / step_s / 1e9:.0f} GFLOP/s on its {flops / 1e9:.1f} GFLOP of matmuls")
-  print(f"weight-read bound: {bandwidth / 1e9:.1f} GB/s measured -> "
-        f"{read_bound_s * 1e3:.1f} ms/step "
-        f"({weight_bytes / 1e6:.0f} MB weights + {kv_bytes / 1e6:.0f} MB KV cache at full length); "
-        f"decode step = {step_s / read_bound_s:.1f}x this bound")
-  print(f"compute bound: XLA f32 matmul {peak / 1e9:.0f} GFLOP/s (1024^3), "
-        f"{decode_shape / 1e9:.0f} GFLOP/s ([{b},{MODEL.hidden_size}]x[{MODEL.hidden_size},"
-        f"{MODEL.intermediate_size}]) -> {flops / peak * 1e3:.1f} ms/step; decode step = "
-        f"{step_s / (flops / peak):.1f}x this bound")
+  print(
+      f"prefill + first token: {prefill_s * 1e3:.0f} ms; decode step: {step_s * 1e3:.1f} ms "
+      f"= {flops / step_s / 1e9:.0f} GFLOP/s on its {flops / 1e9:.1f} GFLOP of matmuls"
+  )
+  print(
+      f"weight-read bound: {bandwidth / 1e9:.1f} GB/s measured -> "
+      f"{read_bound_s * 1e3:.1f} ms/step "
+      f"({weight_bytes / 1e6:.0f} MB weights + {kv_bytes / 1e6:.0f} MB KV cache at full length); "
+      f"decode step = {step_s / read_bound_s:.1f}x this bound"
+  )
+  print(
+      f"compute bound: XLA f32 matmul {peak / 1e9:.0f} GFLOP/s (1024^3), "
+      f"{decode_shape / 1e9:.0f} GFLOP/s ([{b},{MODEL.hidden_size}]x[{MODEL.hidden_size},"
+      f"{MODEL.intermediate_size}]) -> {flops / peak * 1e3:.1f} ms/step; decode step = "
+      f"{step_s / (flops / peak):.1f}x this bound"
+  )
   print(f"load average at end {os.getloadavg()[0]:.1f}")
 
 

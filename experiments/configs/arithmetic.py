@@ -11,4 +11,4 @@ from prime_jax.configs import arithmetic_config
 
 
 def get_config(variant="prime"):
-    return variants.apply(arithmetic_config(), variant)
+  return variants.apply(arithmetic_config(), variant)

@@ -7,4 +7,4 @@ from prime_jax.configs import arithmetic_config
 
 
 def get_config():
-    return arithmetic_config().lock()
+  return arithmetic_config().lock()

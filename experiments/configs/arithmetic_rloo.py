@@ -5,4 +5,4 @@ from experiments.configs import arithmetic
 
 
 def get_config():
-    return arithmetic.get_config("rloo")
+  return arithmetic.get_config("rloo")

@@ -12,4 +12,4 @@ from experiments.configs import eurus2_7b_prime
 
 
 def get_config(variant="prime"):
-    return variants.apply(eurus2_7b_prime.base(), variant)
+  return variants.apply(eurus2_7b_prime.base(), variant)

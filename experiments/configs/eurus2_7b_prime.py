@@ -15,15 +15,15 @@ from prime_jax.configs import base_config
 
 
 def base():
-    """The full-scale base config, unlocked."""
-    c = base_config()
-    c.policy.checkpoint = "/path/to/Eurus-2-7B-SFT"
-    c.policy.dtype = "bfloat16"   # matmuls in bf16; params and AdamW moments stay float32
-    c.policy.remat = "full"
-    c.task.name = "eurus"
-    c.mesh.update(dict(data=1, fsdp=-1, tensor=1))
-    return c
+  """The full-scale base config, unlocked."""
+  c = base_config()
+  c.policy.checkpoint = "/path/to/Eurus-2-7B-SFT"
+  c.policy.dtype = "bfloat16"  # matmuls in bf16; params and AdamW moments stay float32
+  c.policy.remat = "full"
+  c.task.name = "eurus"
+  c.mesh.update(dict(data=1, fsdp=-1, tensor=1))
+  return c
 
 
 def get_config():
-    return base().lock()
+  return base().lock()

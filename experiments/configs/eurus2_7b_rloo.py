@@ -4,4 +4,4 @@ from experiments.configs import eurus2_7b
 
 
 def get_config():
-    return eurus2_7b.get_config("rloo")
+  return eurus2_7b.get_config("rloo")

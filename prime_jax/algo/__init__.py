@@ -6,13 +6,21 @@ is jit-compatible with its keyword hyperparameters static where they choose a co
 """
 
 from prime_jax.algo.advantages import prime_advantages, rloo_returns
-from prime_jax.algo.baseline_estimators import (gae_advantages, grpo_advantages,
-                                                prm_value_advantages, reinforce_advantages)
+from prime_jax.algo.baseline_estimators import (
+    gae_advantages,
+    grpo_advantages,
+    prm_value_advantages,
+    reinforce_advantages,
+)
 from prime_jax.algo.policy_loss import aggregate_token_loss, ppo_clip_loss, value_loss
 from prime_jax.algo.prm_losses import prm_ce_loss, prm_dpo_loss, prm_pair_accuracy
 from prime_jax.algo.rewards import implicit_rewards, normalize_process_rewards
-from prime_jax.algo.token_ops import (last_token_mask, outcome_token_rewards,
-                                      reverse_discounted_cumsum, whiten)
+from prime_jax.algo.token_ops import (
+    last_token_mask,
+    outcome_token_rewards,
+    reverse_discounted_cumsum,
+    whiten,
+)
 
 __all__ = [
     "aggregate_token_loss",

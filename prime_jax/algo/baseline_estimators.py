@@ -10,110 +10,139 @@ import chex
 import jax.numpy as jnp
 
 from prime_jax.algo.token_ops import group_rows, reverse_discounted_cumsum, whiten
-from prime_jax.algo.validation import (as_float_mask, check_group_size, check_per_response,
-                                       check_token_arrays, compute_dtype)
+from prime_jax.algo.validation import (
+    as_float_mask,
+    check_group_size,
+    check_per_response,
+    check_token_arrays,
+    compute_dtype,
+)
 
 
 def _check_streams(scores, acc, mask, *, scores_name="proc_scores"):
-    """Validates a [N, T] score stream with its [N] outcomes; returns them masked, in one dtype."""
-    num_rows, _ = check_token_arrays(**{scores_name: scores}, mask=mask)
-    check_per_response(num_rows, acc=acc)
-    dtype = compute_dtype(scores, acc)
-    valid = as_float_mask(mask, dtype)
-    return jnp.where(valid > 0, scores.astype(dtype), 0), acc.astype(dtype), valid
+  """Validates a [N, T] score stream with its [N] outcomes; returns them masked, in one dtype."""
+  num_rows, _ = check_token_arrays(**{scores_name: scores}, mask=mask)
+  check_per_response(num_rows, acc=acc)
+  dtype = compute_dtype(scores, acc)
+  valid = as_float_mask(mask, dtype)
+  return jnp.where(valid > 0, scores.astype(dtype), 0), acc.astype(dtype), valid
 
 
-def reinforce_advantages(proc_scores: chex.Array, acc: chex.Array, mask: chex.Array, *,
-                         coef_proc: float | chex.Array = 1.0, coef_out: float | chex.Array = 1.0,
-                         gamma: float | chex.Array = 1.0) -> tuple[chex.Array, chex.Array]:
-    """REINFORCE (w/ PRIME): A[i,t] = c_o·acc_i + c_p·Σ_{s>=t} γ^(s−t) r_proc[i,s].
+def reinforce_advantages(
+    proc_scores: chex.Array,
+    acc: chex.Array,
+    mask: chex.Array,
+    *,
+    coef_proc: float | chex.Array = 1.0,
+    coef_out: float | chex.Array = 1.0,
+    gamma: float | chex.Array = 1.0,
+) -> tuple[chex.Array, chex.Array]:
+  """REINFORCE (w/ PRIME): A[i,t] = c_o·acc_i + c_p·Σ_{s>=t} γ^(s−t) r_proc[i,s].
 
-    No baseline. Args: proc_scores [N, T] process rewards; acc [N] outcome scores; mask
-    [N, T] valid-token mask. Returns (advantages, returns), identical, [N, T].
-    """
-    scores, acc, valid = _check_streams(proc_scores, acc, mask)
-    advantages = (coef_out * acc[:, None] + coef_proc * reverse_discounted_cumsum(scores, gamma)) * valid
-    return advantages, advantages
+  No baseline. Args: proc_scores [N, T] process rewards; acc [N] outcome scores; mask
+  [N, T] valid-token mask. Returns (advantages, returns), identical, [N, T].
+  """
+  scores, acc, valid = _check_streams(proc_scores, acc, mask)
+  advantages = (
+      coef_out * acc[:, None] + coef_proc * reverse_discounted_cumsum(scores, gamma)
+  ) * valid
+  return advantages, advantages
 
 
 def _group_standardize(values: chex.Array, n: int, eps: float) -> tuple[chex.Array, chex.Array]:
-    """Per-group mean and (unbiased std + eps) of [N] values, broadcast back to [N]."""
-    grouped = group_rows(values, n)
-    mean = jnp.mean(grouped, axis=1, keepdims=True)
-    std = jnp.sqrt(jnp.sum((grouped - mean) ** 2, axis=1, keepdims=True) / (n - 1))
-    return (jnp.broadcast_to(mean, grouped.shape).reshape(-1),
-            jnp.broadcast_to(std + eps, grouped.shape).reshape(-1))
+  """Per-group mean and (unbiased std + eps) of [N] values, broadcast back to [N]."""
+  grouped = group_rows(values, n)
+  mean = jnp.mean(grouped, axis=1, keepdims=True)
+  std = jnp.sqrt(jnp.sum((grouped - mean) ** 2, axis=1, keepdims=True) / (n - 1))
+  return (
+      jnp.broadcast_to(mean, grouped.shape).reshape(-1),
+      jnp.broadcast_to(std + eps, grouped.shape).reshape(-1),
+  )
 
 
-def grpo_advantages(proc_scores: chex.Array, acc: chex.Array, mask: chex.Array, *, n: int,
-                    coef_proc: float | chex.Array = 1.0, coef_out: float | chex.Array = 1.0,
-                    eps: float = 1e-6) -> tuple[chex.Array, chex.Array]:
-    """GRPO (w/ PRIME): group-standardised outcome plus group-standardised process returns.
+def grpo_advantages(
+    proc_scores: chex.Array,
+    acc: chex.Array,
+    mask: chex.Array,
+    *,
+    n: int,
+    coef_proc: float | chex.Array = 1.0,
+    coef_out: float | chex.Array = 1.0,
+    eps: float = 1e-6,
+) -> tuple[chex.Array, chex.Array]:
+  """GRPO (w/ PRIME): group-standardised outcome plus group-standardised process returns.
 
-        A[i,t] = c_p · Σ_{s>=t} (r_proc[i,s] − mean_j m_j) / (std_j m_j + eps)
-               + c_o · (acc_i − mean_j acc_j) / (std_j acc_j + eps)
-    over the group of i, with m_j the mean process reward of response j over its valid
-    tokens and std the unbiased standard deviation (torch.std, as verl's GRPO).
+      A[i,t] = c_p · Σ_{s>=t} (r_proc[i,s] − mean_j m_j) / (std_j m_j + eps)
+             + c_o · (acc_i − mean_j acc_j) / (std_j acc_j + eps)
+  over the group of i, with m_j the mean process reward of response j over its valid
+  tokens and std the unbiased standard deviation (torch.std, as verl's GRPO).
 
-    Args: proc_scores [N, T]; acc [N]; mask [N, T]; n samples per prompt.
-    Returns (advantages, returns), identical, [N, T].
-    """
-    scores, acc, valid = _check_streams(proc_scores, acc, mask)
-    check_group_size(acc.shape[0], n)
-    response_means = jnp.sum(scores, axis=1) / jnp.maximum(jnp.sum(valid, axis=1), 1)
-    proc_mean, proc_scale = _group_standardize(response_means, n, eps)
-    standardized = (scores - proc_mean[:, None]) / proc_scale[:, None] * valid
-    out_mean, out_scale = _group_standardize(acc, n, eps)
-    outcome = (acc - out_mean) / out_scale
-    advantages = (coef_proc * reverse_discounted_cumsum(standardized)
-                  + coef_out * outcome[:, None]) * valid
-    return advantages, advantages
-
-
-def gae_advantages(token_rewards: chex.Array, values: chex.Array, mask: chex.Array, *,
-                   gamma: float | chex.Array = 1.0,
-                   lam: float | chex.Array = 1.0) -> tuple[chex.Array, chex.Array]:
-    """Generalised advantage estimation for PPO with a learned value head.
-
-        δ_t = r_t + γ·V_{t+1} − V_t   (V = 0 after the last valid token: the episode ends)
-        Â_t = Σ_{s>=t} (γλ)^(s−t) δ_s,   returns = Â + V,   advantages = whiten(Â)
-    PPO's token rewards are the outcome stream (`outcome_token_rewards`) plus, for
-    "PPO w/ PRIME", the process rewards; the paper uses γ = λ = 1.
-
-    Args:
-      token_rewards: [N, T] per-token rewards.
-      values: [N, T] value-head predictions V(y_<t) at each response position.
-      mask: [N, T] valid-token mask (bool or 0/1), right-padded.
-    Returns:
-      (advantages, returns): whitened Â over valid tokens, and the value targets Â + V;
-      both [N, T], 0 on padding.
-    """
-    check_token_arrays(token_rewards=token_rewards, values=values, mask=mask)
-    dtype = compute_dtype(token_rewards, values)
-    valid = as_float_mask(mask, dtype)
-    rewards = jnp.where(valid > 0, token_rewards.astype(dtype), 0)
-    values = jnp.where(valid > 0, values.astype(dtype), 0)
-    next_values = jnp.pad(values[:, 1:], ((0, 0), (0, 1)))
-    deltas = (rewards + gamma * next_values - values) * valid
-    raw_advantages = reverse_discounted_cumsum(deltas, gamma * lam)
-    returns = (raw_advantages + values) * valid
-    return whiten(raw_advantages, valid), returns
+  Args: proc_scores [N, T]; acc [N]; mask [N, T]; n samples per prompt.
+  Returns (advantages, returns), identical, [N, T].
+  """
+  scores, acc, valid = _check_streams(proc_scores, acc, mask)
+  check_group_size(acc.shape[0], n)
+  response_means = jnp.sum(scores, axis=1) / jnp.maximum(jnp.sum(valid, axis=1), 1)
+  proc_mean, proc_scale = _group_standardize(response_means, n, eps)
+  standardized = (scores - proc_mean[:, None]) / proc_scale[:, None] * valid
+  out_mean, out_scale = _group_standardize(acc, n, eps)
+  outcome = (acc - out_mean) / out_scale
+  advantages = (
+      coef_proc * reverse_discounted_cumsum(standardized) + coef_out * outcome[:, None]
+  ) * valid
+  return advantages, advantages
 
 
-def prm_value_advantages(q: chex.Array, acc: chex.Array, mask: chex.Array, *,
-                         beta) -> tuple[chex.Array, chex.Array]:
-    """"PRIME as value model": A[i,t] = acc_i − v_φ(y_<t), v_φ(y_<t) = β·Σ_{s<t} q[i,s].
+def gae_advantages(
+    token_rewards: chex.Array,
+    values: chex.Array,
+    mask: chex.Array,
+    *,
+    gamma: float | chex.Array = 1.0,
+    lam: float | chex.Array = 1.0,
+) -> tuple[chex.Array, chex.Array]:
+  """Generalised advantage estimation for PPO with a learned value head.
 
-    The implicit PRM's partial log-ratio sum serves as the value of the prefix (v = 0
-    before the first token), so the advantage is the outcome minus that value.
+      δ_t = r_t + γ·V_{t+1} − V_t   (V = 0 after the last valid token: the episode ends)
+      Â_t = Σ_{s>=t} (γλ)^(s−t) δ_s,   returns = Â + V,   advantages = whiten(Â)
+  PPO's token rewards are the outcome stream (`outcome_token_rewards`) plus, for
+  "PPO w/ PRIME", the process rewards; the paper uses γ = λ = 1.
 
-    Args:
-      q: [N, T] log-ratio log π_φ − log π_ref; acc: [N] outcome scores; mask: [N, T].
-      beta: the PRM β.
-    Returns:
-      (advantages, returns): returns are the value targets acc_i on every valid token.
-    """
-    scores, acc, valid = _check_streams(q, acc, mask, scores_name="q")
-    prefix_values = beta * (jnp.cumsum(scores, axis=1) - scores)
-    returns = acc[:, None] * valid
-    return (returns - prefix_values) * valid, returns
+  Args:
+    token_rewards: [N, T] per-token rewards.
+    values: [N, T] value-head predictions V(y_<t) at each response position.
+    mask: [N, T] valid-token mask (bool or 0/1), right-padded.
+  Returns:
+    (advantages, returns): whitened Â over valid tokens, and the value targets Â + V;
+    both [N, T], 0 on padding.
+  """
+  check_token_arrays(token_rewards=token_rewards, values=values, mask=mask)
+  dtype = compute_dtype(token_rewards, values)
+  valid = as_float_mask(mask, dtype)
+  rewards = jnp.where(valid > 0, token_rewards.astype(dtype), 0)
+  values = jnp.where(valid > 0, values.astype(dtype), 0)
+  next_values = jnp.pad(values[:, 1:], ((0, 0), (0, 1)))
+  deltas = (rewards + gamma * next_values - values) * valid
+  raw_advantages = reverse_discounted_cumsum(deltas, gamma * lam)
+  returns = (raw_advantages + values) * valid
+  return whiten(raw_advantages, valid), returns
+
+
+def prm_value_advantages(
+    q: chex.Array, acc: chex.Array, mask: chex.Array, *, beta
+) -> tuple[chex.Array, chex.Array]:
+  """ "PRIME as value model": A[i,t] = acc_i − v_φ(y_<t), v_φ(y_<t) = β·Σ_{s<t} q[i,s].
+
+  The implicit PRM's partial log-ratio sum serves as the value of the prefix (v = 0
+  before the first token), so the advantage is the outcome minus that value.
+
+  Args:
+    q: [N, T] log-ratio log π_φ − log π_ref; acc: [N] outcome scores; mask: [N, T].
+    beta: the PRM β.
+  Returns:
+    (advantages, returns): returns are the value targets acc_i on every valid token.
+  """
+  scores, acc, valid = _check_streams(q, acc, mask, scores_name="q")
+  prefix_values = beta * (jnp.cumsum(scores, axis=1) - scores)
+  returns = acc[:, None] * valid
+  return (returns - prefix_values) * valid, returns

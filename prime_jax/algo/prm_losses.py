@@ -5,98 +5,108 @@ import jax
 import jax.numpy as jnp
 
 from prime_jax.algo.token_ops import group_rows
-from prime_jax.algo.validation import (as_float_mask, check_group_size, check_per_response,
-                                       check_token_arrays, compute_dtype)
+from prime_jax.algo.validation import (
+    as_float_mask,
+    check_group_size,
+    check_per_response,
+    check_token_arrays,
+    compute_dtype,
+)
 
 
 def _sequence_reward(q: chex.Array, mask: chex.Array, beta) -> chex.Array:
-    """[N] β·Σ_t q[i,t] over valid tokens; padding contributes neither value nor gradient."""
-    valid = as_float_mask(mask, compute_dtype(q))
-    return beta * jnp.sum(jnp.where(valid > 0, q, 0), axis=1)
+  """[N] β·Σ_t q[i,t] over valid tokens; padding contributes neither value nor gradient."""
+  valid = as_float_mask(mask, compute_dtype(q))
+  return beta * jnp.sum(jnp.where(valid > 0, q, 0), axis=1)
 
 
 def prm_ce_loss(q: chex.Array, acc: chex.Array, mask: chex.Array, *, beta) -> chex.Array:
-    """Mean binary cross-entropy of sigmoid(β·Σ_t q[i,t]) against soft labels acc[i].
+  """Mean binary cross-entropy of sigmoid(β·Σ_t q[i,t]) against soft labels acc[i].
 
-    Uses log-sigmoid, so it is finite for any logit. Gradient flows into q (hence into
-    log π_φ when q comes from `implicit_rewards`) on valid tokens only.
+  Uses log-sigmoid, so it is finite for any logit. Gradient flows into q (hence into
+  log π_φ when q comes from `implicit_rewards`) on valid tokens only.
 
-    Args:
-      q: [N, T] log-ratio log π_φ − log π_ref of the sampled tokens.
-      acc: [N] outcome labels in [0, 1] (soft labels allowed).
-      mask: [N, T] valid-token mask (bool or 0/1).
-      beta: the PRM β (0.05 in the released run).
-    Returns:
-      scalar mean over the N responses.
-    """
-    num_rows, _ = check_token_arrays(q=q, mask=mask)
-    check_per_response(num_rows, acc=acc)
-    logits = _sequence_reward(q, mask, beta)
-    acc = acc.astype(logits.dtype)
-    return -jnp.mean(acc * jax.nn.log_sigmoid(logits) + (1 - acc) * jax.nn.log_sigmoid(-logits))
+  Args:
+    q: [N, T] log-ratio log π_φ − log π_ref of the sampled tokens.
+    acc: [N] outcome labels in [0, 1] (soft labels allowed).
+    mask: [N, T] valid-token mask (bool or 0/1).
+    beta: the PRM β (0.05 in the released run).
+  Returns:
+    scalar mean over the N responses.
+  """
+  num_rows, _ = check_token_arrays(q=q, mask=mask)
+  check_per_response(num_rows, acc=acc)
+  logits = _sequence_reward(q, mask, beta)
+  acc = acc.astype(logits.dtype)
+  return -jnp.mean(acc * jax.nn.log_sigmoid(logits) + (1 - acc) * jax.nn.log_sigmoid(-logits))
 
 
 def prm_dpo_loss(q: chex.Array, acc: chex.Array, mask: chex.Array, *, beta, n: int) -> chex.Array:
-    """The pairwise-within-group PRM loss of the later PRIME port (`prm_loss=dpo`).
+  """The pairwise-within-group PRM loss of the later PRIME port (`prm_loss=dpo`).
 
-    With Q_i = β·Σ_t q[i,t]: a response with acc_i > 0 is pushed above the mean Q of its
-    group's responses with lower acc; a response with acc_i = 0 is pushed below the mean Q
-    of those with higher acc:
-        loss_i = −log σ(s_i · (Q_i − mean_{j∈C_i} sg(Q_j))),   s_i = +1 if acc_i > 0 else −1,
-    with the mean taken as 0 when C_i is empty. Other responses' Q are detached (sg), as in
-    the port, where they come from the pre-update forward.
+  With Q_i = β·Σ_t q[i,t]: a response with acc_i > 0 is pushed above the mean Q of its
+  group's responses with lower acc; a response with acc_i = 0 is pushed below the mean Q
+  of those with higher acc:
+      loss_i = −log σ(s_i · (Q_i − mean_{j∈C_i} sg(Q_j))),   s_i = +1 if acc_i > 0 else −1,
+  with the mean taken as 0 when C_i is empty. Other responses' Q are detached (sg), as in
+  the port, where they come from the pre-update forward.
 
-    Args:
-      q: [N, T] log-ratio; acc: [N] labels in [0, 1]; mask: [N, T] valid-token mask.
-      beta: the PRM β. n: samples per prompt (groups are contiguous rows).
-    Returns:
-      scalar mean over the N responses.
-    """
-    num_rows, _ = check_token_arrays(q=q, mask=mask)
-    check_per_response(num_rows, acc=acc)
-    check_group_size(num_rows, n)
-    reward = _sequence_reward(q, mask, beta)
-    acc = acc.astype(reward.dtype)
-    acc_g = group_rows(acc, n)
-    others = group_rows(jax.lax.stop_gradient(reward), n)
-    positive = acc_g > 0                                            # [B, n]
-    # compared[b, i, j]: j is in C_i (strictly lower acc if acc_i > 0, else strictly higher).
-    compared = jnp.where(positive[:, :, None], acc_g[:, None, :] < acc_g[:, :, None],
-                         acc_g[:, None, :] > acc_g[:, :, None])
-    count = jnp.sum(compared, axis=2)
-    other_mean = jnp.sum(jnp.where(compared, others[:, None, :], 0), axis=2) / jnp.maximum(count, 1)
-    sign = jnp.where(positive, 1.0, -1.0).astype(reward.dtype)
-    margin = sign * (group_rows(reward, n) - other_mean)
-    return -jnp.mean(jax.nn.log_sigmoid(margin))
+  Args:
+    q: [N, T] log-ratio; acc: [N] labels in [0, 1]; mask: [N, T] valid-token mask.
+    beta: the PRM β. n: samples per prompt (groups are contiguous rows).
+  Returns:
+    scalar mean over the N responses.
+  """
+  num_rows, _ = check_token_arrays(q=q, mask=mask)
+  check_per_response(num_rows, acc=acc)
+  check_group_size(num_rows, n)
+  reward = _sequence_reward(q, mask, beta)
+  acc = acc.astype(reward.dtype)
+  acc_g = group_rows(acc, n)
+  others = group_rows(jax.lax.stop_gradient(reward), n)
+  positive = acc_g > 0  # [B, n]
+  # compared[b, i, j]: j is in C_i (strictly lower acc if acc_i > 0, else strictly higher).
+  compared = jnp.where(
+      positive[:, :, None],
+      acc_g[:, None, :] < acc_g[:, :, None],
+      acc_g[:, None, :] > acc_g[:, :, None],
+  )
+  count = jnp.sum(compared, axis=2)
+  other_mean = jnp.sum(jnp.where(compared, others[:, None, :], 0), axis=2) / jnp.maximum(count, 1)
+  sign = jnp.where(positive, 1.0, -1.0).astype(reward.dtype)
+  margin = sign * (group_rows(reward, n) - other_mean)
+  return -jnp.mean(jax.nn.log_sigmoid(margin))
 
 
 def prm_pair_accuracy(q_sum: chex.Array, acc: chex.Array, *, n: int) -> chex.Array:
-    """Within-group pairwise PRM accuracy (the logged metric of spec §3).
+  """Within-group pairwise PRM accuracy (the logged metric of spec §3).
 
-    For each group: over pairs (a, b) with acc_a ≠ acc_b, the |acc_a − acc_b|-weighted
-    fraction with sign(q_sum_a − q_sum_b) = sign(acc_a − acc_b). A tie in q_sum counts as
-    wrong (so an untrained PRM, q ≡ 0, scores 0 on informative groups). A group whose acc
-    are all equal scores 0.5. The batch value is the unweighted mean over groups, as in
-    the released code's `compute_dpo_accuracy`.
+  For each group: over pairs (a, b) with acc_a ≠ acc_b, the |acc_a − acc_b|-weighted
+  fraction with sign(q_sum_a − q_sum_b) = sign(acc_a − acc_b). A tie in q_sum counts as
+  wrong (so an untrained PRM, q ≡ 0, scores 0 on informative groups). A group whose acc
+  are all equal scores 0.5. The batch value is the unweighted mean over groups, as in
+  the released code's `compute_dpo_accuracy`.
 
-    Args:
-      q_sum: [N] Σ_t q[i,t] per response (any positive scale, e.g. β, leaves it unchanged).
-      acc: [N] outcome labels in [0, 1].
-      n: samples per prompt (groups are contiguous rows).
-    Returns:
-      scalar in [0, 1].
-    """
-    chex.assert_rank(q_sum, 1, custom_message="`q_sum` must be [N]", exception_type=ValueError)
-    num_rows = q_sum.shape[0]
-    check_per_response(num_rows, acc=acc)
-    check_group_size(num_rows, n)
-    dtype = compute_dtype(q_sum, acc)
-    q_g = group_rows(q_sum.astype(dtype), n)
-    acc_g = group_rows(acc.astype(dtype), n)
-    q_diff = q_g[:, :, None] - q_g[:, None, :]                       # [B, n, n], all ordered pairs
-    acc_diff = acc_g[:, :, None] - acc_g[:, None, :]
-    weight = jnp.abs(acc_diff)                                       # 0 on equal-acc pairs
-    agree = (jnp.sign(q_diff) == jnp.sign(acc_diff)).astype(dtype)
-    total = jnp.sum(weight, axis=(1, 2))
-    group_accuracy = jnp.where(total > 0, jnp.sum(agree * weight, axis=(1, 2)) / jnp.where(total > 0, total, 1), 0.5)
-    return jnp.mean(group_accuracy)
+  Args:
+    q_sum: [N] Σ_t q[i,t] per response (any positive scale, e.g. β, leaves it unchanged).
+    acc: [N] outcome labels in [0, 1].
+    n: samples per prompt (groups are contiguous rows).
+  Returns:
+    scalar in [0, 1].
+  """
+  chex.assert_rank(q_sum, 1, custom_message="`q_sum` must be [N]", exception_type=ValueError)
+  num_rows = q_sum.shape[0]
+  check_per_response(num_rows, acc=acc)
+  check_group_size(num_rows, n)
+  dtype = compute_dtype(q_sum, acc)
+  q_g = group_rows(q_sum.astype(dtype), n)
+  acc_g = group_rows(acc.astype(dtype), n)
+  q_diff = q_g[:, :, None] - q_g[:, None, :]  # [B, n, n], all ordered pairs
+  acc_diff = acc_g[:, :, None] - acc_g[:, None, :]
+  weight = jnp.abs(acc_diff)  # 0 on equal-acc pairs
+  agree = (jnp.sign(q_diff) == jnp.sign(acc_diff)).astype(dtype)
+  total = jnp.sum(weight, axis=(1, 2))
+  group_accuracy = jnp.where(
+      total > 0, jnp.sum(agree * weight, axis=(1, 2)) / jnp.where(total > 0, total, 1), 0.5
+  )
+  return jnp.mean(group_accuracy)

@@ -4,61 +4,73 @@ import chex
 import jax.numpy as jnp
 
 from prime_jax.algo.token_ops import last_token_mask, reverse_discounted_cumsum
-from prime_jax.algo.validation import (as_float_mask, check_choice, check_num_shards,
-                                       check_token_arrays, compute_dtype)
+from prime_jax.algo.validation import (
+    as_float_mask,
+    check_choice,
+    check_num_shards,
+    check_token_arrays,
+    compute_dtype,
+)
 
 GRANULARITIES = ("token", "whole")
 
 
-def implicit_rewards(logp_prm: chex.Array, logp_ref: chex.Array, mask: chex.Array, *,
-                     granularity: str = "token", beta: float | chex.Array | None = None) -> chex.Array:
-    """Token scores from q[i,t] = log π_φ(y_i,t | ·) − log π_ref(y_i,t | ·).
+def implicit_rewards(
+    logp_prm: chex.Array,
+    logp_ref: chex.Array,
+    mask: chex.Array,
+    *,
+    granularity: str = "token",
+    beta: float | chex.Array | None = None,
+) -> chex.Array:
+  """Token scores from q[i,t] = log π_φ(y_i,t | ·) − log π_ref(y_i,t | ·).
 
-    Args:
-      logp_prm: [N, T] log-probs of the sampled tokens under the PRM.
-      logp_ref: [N, T] log-probs of the same tokens under the reference.
-      mask: [N, T] valid-token mask (bool or 0/1); padding may hold any value, even inf/nan.
-      granularity: "token" → score = q; "whole" → Σ_t q on the last valid token, 0 elsewhere.
-      beta: None (reward_scale='none', the released code: the reward is q itself) or the
-        PRM β (reward_scale='beta', the paper's r = β·q).
-    Returns:
-      [N, T] scores in nats (×β when given), 0 on padding. Differentiable in both
-      log-prob arrays; callers that use them as rewards stop the gradient.
-    """
-    check_token_arrays(logp_prm=logp_prm, logp_ref=logp_ref, mask=mask)
-    check_choice("granularity", granularity, GRANULARITIES)
-    dtype = compute_dtype(logp_prm, logp_ref)
-    valid = as_float_mask(mask, dtype)
-    # `where`, not a product with the mask, so inf/nan on padding cannot leak (nor its gradient).
-    q = jnp.where(valid > 0, logp_prm.astype(dtype) - logp_ref.astype(dtype), 0)
-    if beta is not None:
-        q = q * beta
-    if granularity == "whole":
-        q = jnp.sum(q, axis=1, keepdims=True) * last_token_mask(valid).astype(dtype)
-    return q
+  Args:
+    logp_prm: [N, T] log-probs of the sampled tokens under the PRM.
+    logp_ref: [N, T] log-probs of the same tokens under the reference.
+    mask: [N, T] valid-token mask (bool or 0/1); padding may hold any value, even inf/nan.
+    granularity: "token" → score = q; "whole" → Σ_t q on the last valid token, 0 elsewhere.
+    beta: None (reward_scale='none', the released code: the reward is q itself) or the
+      PRM β (reward_scale='beta', the paper's r = β·q).
+  Returns:
+    [N, T] scores in nats (×β when given), 0 on padding. Differentiable in both
+    log-prob arrays; callers that use them as rewards stop the gradient.
+  """
+  check_token_arrays(logp_prm=logp_prm, logp_ref=logp_ref, mask=mask)
+  check_choice("granularity", granularity, GRANULARITIES)
+  dtype = compute_dtype(logp_prm, logp_ref)
+  valid = as_float_mask(mask, dtype)
+  # `where`, not a product with the mask, so inf/nan on padding cannot leak (nor its gradient).
+  q = jnp.where(valid > 0, logp_prm.astype(dtype) - logp_ref.astype(dtype), 0)
+  if beta is not None:
+    q = q * beta
+  if granularity == "whole":
+    q = jnp.sum(q, axis=1, keepdims=True) * last_token_mask(valid).astype(dtype)
+  return q
 
 
-def normalize_process_rewards(scores: chex.Array, mask: chex.Array, *,
-                              num_shards: int = 1) -> chex.Array:
-    """The `batch_norm` scaling of spec §2: score / (max_{i,t} |Σ_{s>=t} score[i,s]| + 1e-6).
+def normalize_process_rewards(
+    scores: chex.Array, mask: chex.Array, *, num_shards: int = 1
+) -> chex.Array:
+  """The `batch_norm` scaling of spec §2: score / (max_{i,t} |Σ_{s>=t} score[i,s]| + 1e-6).
 
-    One scale per contiguous shard of the batch (rows [k·N/num_shards, (k+1)·N/num_shards)),
-    the max taken over that shard's valid tokens: num_shards=1 is norm_scope='global', the
-    data-parallel shard count reproduces the released run's per-shard scaling.
+  One scale per contiguous shard of the batch (rows [k·N/num_shards, (k+1)·N/num_shards)),
+  the max taken over that shard's valid tokens: num_shards=1 is norm_scope='global', the
+  data-parallel shard count reproduces the released run's per-shard scaling.
 
-    Args:
-      scores: [N, T] process scores (e.g. from `implicit_rewards`).
-      mask: [N, T] valid-token mask (bool or 0/1).
-      num_shards: number of equal contiguous row blocks; must divide N.
-    Returns:
-      [N, T] scaled scores, 0 on padding.
-    """
-    num_rows, _ = check_token_arrays(scores=scores, mask=mask)
-    check_num_shards(num_rows, num_shards)
-    dtype = compute_dtype(scores)
-    valid = as_float_mask(mask, dtype)
-    scores = jnp.where(valid > 0, scores.astype(dtype), 0)
-    abs_returns = jnp.abs(reverse_discounted_cumsum(scores)) * valid
-    shard_max = jnp.max(abs_returns.reshape(num_shards, -1), axis=1)
-    row_scale = jnp.repeat(shard_max + 1e-6, num_rows // num_shards)
-    return scores / row_scale[:, None]
+  Args:
+    scores: [N, T] process scores (e.g. from `implicit_rewards`).
+    mask: [N, T] valid-token mask (bool or 0/1).
+    num_shards: number of equal contiguous row blocks; must divide N.
+  Returns:
+    [N, T] scaled scores, 0 on padding.
+  """
+  num_rows, _ = check_token_arrays(scores=scores, mask=mask)
+  check_num_shards(num_rows, num_shards)
+  dtype = compute_dtype(scores)
+  valid = as_float_mask(mask, dtype)
+  scores = jnp.where(valid > 0, scores.astype(dtype), 0)
+  abs_returns = jnp.abs(reverse_discounted_cumsum(scores)) * valid
+  shard_max = jnp.max(abs_returns.reshape(num_shards, -1), axis=1)
+  row_scale = jnp.repeat(shard_max + 1e-6, num_rows // num_shards)
+  return scores / row_scale[:, None]

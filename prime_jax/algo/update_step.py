@@ -28,8 +28,12 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from prime_jax.algo.advantages import prime_advantages
-from prime_jax.algo.baseline_estimators import (gae_advantages, grpo_advantages,
-                                                prm_value_advantages, reinforce_advantages)
+from prime_jax.algo.baseline_estimators import (
+    gae_advantages,
+    grpo_advantages,
+    prm_value_advantages,
+    reinforce_advantages,
+)
 from prime_jax.algo.policy_loss import aggregate_token_loss, ppo_clip_loss, value_loss
 from prime_jax.algo.prm_losses import prm_ce_loss, prm_dpo_loss, prm_pair_accuracy
 from prime_jax.algo.rewards import implicit_rewards, normalize_process_rewards
@@ -37,404 +41,482 @@ from prime_jax.algo.token_ops import masked_mean, outcome_token_rewards
 from prime_jax.models.config import DecoderConfig
 from prime_jax.scoring import token_logprobs
 from prime_jax.sharding import activation_rules, logical_sharding, param_shardings, training_rules
-from prime_jax.train_state import (TrainState, apply_gradients, make_optimizer,
-                                   train_state_shardings)
+from prime_jax.train_state import (
+    TrainState,
+    apply_gradients,
+    make_optimizer,
+    train_state_shardings,
+)
 
 INPUT_KEYS = ("prompt_tokens", "prompt_mask", "response_tokens", "response_mask")
 ESTIMATORS = ("rloo", "reinforce", "grpo", "ppo", "prm_value")
-_CHOICES = dict(prm_update=("after", "before", "none"), prm_loss=("ce", "dpo"),
-                ref_type=("freeze", "policy"), granularity=("token", "whole"),
-                reward_scale=("none", "beta"), prime_norm=("batch_norm", "none"),
-                norm_scope=("shard", "global"), estimator=ESTIMATORS, rloo_form=("code", "paper"),
-                loss_agg=("seq-mean-token-mean", "token-mean"), old_logp=("recompute", "sampler"))
+_CHOICES = dict(
+    prm_update=("after", "before", "none"),
+    prm_loss=("ce", "dpo"),
+    ref_type=("freeze", "policy"),
+    granularity=("token", "whole"),
+    reward_scale=("none", "beta"),
+    prime_norm=("batch_norm", "none"),
+    norm_scope=("shard", "global"),
+    estimator=ESTIMATORS,
+    rloo_form=("code", "paper"),
+    loss_agg=("seq-mean-token-mean", "token-mean"),
+    old_logp=("recompute", "sampler"),
+)
 
 
 def policy_optimizer(rl) -> optax.GradientTransformation:
-    return make_optimizer(rl.lr, rl.weight_decay, rl.grad_clip)
+  return make_optimizer(rl.lr, rl.weight_decay, rl.grad_clip)
 
 
 def prm_optimizer(rl) -> optax.GradientTransformation:
-    return make_optimizer(rl.prm_lr, rl.prm_weight_decay, rl.prm_grad_clip)
+  return make_optimizer(rl.prm_lr, rl.prm_weight_decay, rl.prm_grad_clip)
 
 
 def uses_prm(rl) -> bool:
-    """Whether the step runs the implicit PRM (and so the reference) at all."""
-    return rl.estimator == "prm_value" or rl.coef_proc != 0
+  """Whether the step runs the implicit PRM (and so the reference) at all."""
+  return rl.estimator == "prm_value" or rl.coef_proc != 0
 
 
 def forward_passes(rl) -> list[tuple[str, str, int]]:
-    """(phase, pass, cost in forward passes over the batch) that the step runs for `rl`; a
-    forward+backward costs 3. Phase "prm" is the PRM and its reference, "policy" the rest. The
-    trainer splits the one compiled step's time between the two by these shares (time/prm_est,
-    time/policy_est), the update-step benchmark counts FLOPs with them."""
-    out = []
-    if rl.old_logp == "recompute":
-        out.append(("policy", "policy old-logp fwd", 1))
-    if uses_prm(rl):
-        if rl.ref_type == "freeze":
-            out.append(("prm", "reference fwd", 1))
-        out.append(("prm", "PRM fwd" if rl.prm_update == "none" else "PRM fwd+bwd",
-                    1 if rl.prm_update == "none" else 3))
-        if rl.prm_update == "before" or rl.prm_metrics_after:
-            out.append(("prm", "PRM re-score fwd", 1))
-    out.append(("policy", "policy fwd+bwd", 3 * rl.ppo_epochs))
-    return out
+  """(phase, pass, cost in forward passes over the batch) that the step runs for `rl`; a
+  forward+backward costs 3. Phase "prm" is the PRM and its reference, "policy" the rest. The
+  trainer splits the one compiled step's time between the two by these shares (time/prm_est,
+  time/policy_est), the update-step benchmark counts FLOPs with them."""
+  out = []
+  if rl.old_logp == "recompute":
+    out.append(("policy", "policy old-logp fwd", 1))
+  if uses_prm(rl):
+    if rl.ref_type == "freeze":
+      out.append(("prm", "reference fwd", 1))
+    out.append(
+        (
+            "prm",
+            "PRM fwd" if rl.prm_update == "none" else "PRM fwd+bwd",
+            1 if rl.prm_update == "none" else 3,
+        )
+    )
+    if rl.prm_update == "before" or rl.prm_metrics_after:
+      out.append(("prm", "PRM re-score fwd", 1))
+  out.append(("policy", "policy fwd+bwd", 3 * rl.ppo_epochs))
+  return out
 
 
 def check_rl_config(rl) -> None:
-    for key, choices in _CHOICES.items():
-        if rl[key] not in choices:
-            raise ValueError(f"config.rl.{key}={rl[key]!r}; expected one of {choices}")
-    if rl.ppo_epochs < 1:
-        raise ValueError(f"config.rl.ppo_epochs must be >= 1, got {rl.ppo_epochs}")
+  for key, choices in _CHOICES.items():
+    if rl[key] not in choices:
+      raise ValueError(f"config.rl.{key}={rl[key]!r}; expected one of {choices}")
+  if rl.ppo_epochs < 1:
+    raise ValueError(f"config.rl.ppo_epochs must be >= 1, got {rl.ppo_epochs}")
 
 
 def check_model_for(rl, model_config: DecoderConfig) -> None:
-    if (rl.estimator == "ppo") != model_config.value_head:
-        raise ValueError(f"estimator={rl.estimator!r} needs model_config.value_head="
-                         f"{rl.estimator == 'ppo'} (PPO's value head sits on the policy trunk)")
+  if (rl.estimator == "ppo") != model_config.value_head:
+    raise ValueError(
+        f"estimator={rl.estimator!r} needs model_config.value_head="
+        f"{rl.estimator == 'ppo'} (PPO's value head sits on the policy trunk)"
+    )
 
 
 def _batch_sizes(num_rows: int, mini: int, micro: int, n: int, what: str) -> tuple[int, int]:
-    """Clamps (mini, micro) to the batch and checks they tile it; returns the clamped pair."""
-    mini = min(mini, num_rows)
-    micro = min(micro, mini)
-    if num_rows % mini or mini % micro:
-        raise ValueError(f"{what}: {num_rows} responses cannot be split into mini-batches of "
-                         f"{mini} and micro-batches of {micro}")
-    if what == "PRM" and mini % n:
-        raise ValueError(f"PRM mini-batch {mini} must hold whole groups of n={n}")
-    return mini, micro
+  """Clamps (mini, micro) to the batch and checks they tile it; returns the clamped pair."""
+  mini = min(mini, num_rows)
+  micro = min(micro, mini)
+  if num_rows % mini or mini % micro:
+    raise ValueError(
+        f"{what}: {num_rows} responses cannot be split into mini-batches of "
+        f"{mini} and micro-batches of {micro}"
+    )
+  if what == "PRM" and mini % n:
+    raise ValueError(f"PRM mini-batch {mini} must hold whole groups of n={n}")
+  return mini, micro
 
 
 def _split(tree, parts: int):
-    """[N, ...] leaves -> [parts, N / parts, ...]."""
-    return jax.tree_util.tree_map(lambda x: x.reshape((parts, -1) + x.shape[1:]), tree)
+  """[N, ...] leaves -> [parts, N / parts, ...]."""
+  return jax.tree_util.tree_map(lambda x: x.reshape((parts, -1) + x.shape[1:]), tree)
 
 
 def _merge(tree):
-    """[parts, M, ...] leaves -> [parts * M, ...]."""
-    return jax.tree_util.tree_map(lambda x: x.reshape((-1,) + x.shape[2:]), tree)
+  """[parts, M, ...] leaves -> [parts * M, ...]."""
+  return jax.tree_util.tree_map(lambda x: x.reshape((-1,) + x.shape[2:]), tree)
 
 
 def _stats(prefix: str, x, mask) -> dict:
-    """Mean / std / min / max of x over valid tokens."""
-    valid = mask > 0
-    mean = masked_mean(x, mask)
-    return {f"{prefix}_mean": mean,
-            f"{prefix}_std": jnp.sqrt(masked_mean((x - mean) ** 2, mask)),
-            f"{prefix}_min": jnp.min(jnp.where(valid, x, jnp.inf)),
-            f"{prefix}_max": jnp.max(jnp.where(valid, x, -jnp.inf))}
+  """Mean / std / min / max of x over valid tokens."""
+  valid = mask > 0
+  mean = masked_mean(x, mask)
+  return {
+      f"{prefix}_mean": mean,
+      f"{prefix}_std": jnp.sqrt(masked_mean((x - mean) ** 2, mask)),
+      f"{prefix}_min": jnp.min(jnp.where(valid, x, jnp.inf)),
+      f"{prefix}_max": jnp.max(jnp.where(valid, x, -jnp.inf)),
+  }
 
 
-def make_update_step(config, mesh: Optional[Mesh], model_config: DecoderConfig, *,
-                     rules=None) -> Callable:
-    """Builds the jitted update step for `config.rl` and the decoder `model_config`.
+def make_update_step(
+    config, mesh: Optional[Mesh], model_config: DecoderConfig, *, rules=None
+) -> Callable:
+  """Builds the jitted update step for `config.rl` and the decoder `model_config`.
 
-    With a mesh, states keep the sharding of the logical-axis rules (`rules`, default
-    `config.sharding_rules`), batch rows are split over the `batch` rule's axes, the decoder's
-    activations are constrained by the same rules (the step is traced under
-    `prime_jax.sharding.activation_rules`), and the policy/PRM states are donated. With
-    `config.ref.offload` the reference params arrive in host memory and are moved to the devices
-    inside the step, for the reference forward only. Without a mesh (mesh=None) it runs wherever
-    its inputs are (and `config.ref.offload` is an error).
-    """
-    rl = config.rl
-    check_rl_config(rl)
-    check_model_for(rl, model_config)
-    is_ppo = rl.estimator == "ppo"
-    policy_opt, prm_opt = policy_optimizer(rl), prm_optimizer(rl)
-    n = rl.n_samples
-    run_prm = uses_prm(rl)
-    needs_ref = run_prm or rl.kl_coef != 0
-    batch_spec = PartitionSpec()
-    offload_ref = _ref_options(config).offload and needs_ref and rl.ref_type == "freeze"
-    ref_on_device = None  # with offload: the reference's device shardings inside the step
-    if mesh is None and offload_ref:
-        raise ValueError("config.ref.offload needs a mesh (it places the reference params with "
-                         "NamedShardings of memory_kind='pinned_host')")
-    if mesh is not None:
-        rules = rules or training_rules(config)
-        batch_spec = logical_sharding(mesh, ("batch",), rules).spec
-        if offload_ref:
-            ref_on_device = jax.tree_util.tree_map(
-                lambda s: s.with_memory_kind("device"),
-                update_step_shardings(config, mesh, model_config, rules=rules)["ref"])
+  With a mesh, states keep the sharding of the logical-axis rules (`rules`, default
+  `config.sharding_rules`), batch rows are split over the `batch` rule's axes, the decoder's
+  activations are constrained by the same rules (the step is traced under
+  `prime_jax.sharding.activation_rules`), and the policy/PRM states are donated. With
+  `config.ref.offload` the reference params arrive in host memory and are moved to the devices
+  inside the step, for the reference forward only. Without a mesh (mesh=None) it runs wherever
+  its inputs are (and `config.ref.offload` is an error).
+  """
+  rl = config.rl
+  check_rl_config(rl)
+  check_model_for(rl, model_config)
+  is_ppo = rl.estimator == "ppo"
+  policy_opt, prm_opt = policy_optimizer(rl), prm_optimizer(rl)
+  n = rl.n_samples
+  run_prm = uses_prm(rl)
+  needs_ref = run_prm or rl.kl_coef != 0
+  batch_spec = PartitionSpec()
+  offload_ref = _ref_options(config).offload and needs_ref and rl.ref_type == "freeze"
+  ref_on_device = None  # with offload: the reference's device shardings inside the step
+  if mesh is None and offload_ref:
+    raise ValueError(
+        "config.ref.offload needs a mesh (it places the reference params with "
+        "NamedShardings of memory_kind='pinned_host')"
+    )
+  if mesh is not None:
+    rules = rules or training_rules(config)
+    batch_spec = logical_sharding(mesh, ("batch",), rules).spec
+    if offload_ref:
+      ref_on_device = jax.tree_util.tree_map(
+          lambda s: s.with_memory_kind("device"),
+          update_step_shardings(config, mesh, model_config, rules=rules)["ref"],
+      )
 
-    def constrain_micro(tree):
-        """Keeps each micro-batch spread over the data-parallel devices inside the scans."""
-        if mesh is None:
-            return tree
-        spec = PartitionSpec(None, *batch_spec)
-        return jax.tree_util.tree_map(
-            lambda x: jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec)), tree)
-
-    def score(params, mb, with_entropy=False, with_values=False):
-        """(logp, entropy or None, values or None), each [M, T], of a micro-batch."""
-        out = token_logprobs(params, mb["prompt_tokens"], mb["prompt_mask"],
-                             mb["response_tokens"], mb["response_mask"], config=model_config,
-                             chunk_size=rl.score_chunk, with_entropy=with_entropy,
-                             with_values=with_values)
-        out = list(out) if (with_entropy or with_values) else [out]
-        return (out.pop(0), out.pop(0) if with_entropy else None,
-                out.pop(0) if with_values else None)
-
-    def score_batch(params, inputs, with_values=False):
-        """[N, T] log-probs (and values) without gradient, one micro-batch at a time."""
-        num_rows = inputs["response_tokens"].shape[0]
-        micro = min(rl.micro_batch, num_rows)
-        if num_rows % micro:
-            raise ValueError(f"{num_rows} responses are not a multiple of micro_batch={micro}")
-        micro_batches = constrain_micro(_split(inputs, num_rows // micro))
-        out = jax.lax.map(lambda mb: score(params, mb, with_values=with_values)[::2],
-                          micro_batches)
-        logp, values = jax.lax.stop_gradient(_merge(out))
-        return (logp, values) if with_values else logp
-
-    def accumulate(loss_fn, params, micro_batches):
-        """Summed gradients, summed loss and stacked aux of loss_fn over the micro-batches."""
-        def body(grads, mb):
-            (loss, aux), g = jax.value_and_grad(loss_fn, has_aux=True)(params, mb)
-            return jax.tree_util.tree_map(jnp.add, grads, g), (loss, aux)
-        zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
-        grads, (losses, aux) = jax.lax.scan(body, zeros, micro_batches)
-        return grads, jnp.sum(losses), aux
-
-    def prm_phase(prm_state: TrainState, data: dict):
-        """Returns (state, PRM log-probs used for the rewards [N, T], metrics)."""
-        num_rows = data["acc"].shape[0]
-
-        def pair_accuracy(logp):
-            q = implicit_rewards(logp, data["ref_logp"], data["response_mask"])
-            return prm_pair_accuracy(jnp.sum(q, axis=1), data["acc"], n=n)
-
-        if rl.prm_update == "none":
-            logp = score_batch(prm_state.params, data)
-            return prm_state, logp, {"prm/acc_before": pair_accuracy(logp)}
-        mini, micro = _batch_sizes(num_rows, rl.prm_mini_batch, rl.micro_batch, n, "PRM")
-
-        def loss_fn(params, mb):
-            logp = score(params, mb)[0]
-            q = implicit_rewards(logp, mb["ref_logp"], mb["response_mask"])
-            if rl.prm_loss == "ce":
-                loss = prm_ce_loss(q, mb["acc"], mb["response_mask"], beta=rl.beta)
-            else:
-                loss = prm_dpo_loss(q, mb["acc"], mb["response_mask"], beta=rl.beta, n=n)
-            # Both losses are means over the micro-batch: weight so the sum is the mini mean.
-            return loss * (micro / mini), logp
-
-        def mini_step(state, mb):
-            grads, loss, logp = accumulate(loss_fn, state.params,
-                                           constrain_micro(_split(mb, mini // micro)))
-            # "after" (single forward): this mini-batch's rewards are the q computed just now,
-            # by the PRM after the previous mini-batches' updates, before its own update.
-            return apply_gradients(state, grads, prm_opt), (
-                _merge(logp), loss, optax.global_norm(grads))
-
-        prm_state, (logp, losses, grad_norms) = jax.lax.scan(
-            mini_step, prm_state, _split(data, num_rows // mini))
-        logp = _merge(logp)
-        # "before" metrics: each mini-batch scored by the PRM as it stood before its update.
-        metrics = {"prm/loss_before": jnp.mean(losses), "prm/acc_before": pair_accuracy(logp),
-                   "prm/grad_norm": jnp.mean(grad_norms)}
-        if rl.prm_update == "before" or rl.prm_metrics_after:
-            logp_after = score_batch(prm_state.params, data)
-            q_after = implicit_rewards(logp_after, data["ref_logp"], data["response_mask"])
-            metrics["prm/acc_after"] = pair_accuracy(logp_after)
-            metrics["prm/loss_after"] = prm_ce_loss(q_after, data["acc"], data["response_mask"],
-                                                    beta=rl.beta)
-            if rl.prm_update == "before":  # double forward: rewards from the updated PRM
-                logp = logp_after
-        return prm_state, jax.lax.stop_gradient(logp), metrics
-
-    def advantages_of(scores, q, acc, mask, old_values):
-        coefs = dict(coef_proc=rl.coef_proc, coef_out=rl.coef_out)
-        if rl.estimator == "rloo":
-            return prime_advantages(scores, acc, mask, n=n, gamma=rl.gamma, form=rl.rloo_form,
-                                    **coefs)
-        if rl.estimator == "reinforce":
-            return reinforce_advantages(scores, acc, mask, gamma=rl.gamma, **coefs)
-        if rl.estimator == "grpo":
-            return grpo_advantages(scores, acc, mask, n=n, **coefs)
-        if rl.estimator == "ppo":  # "PPO w/ PRIME" adds the process rewards to the token rewards
-            token_rewards = (rl.coef_out * outcome_token_rewards(acc, mask)
-                             + rl.coef_proc * scores)
-            return gae_advantages(token_rewards, old_values, mask, gamma=rl.gamma,
-                                  lam=rl.gae_lambda)
-        return prm_value_advantages(q, acc, mask, beta=rl.beta)
-
-    def ppo_phase(state: TrainState, data: dict, rng):
-        num_rows = data["acc"].shape[0]
-        mini, micro = _batch_sizes(num_rows, rl.mini_batch, rl.micro_batch, n, "policy")
-
-        def loss_fn(params, mb, denominator, num_tokens):
-            logp, entropy, values = score(params, mb, with_entropy=True, with_values=is_ppo)
-            mask = mb["response_mask"]
-            pg_loss, m = ppo_clip_loss(logp, mb["old_logp"], mb["advantages"], mask,
-                                       clip_eps=rl.clip_eps, agg=rl.loss_agg,
-                                       denominator=denominator)
-            total = pg_loss
-            if is_ppo:
-                v_loss, v_metrics = value_loss(values, mb["returns"], mask,
-                                               old_values=mb["old_values"],
-                                               clip_eps=rl.value_clip_eps, agg="token-mean",
-                                               denominator=num_tokens)
-                total += rl.value_coef * v_loss
-                m = dict(m, value_loss=v_loss, **v_metrics)
-            if rl.entropy_coef:
-                total -= rl.entropy_coef * aggregate_token_loss(
-                    entropy, mask, agg=rl.loss_agg, denominator=denominator)
-            if rl.kl_coef:  # k3 ("low-variance") estimate of KL(policy || ref), as in veRL
-                log_ratio = mb["ref_logp"] - logp
-                kl = jnp.exp(log_ratio) - 1 - log_ratio
-                total += rl.kl_coef * aggregate_token_loss(kl, mask, agg=rl.loss_agg,
-                                                           denominator=denominator)
-            m = dict(m, entropy=masked_mean(jax.lax.stop_gradient(entropy), mask),
-                     pg_loss=pg_loss)
-            return total, m
-
-        def mini_step(state, mb):
-            mask = mb["response_mask"]
-            num_tokens = jnp.maximum(jnp.sum(mask), 1)
-            if rl.loss_agg == "token-mean":
-                denominator = num_tokens
-            else:
-                denominator = jnp.maximum(jnp.sum(jnp.any(mask, axis=1)), 1)
-            grads, loss, m = accumulate(
-                functools.partial(loss_fn, denominator=denominator, num_tokens=num_tokens),
-                state.params, constrain_micro(_split(mb, mini // micro)))
-            return apply_gradients(state, grads, policy_opt), (loss, optax.global_norm(grads), m)
-
-        outs = []
-        for _ in range(rl.ppo_epochs):
-            rng, key = jax.random.split(rng)
-            perm = jax.random.permutation(key, num_rows)
-            shuffled = jax.tree_util.tree_map(lambda x: x[perm], data)
-            state, out = jax.lax.scan(mini_step, state, _split(shuffled, num_rows // mini))
-            outs.append(out)
-        losses, grad_norms, m = jax.tree_util.tree_map(lambda *x: jnp.stack(x), *outs)
-        reduce = {"ratio_min": jnp.min, "ratio_max": jnp.max}
-        metrics = {f"policy/{k}": reduce.get(k, jnp.mean)(v) for k, v in m.items()}
-        metrics.update({"policy/loss": jnp.mean(losses), "policy/grad_norm": jnp.mean(grad_norms)})
-        return state, metrics
-
-    def update_step(policy_state: TrainState, prm_state: TrainState, ref_params, batch: dict, rng):
-        inputs = {k: batch[k] for k in INPUT_KEYS}
-        mask, acc = batch["response_mask"], batch["acc"].astype(jnp.float32)
-        old_values = None
-        if is_ppo:  # one forward gives both the old log-probs and the old values
-            old_logp, old_values = score_batch(policy_state.params, inputs, with_values=True)
-            if rl.old_logp == "sampler":
-                old_logp = batch["old_logp"]
-        elif rl.old_logp == "recompute":
-            old_logp = score_batch(policy_state.params, inputs)
-        else:
-            old_logp = batch["old_logp"]
-        metrics = {"acc_mean": jnp.mean(acc),
-                   "response_length_mean": jnp.mean(jnp.sum(mask, axis=1).astype(jnp.float32)),
-                   "tokens": jnp.sum(mask)}
-        ref_logp = None  # ref_params is None unless a frozen reference is needed
-        if needs_ref and rl.ref_type == "policy":
-            ref_logp = old_logp
-        elif needs_ref:
-            if ref_on_device is not None:  # host -> devices, for this forward only
-                ref_params = jax.device_put(ref_params, ref_on_device)
-            ref_logp = score_batch(ref_params, inputs)
-
-        q = scores = jnp.zeros(mask.shape, jnp.float32)
-        if run_prm:
-            prm_state, logp_prm, prm_metrics = prm_phase(
-                prm_state, dict(inputs, acc=acc, ref_logp=ref_logp))
-            metrics.update(prm_metrics)
-            q = implicit_rewards(logp_prm, ref_logp, mask)
-            scores = implicit_rewards(logp_prm, ref_logp, mask, granularity=rl.granularity,
-                                      beta=rl.beta if rl.reward_scale == "beta" else None)
-            if rl.prime_norm == "batch_norm":
-                shards = rl.norm_shards if rl.norm_scope == "shard" else 1
-                scores = normalize_process_rewards(scores, mask, num_shards=shards)
-            metrics.update(_stats("process_reward", scores, mask))
-        advantages, returns = advantages_of(scores, q, acc, mask, old_values)
-        metrics.update(_stats("returns", returns, mask))
-        metrics.update(_stats("advantages", advantages, mask))
-
-        data = dict(inputs, acc=acc, old_logp=old_logp, advantages=advantages)
-        if is_ppo:
-            data.update(returns=returns, old_values=old_values)
-            metrics.update(_stats("values", old_values, mask))
-        if rl.kl_coef:
-            data["ref_logp"] = ref_logp
-        policy_state, policy_metrics = ppo_phase(policy_state, data, rng)
-        metrics.update(policy_metrics)
-        return policy_state, prm_state, metrics
-
+  def constrain_micro(tree):
+    """Keeps each micro-batch spread over the data-parallel devices inside the scans."""
     if mesh is None:
-        return jax.jit(update_step, donate_argnums=(0, 1))
+      return tree
+    spec = PartitionSpec(None, *batch_spec)
+    return jax.tree_util.tree_map(
+        lambda x: jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec)), tree
+    )
 
-    @functools.wraps(update_step)
-    def update_step_on_mesh(*args):
-        with activation_rules(mesh, rules):
-            return update_step(*args)
+  def score(params, mb, with_entropy=False, with_values=False):
+    """(logp, entropy or None, values or None), each [M, T], of a micro-batch."""
+    out = token_logprobs(
+        params,
+        mb["prompt_tokens"],
+        mb["prompt_mask"],
+        mb["response_tokens"],
+        mb["response_mask"],
+        config=model_config,
+        chunk_size=rl.score_chunk,
+        with_entropy=with_entropy,
+        with_values=with_values,
+    )
+    out = list(out) if (with_entropy or with_values) else [out]
+    return (out.pop(0), out.pop(0) if with_entropy else None, out.pop(0) if with_values else None)
 
-    shardings = update_step_shardings(config, mesh, model_config, rules=rules)
-    replicated = NamedSharding(mesh, PartitionSpec())
-    return jax.jit(update_step_on_mesh, donate_argnums=(0, 1),
-                   in_shardings=(shardings["policy"], shardings["prm"], shardings["ref"],
-                                 shardings["batch"], replicated),
-                   out_shardings=(shardings["policy"], shardings["prm"], replicated))
+  def score_batch(params, inputs, with_values=False):
+    """[N, T] log-probs (and values) without gradient, one micro-batch at a time."""
+    num_rows = inputs["response_tokens"].shape[0]
+    micro = min(rl.micro_batch, num_rows)
+    if num_rows % micro:
+      raise ValueError(f"{num_rows} responses are not a multiple of micro_batch={micro}")
+    micro_batches = constrain_micro(_split(inputs, num_rows // micro))
+    out = jax.lax.map(lambda mb: score(params, mb, with_values=with_values)[::2], micro_batches)
+    logp, values = jax.lax.stop_gradient(_merge(out))
+    return (logp, values) if with_values else logp
+
+  def accumulate(loss_fn, params, micro_batches):
+    """Summed gradients, summed loss and stacked aux of loss_fn over the micro-batches."""
+
+    def body(grads, mb):
+      (loss, aux), g = jax.value_and_grad(loss_fn, has_aux=True)(params, mb)
+      return jax.tree_util.tree_map(jnp.add, grads, g), (loss, aux)
+
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+    grads, (losses, aux) = jax.lax.scan(body, zeros, micro_batches)
+    return grads, jnp.sum(losses), aux
+
+  def prm_phase(prm_state: TrainState, data: dict):
+    """Returns (state, PRM log-probs used for the rewards [N, T], metrics)."""
+    num_rows = data["acc"].shape[0]
+
+    def pair_accuracy(logp):
+      q = implicit_rewards(logp, data["ref_logp"], data["response_mask"])
+      return prm_pair_accuracy(jnp.sum(q, axis=1), data["acc"], n=n)
+
+    if rl.prm_update == "none":
+      logp = score_batch(prm_state.params, data)
+      return prm_state, logp, {"prm/acc_before": pair_accuracy(logp)}
+    mini, micro = _batch_sizes(num_rows, rl.prm_mini_batch, rl.micro_batch, n, "PRM")
+
+    def loss_fn(params, mb):
+      logp = score(params, mb)[0]
+      q = implicit_rewards(logp, mb["ref_logp"], mb["response_mask"])
+      if rl.prm_loss == "ce":
+        loss = prm_ce_loss(q, mb["acc"], mb["response_mask"], beta=rl.beta)
+      else:
+        loss = prm_dpo_loss(q, mb["acc"], mb["response_mask"], beta=rl.beta, n=n)
+      # Both losses are means over the micro-batch: weight so the sum is the mini mean.
+      return loss * (micro / mini), logp
+
+    def mini_step(state, mb):
+      grads, loss, logp = accumulate(
+          loss_fn, state.params, constrain_micro(_split(mb, mini // micro))
+      )
+      # "after" (single forward): this mini-batch's rewards are the q computed just now,
+      # by the PRM after the previous mini-batches' updates, before its own update.
+      return apply_gradients(state, grads, prm_opt), (_merge(logp), loss, optax.global_norm(grads))
+
+    prm_state, (logp, losses, grad_norms) = jax.lax.scan(
+        mini_step, prm_state, _split(data, num_rows // mini)
+    )
+    logp = _merge(logp)
+    # "before" metrics: each mini-batch scored by the PRM as it stood before its update.
+    metrics = {
+        "prm/loss_before": jnp.mean(losses),
+        "prm/acc_before": pair_accuracy(logp),
+        "prm/grad_norm": jnp.mean(grad_norms),
+    }
+    if rl.prm_update == "before" or rl.prm_metrics_after:
+      logp_after = score_batch(prm_state.params, data)
+      q_after = implicit_rewards(logp_after, data["ref_logp"], data["response_mask"])
+      metrics["prm/acc_after"] = pair_accuracy(logp_after)
+      metrics["prm/loss_after"] = prm_ce_loss(
+          q_after, data["acc"], data["response_mask"], beta=rl.beta
+      )
+      if rl.prm_update == "before":  # double forward: rewards from the updated PRM
+        logp = logp_after
+    return prm_state, jax.lax.stop_gradient(logp), metrics
+
+  def advantages_of(scores, q, acc, mask, old_values):
+    coefs = dict(coef_proc=rl.coef_proc, coef_out=rl.coef_out)
+    if rl.estimator == "rloo":
+      return prime_advantages(scores, acc, mask, n=n, gamma=rl.gamma, form=rl.rloo_form, **coefs)
+    if rl.estimator == "reinforce":
+      return reinforce_advantages(scores, acc, mask, gamma=rl.gamma, **coefs)
+    if rl.estimator == "grpo":
+      return grpo_advantages(scores, acc, mask, n=n, **coefs)
+    if rl.estimator == "ppo":  # "PPO w/ PRIME" adds the process rewards to the token rewards
+      token_rewards = rl.coef_out * outcome_token_rewards(acc, mask) + rl.coef_proc * scores
+      return gae_advantages(token_rewards, old_values, mask, gamma=rl.gamma, lam=rl.gae_lambda)
+    return prm_value_advantages(q, acc, mask, beta=rl.beta)
+
+  def ppo_phase(state: TrainState, data: dict, rng):
+    num_rows = data["acc"].shape[0]
+    mini, micro = _batch_sizes(num_rows, rl.mini_batch, rl.micro_batch, n, "policy")
+
+    def loss_fn(params, mb, denominator, num_tokens):
+      logp, entropy, values = score(params, mb, with_entropy=True, with_values=is_ppo)
+      mask = mb["response_mask"]
+      pg_loss, m = ppo_clip_loss(
+          logp,
+          mb["old_logp"],
+          mb["advantages"],
+          mask,
+          clip_eps=rl.clip_eps,
+          agg=rl.loss_agg,
+          denominator=denominator,
+      )
+      total = pg_loss
+      if is_ppo:
+        v_loss, v_metrics = value_loss(
+            values,
+            mb["returns"],
+            mask,
+            old_values=mb["old_values"],
+            clip_eps=rl.value_clip_eps,
+            agg="token-mean",
+            denominator=num_tokens,
+        )
+        total += rl.value_coef * v_loss
+        m = dict(m, value_loss=v_loss, **v_metrics)
+      if rl.entropy_coef:
+        total -= rl.entropy_coef * aggregate_token_loss(
+            entropy, mask, agg=rl.loss_agg, denominator=denominator
+        )
+      if rl.kl_coef:  # k3 ("low-variance") estimate of KL(policy || ref), as in veRL
+        log_ratio = mb["ref_logp"] - logp
+        kl = jnp.exp(log_ratio) - 1 - log_ratio
+        total += rl.kl_coef * aggregate_token_loss(
+            kl, mask, agg=rl.loss_agg, denominator=denominator
+        )
+      m = dict(m, entropy=masked_mean(jax.lax.stop_gradient(entropy), mask), pg_loss=pg_loss)
+      return total, m
+
+    def mini_step(state, mb):
+      mask = mb["response_mask"]
+      num_tokens = jnp.maximum(jnp.sum(mask), 1)
+      if rl.loss_agg == "token-mean":
+        denominator = num_tokens
+      else:
+        denominator = jnp.maximum(jnp.sum(jnp.any(mask, axis=1)), 1)
+      grads, loss, m = accumulate(
+          functools.partial(loss_fn, denominator=denominator, num_tokens=num_tokens),
+          state.params,
+          constrain_micro(_split(mb, mini // micro)),
+      )
+      return apply_gradients(state, grads, policy_opt), (loss, optax.global_norm(grads), m)
+
+    outs = []
+    for _ in range(rl.ppo_epochs):
+      rng, key = jax.random.split(rng)
+      perm = jax.random.permutation(key, num_rows)
+      shuffled = jax.tree_util.tree_map(lambda x: x[perm], data)
+      state, out = jax.lax.scan(mini_step, state, _split(shuffled, num_rows // mini))
+      outs.append(out)
+    losses, grad_norms, m = jax.tree_util.tree_map(lambda *x: jnp.stack(x), *outs)
+    reduce = {"ratio_min": jnp.min, "ratio_max": jnp.max}
+    metrics = {f"policy/{k}": reduce.get(k, jnp.mean)(v) for k, v in m.items()}
+    metrics.update({"policy/loss": jnp.mean(losses), "policy/grad_norm": jnp.mean(grad_norms)})
+    return state, metrics
+
+  def update_step(policy_state: TrainState, prm_state: TrainState, ref_params, batch: dict, rng):
+    inputs = {k: batch[k] for k in INPUT_KEYS}
+    mask, acc = batch["response_mask"], batch["acc"].astype(jnp.float32)
+    old_values = None
+    if is_ppo:  # one forward gives both the old log-probs and the old values
+      old_logp, old_values = score_batch(policy_state.params, inputs, with_values=True)
+      if rl.old_logp == "sampler":
+        old_logp = batch["old_logp"]
+    elif rl.old_logp == "recompute":
+      old_logp = score_batch(policy_state.params, inputs)
+    else:
+      old_logp = batch["old_logp"]
+    metrics = {
+        "acc_mean": jnp.mean(acc),
+        "response_length_mean": jnp.mean(jnp.sum(mask, axis=1).astype(jnp.float32)),
+        "tokens": jnp.sum(mask),
+    }
+    ref_logp = None  # ref_params is None unless a frozen reference is needed
+    if needs_ref and rl.ref_type == "policy":
+      ref_logp = old_logp
+    elif needs_ref:
+      if ref_on_device is not None:  # host -> devices, for this forward only
+        ref_params = jax.device_put(ref_params, ref_on_device)
+      ref_logp = score_batch(ref_params, inputs)
+
+    q = scores = jnp.zeros(mask.shape, jnp.float32)
+    if run_prm:
+      prm_state, logp_prm, prm_metrics = prm_phase(
+          prm_state, dict(inputs, acc=acc, ref_logp=ref_logp)
+      )
+      metrics.update(prm_metrics)
+      q = implicit_rewards(logp_prm, ref_logp, mask)
+      scores = implicit_rewards(
+          logp_prm,
+          ref_logp,
+          mask,
+          granularity=rl.granularity,
+          beta=rl.beta if rl.reward_scale == "beta" else None,
+      )
+      if rl.prime_norm == "batch_norm":
+        shards = rl.norm_shards if rl.norm_scope == "shard" else 1
+        scores = normalize_process_rewards(scores, mask, num_shards=shards)
+      metrics.update(_stats("process_reward", scores, mask))
+    advantages, returns = advantages_of(scores, q, acc, mask, old_values)
+    metrics.update(_stats("returns", returns, mask))
+    metrics.update(_stats("advantages", advantages, mask))
+
+    data = dict(inputs, acc=acc, old_logp=old_logp, advantages=advantages)
+    if is_ppo:
+      data.update(returns=returns, old_values=old_values)
+      metrics.update(_stats("values", old_values, mask))
+    if rl.kl_coef:
+      data["ref_logp"] = ref_logp
+    policy_state, policy_metrics = ppo_phase(policy_state, data, rng)
+    metrics.update(policy_metrics)
+    return policy_state, prm_state, metrics
+
+  if mesh is None:
+    return jax.jit(update_step, donate_argnums=(0, 1))
+
+  @functools.wraps(update_step)
+  def update_step_on_mesh(*args):
+    with activation_rules(mesh, rules):
+      return update_step(*args)
+
+  shardings = update_step_shardings(config, mesh, model_config, rules=rules)
+  replicated = NamedSharding(mesh, PartitionSpec())
+  return jax.jit(
+      update_step_on_mesh,
+      donate_argnums=(0, 1),
+      in_shardings=(
+          shardings["policy"],
+          shardings["prm"],
+          shardings["ref"],
+          shardings["batch"],
+          replicated,
+      ),
+      out_shardings=(shardings["policy"], shardings["prm"], replicated),
+  )
 
 
 def update_step_shardings(config, mesh: Mesh, model_config: DecoderConfig, *, rules=None) -> dict:
-    """Where the step's inputs live: {"policy", "prm"} TrainState shardings, "ref" params
-    shardings (memory_kind "pinned_host" with `config.ref.offload`), "batch" (rows over the
-    `batch` rule's axes). `rules` default to `config.sharding_rules`. `jax.device_put` states
-    and batches onto these before the first call (the reference through `reference_params`): the
-    step donates the states in place. "prm" is None when the step never runs the PRM and "ref"
-    None when it needs no reference: pass None for them."""
-    from prime_jax.models.decoder import init_params
-    rules = rules or training_rules(config)
-    abstract_params = jax.eval_shape(lambda: init_params(model_config, jax.random.key(0)))
-    p_shardings = param_shardings(model_config, mesh, rules)
-    rl = config.rl
-    run_prm = uses_prm(rl)
-    frozen_ref = (run_prm or rl.kl_coef != 0) and rl.ref_type == "freeze"
-    return {"policy": train_state_shardings(p_shardings, policy_optimizer(rl), abstract_params),
-            "prm": (train_state_shardings(p_shardings, prm_optimizer(rl), abstract_params)
-                    if run_prm else None),
-            "ref": (None if not frozen_ref else _ref_memory(p_shardings, config)),
-            "batch": logical_sharding(mesh, ("batch",), rules)}
+  """Where the step's inputs live: {"policy", "prm"} TrainState shardings, "ref" params
+  shardings (memory_kind "pinned_host" with `config.ref.offload`), "batch" (rows over the
+  `batch` rule's axes). `rules` default to `config.sharding_rules`. `jax.device_put` states
+  and batches onto these before the first call (the reference through `reference_params`): the
+  step donates the states in place. "prm" is None when the step never runs the PRM and "ref"
+  None when it needs no reference: pass None for them."""
+  from prime_jax.models.decoder import init_params
+
+  rules = rules or training_rules(config)
+  abstract_params = jax.eval_shape(lambda: init_params(model_config, jax.random.key(0)))
+  p_shardings = param_shardings(model_config, mesh, rules)
+  rl = config.rl
+  run_prm = uses_prm(rl)
+  frozen_ref = (run_prm or rl.kl_coef != 0) and rl.ref_type == "freeze"
+  return {
+      "policy": train_state_shardings(p_shardings, policy_optimizer(rl), abstract_params),
+      "prm": (
+          train_state_shardings(p_shardings, prm_optimizer(rl), abstract_params)
+          if run_prm
+          else None
+      ),
+      "ref": (None if not frozen_ref else _ref_memory(p_shardings, config)),
+      "batch": logical_sharding(mesh, ("batch",), rules),
+  }
 
 
 REF_PARAM_DTYPES = ("float32", "bfloat16")
 
 
 def _ref_options(config):
-    """`config.ref` (param_dtype, offload), checked; configs without it get the defaults."""
-    from ml_collections import ConfigDict
-    ref = config.get("ref") or ConfigDict(dict(param_dtype="float32", offload=False))
-    if ref.param_dtype not in REF_PARAM_DTYPES:
-        raise ValueError(f"config.ref.param_dtype={ref.param_dtype!r}; expected one of "
-                         f"{REF_PARAM_DTYPES}")
-    return ref
+  """`config.ref` (param_dtype, offload), checked; configs without it get the defaults."""
+  from ml_collections import ConfigDict
+
+  ref = config.get("ref") or ConfigDict(dict(param_dtype="float32", offload=False))
+  if ref.param_dtype not in REF_PARAM_DTYPES:
+    raise ValueError(
+        f"config.ref.param_dtype={ref.param_dtype!r}; expected one of " f"{REF_PARAM_DTYPES}"
+    )
+  return ref
 
 
 def _ref_memory(shardings, config):
-    """The reference's shardings: in host memory ("pinned_host") with `config.ref.offload`."""
-    if not _ref_options(config).offload:
-        return shardings
-    devices = jax.tree_util.tree_leaves(shardings)[0].addressable_devices
-    kinds = {m.kind for d in devices for m in d.addressable_memories()}
-    if "pinned_host" not in kinds:
-        raise ValueError(f"config.ref.offload: the {next(iter(devices)).platform} devices have "
-                         f"no pinned_host memory (memory kinds: {sorted(kinds)})")
-    return jax.tree_util.tree_map(lambda s: s.with_memory_kind("pinned_host"), shardings)
+  """The reference's shardings: in host memory ("pinned_host") with `config.ref.offload`."""
+  if not _ref_options(config).offload:
+    return shardings
+  devices = jax.tree_util.tree_leaves(shardings)[0].addressable_devices
+  kinds = {m.kind for d in devices for m in d.addressable_memories()}
+  if "pinned_host" not in kinds:
+    raise ValueError(
+        f"config.ref.offload: the {next(iter(devices)).platform} devices have "
+        f"no pinned_host memory (memory kinds: {sorted(kinds)})"
+    )
+  return jax.tree_util.tree_map(lambda s: s.with_memory_kind("pinned_host"), shardings)
 
 
 def reference_params(params, config, ref_shardings):
-    """The frozen reference: a copy of `params` (the policy's, whose buffers the step donates) in
-    `config.ref.param_dtype` (cast once here; its forward still computes in the model's dtype),
-    placed on `ref_shardings` (`update_step_shardings(...)["ref"]`: on the devices, or in host
-    memory with `config.ref.offload`). Device-to-device / device-to-host copies only."""
-    dtype = jnp.dtype(_ref_options(config).param_dtype)
-    copy = jax.tree_util.tree_map(
-        lambda x: x.astype(dtype) if x.dtype != dtype else x.copy(), params)  # fresh buffers
-    return jax.device_put(copy, ref_shardings)
+  """The frozen reference: a copy of `params` (the policy's, whose buffers the step donates) in
+  `config.ref.param_dtype` (cast once here; its forward still computes in the model's dtype),
+  placed on `ref_shardings` (`update_step_shardings(...)["ref"]`: on the devices, or in host
+  memory with `config.ref.offload`). Device-to-device / device-to-host copies only."""
+  dtype = jnp.dtype(_ref_options(config).param_dtype)
+  copy = jax.tree_util.tree_map(
+      lambda x: x.astype(dtype) if x.dtype != dtype else x.copy(), params
+  )  # fresh buffers
+  return jax.device_put(copy, ref_shardings)

@@ -54,20 +54,22 @@ class InputError(ValueError):
 class RawRow:
   """One row of an input file: its parsed fields, or why it could not be parsed."""
 
-  where: str                          # "path:line" or "path:row N"
-  default_id: str                     # "<file name>:<line or row>"
-  fields: Optional[dict[str, Any]]    # None when the row did not parse
+  where: str  # "path:line" or "path:row N"
+  default_id: str  # "<file name>:<line or row>"
+  fields: Optional[dict[str, Any]]  # None when the row did not parse
   error: Optional[str] = None
 
 
 def check_input(path: str | Path) -> Path:
   path = Path(path)
   if not path.is_file():
-    raise InputError(f"input file {path} does not exist" if not path.exists()
-                     else f"input {path} is not a file")
+    raise InputError(
+        f"input file {path} does not exist" if not path.exists() else f"input {path} is not a file"
+    )
   if path.suffix not in SUFFIXES:
-    raise InputError(f"input file {path}: unknown file kind {path.suffix!r}; expected one of "
-                     f"{SUFFIXES}")
+    raise InputError(
+        f"input file {path}: unknown file kind {path.suffix!r}; expected one of " f"{SUFFIXES}"
+    )
   return path
 
 
@@ -229,9 +231,14 @@ def _eurus_record(row: RawRow) -> Record:
     return Record.from_chat(
         id=_row_id(fields, row, "id"),
         data_source=_text(_require(fields, "data_source"), "data_source"),
-        ability=ability, messages=messages,
-        ground_truth=(_json_text(truth, "ground_truth") if ability == "code"
-                      else _answer_text(truth, "ground_truth")))
+        ability=ability,
+        messages=messages,
+        ground_truth=(
+            _json_text(truth, "ground_truth")
+            if ability == "code"
+            else _answer_text(truth, "ground_truth")
+        ),
+    )
   task = _require(fields, "task")
   if task not in _OLD_EURUS_TASKS:
     raise MalformedRecord(f"task {task!r} is not one of {sorted(_OLD_EURUS_TASKS)}")
@@ -239,10 +246,13 @@ def _eurus_record(row: RawRow) -> Record:
   truth = _require(fields, "reference")
   return Record.from_chat(
       id=_row_id(fields, row, "id"),
-      data_source=_text(_require(fields, "source"), "source"), ability=ability,
+      data_source=_text(_require(fields, "source"), "source"),
+      ability=ability,
       messages=_user_chat(_text(_require(fields, "instruction"), "instruction")),
-      ground_truth=(_json_text(truth, "reference") if ability == "code"
-                    else _answer_text(truth, "reference")))
+      ground_truth=(
+          _json_text(truth, "reference") if ability == "code" else _answer_text(truth, "reference")
+      ),
+  )
 
 
 def _problem_record(row: RawRow, data_source: str) -> Record:
@@ -261,9 +271,13 @@ def _problem_record(row: RawRow, data_source: str) -> Record:
       raise MalformedRecord("no answer field, and the solution has no \\boxed{} answer")
   else:
     raise MalformedRecord("missing field 'answer' / 'final_answer' / 'solution'")
-  return Record.from_chat(id=_row_id(fields, row, "id", "unique_id", "idx"),
-                          data_source=data_source, ability="math",
-                          messages=_user_chat(problem), ground_truth=answer)
+  return Record.from_chat(
+      id=_row_id(fields, row, "id", "unique_id", "idx"),
+      data_source=data_source,
+      ability="math",
+      messages=_user_chat(problem),
+      ground_truth=answer,
+  )
 
 
 def _code_record(row: RawRow, data_source: str) -> Record:
@@ -272,7 +286,10 @@ def _code_record(row: RawRow, data_source: str) -> Record:
   starter = fields.get("starter_code")
   if isinstance(starter, str) and starter.strip():
     problem = f"{problem.rstrip()}\n\n```python\n{starter.strip(chr(10))}\n```"
-  return Record.from_chat(id=_row_id(fields, row, "problem_id", "id"), data_source=data_source,
-                          ability="code", messages=_user_chat(problem),
-                          ground_truth=_json_text(_require(fields, "input_output"),
-                                                  "input_output"))
+  return Record.from_chat(
+      id=_row_id(fields, row, "problem_id", "id"),
+      data_source=data_source,
+      ability="code",
+      messages=_user_chat(problem),
+      ground_truth=_json_text(_require(fields, "input_output"), "input_output"),
+  )

@@ -36,8 +36,11 @@ class PromptIterator(Iterator[Record]):
   def _epoch_order(self) -> np.ndarray:
     if self._order_epoch != self.epoch:
       n = len(self.source)
-      self._order = (np.random.default_rng([self.seed, self.epoch]).permutation(n)
-                     if self.shuffle else np.arange(n))
+      self._order = (
+          np.random.default_rng([self.seed, self.epoch]).permutation(n)
+          if self.shuffle
+          else np.arange(n)
+      )
       self._order_epoch = self.epoch
     return self._order
 
@@ -48,7 +51,7 @@ class PromptIterator(Iterator[Record]):
       if self.position == len(self.source):
         self.epoch, self.position = self.epoch + 1, 0
       stop = min(len(self.source), self.position + n - len(positions))
-      positions.extend(int(i) for i in self._epoch_order()[self.position:stop])
+      positions.extend(int(i) for i in self._epoch_order()[self.position : stop])
       self.position = stop
     return positions
 
@@ -70,18 +73,27 @@ class PromptIterator(Iterator[Record]):
   def state(self) -> dict[str, int]:
     """Plain ints (JSON- and pytree-friendly); `num_records`, `seed` and `shuffle` are there so
     that restoring onto different data is an error instead of silently different prompts."""
-    return dict(epoch=self.epoch, position=self.position, num_records=len(self.source),
-                seed=self.seed, shuffle=int(self.shuffle))
+    return dict(
+        epoch=self.epoch,
+        position=self.position,
+        num_records=len(self.source),
+        seed=self.seed,
+        shuffle=int(self.shuffle),
+    )
 
   def restore(self, state: Mapping[str, int]) -> None:
     expected = dict(num_records=len(self.source), seed=self.seed, shuffle=int(self.shuffle))
     for key, value in expected.items():
       if int(state[key]) != value:
-        raise ValueError(f"data iterator state was saved with {key}={int(state[key])} but this "
-                         f"run has {key}={value}; the data or its seed changed since the "
-                         "checkpoint")
+        raise ValueError(
+            f"data iterator state was saved with {key}={int(state[key])} but this "
+            f"run has {key}={value}; the data or its seed changed since the "
+            "checkpoint"
+        )
     epoch, position = int(state["epoch"]), int(state["position"])
     if epoch < 0 or not 0 <= position <= len(self.source):
-      raise ValueError(f"data iterator state epoch={epoch} position={position} is out of range "
-                       f"for {len(self.source)} records")
+      raise ValueError(
+          f"data iterator state epoch={epoch} position={position} is out of range "
+          f"for {len(self.source)} records"
+      )
     self.epoch, self.position = epoch, position

@@ -49,8 +49,10 @@ class FileReport:
       self.first_skipped.append(f"{where}: {reason}")
 
   def summary(self) -> str:
-    lines = [f"{self.path} ({self.format}): {self.rows} rows, {self.kept} kept, "
-             f"{self.skipped} malformed skipped"]
+    lines = [
+        f"{self.path} ({self.format}): {self.rows} rows, {self.kept} kept, "
+        f"{self.skipped} malformed skipped"
+    ]
     lines += [f"  {line}" for line in self.first_skipped]
     if self.skipped > len(self.first_skipped):
       lines.append(f"  ... and {self.skipped - len(self.first_skipped)} more")
@@ -70,13 +72,24 @@ class PrepareReport:
 
   def summary(self) -> str:
     counts = ", ".join(f"{n} {a}" for a, n in sorted(self.abilities.items()))
-    return "\n".join([f.summary() for f in self.files] + [
-        f"wrote split {self.split!r}: {self.num_records} records ({counts}) to {self.dataset_dir}"])
+    return "\n".join(
+        [f.summary() for f in self.files]
+        + [
+            f"wrote split {self.split!r}: {self.num_records} records ({counts}) to {self.dataset_dir}"
+        ]
+    )
 
 
-def prepare(inputs: Sequence[str | Path], out: str | Path, *, split: str = "train",
-            fmt: str = "auto", max_bad_fraction: float = 0.01,
-            data_source: Optional[str] = None, overwrite: bool = False) -> PrepareReport:
+def prepare(
+    inputs: Sequence[str | Path],
+    out: str | Path,
+    *,
+    split: str = "train",
+    fmt: str = "auto",
+    max_bad_fraction: float = 0.01,
+    data_source: Optional[str] = None,
+    overwrite: bool = False,
+) -> PrepareReport:
   """Converts `inputs` into split `split` of the prepared dataset in `out` (see module doc)."""
   if fmt != "auto" and fmt not in formats.FORMATS:
     raise formats.InputError(f"unknown format {fmt!r}; expected auto or one of {formats.FORMATS}")
@@ -88,8 +101,9 @@ def prepare(inputs: Sequence[str | Path], out: str | Path, *, split: str = "trai
   names = collections.Counter(p.name for p in paths)
   if clashes := sorted(n for n, c in names.items() if c > 1):
     # Row ids default to "<file name>:<line>", so two files of one name would collide.
-    raise formats.InputError(f"several inputs are named {clashes}; rename them so that row ids "
-                             "stay unique")
+    raise formats.InputError(
+        f"several inputs are named {clashes}; rename them so that row ids " "stay unique"
+    )
   reports = []
   abilities = collections.Counter()
   with SplitWriter(out, split, overwrite=overwrite) as writer:
@@ -102,12 +116,14 @@ def prepare(inputs: Sequence[str | Path], out: str | Path, *, split: str = "trai
         raise PrepareError(
             f"{path}: {report.skipped} of {report.rows} rows are malformed "
             f"({report.skipped / report.rows:.1%}, more than max_bad_fraction="
-            f"{max_bad_fraction:g}); nothing was written.\n{report.summary()}")
+            f"{max_bad_fraction:g}); nothing was written.\n{report.summary()}"
+        )
   return PrepareReport(str(writer.directory), split, reports, dict(abilities))
 
 
-def _write_file(path: Path, writer: SplitWriter, fmt: str, data_source: str,
-                abilities: collections.Counter) -> FileReport:
+def _write_file(
+    path: Path, writer: SplitWriter, fmt: str, data_source: str, abilities: collections.Counter
+) -> FileReport:
   report = FileReport(str(path), None if fmt == "auto" else fmt)
   convert = None if fmt == "auto" else formats.converter(fmt, data_source)
   for row in formats.read_rows(path):
@@ -120,7 +136,8 @@ def _write_file(path: Path, writer: SplitWriter, fmt: str, data_source: str,
       if report.format is None:
         raise formats.InputError(
             f"cannot tell the format of {path} from {row.where} (fields {sorted(row.fields)}); "
-            f"pass --format ({', '.join(formats.FORMATS)})")
+            f"pass --format ({', '.join(formats.FORMATS)})"
+        )
       convert = formats.converter(report.format, data_source)
     try:
       record = convert(row)
@@ -135,25 +152,53 @@ def _write_file(path: Path, writer: SplitWriter, fmt: str, data_source: str,
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
   parser = argparse.ArgumentParser(
-      prog="python -m prime_jax.data.prepare", description=__doc__,
-      formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--input", nargs="+", required=True, metavar="FILE",
-                      help=".jsonl or .parquet files, written in the order given")
-  parser.add_argument("--out", required=True, metavar="DATA_DIR",
-                      help="data directory (the dataset goes to DATA_DIR/prime_records/1.0.0)")
+      prog="python -m prime_jax.data.prepare",
+      description=__doc__,
+      formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
+  parser.add_argument(
+      "--input",
+      nargs="+",
+      required=True,
+      metavar="FILE",
+      help=".jsonl or .parquet files, written in the order given",
+  )
+  parser.add_argument(
+      "--out",
+      required=True,
+      metavar="DATA_DIR",
+      help="data directory (the dataset goes to DATA_DIR/prime_records/1.0.0)",
+  )
   parser.add_argument("--split", default="train", help="split name (train, validation, test...)")
-  parser.add_argument("--format", default="auto", choices=("auto",) + formats.FORMATS,
-                      help="row layout (see prime_jax/data/formats.py); auto: per file")
-  parser.add_argument("--max_bad_fraction", type=float, default=0.01,
-                      help="largest fraction of malformed rows a file may have")
-  parser.add_argument("--data_source", default=None,
-                      help="data_source of problems/code rows (default: each file's stem)")
+  parser.add_argument(
+      "--format",
+      default="auto",
+      choices=("auto",) + formats.FORMATS,
+      help="row layout (see prime_jax/data/formats.py); auto: per file",
+  )
+  parser.add_argument(
+      "--max_bad_fraction",
+      type=float,
+      default=0.01,
+      help="largest fraction of malformed rows a file may have",
+  )
+  parser.add_argument(
+      "--data_source",
+      default=None,
+      help="data_source of problems/code rows (default: each file's stem)",
+  )
   parser.add_argument("--overwrite", action="store_true", help="replace an existing split")
   args = parser.parse_args(argv)
   try:
-    report = prepare(args.input, args.out, split=args.split, fmt=args.format,
-                     max_bad_fraction=args.max_bad_fraction, data_source=args.data_source,
-                     overwrite=args.overwrite)
+    report = prepare(
+        args.input,
+        args.out,
+        split=args.split,
+        fmt=args.format,
+        max_bad_fraction=args.max_bad_fraction,
+        data_source=args.data_source,
+        overwrite=args.overwrite,
+    )
   except (formats.InputError, PrepareError, DataError) as e:
     print(f"prepare: error: {e}", file=sys.stderr)
     return 1

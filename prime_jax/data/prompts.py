@@ -32,7 +32,8 @@ EURUS_SYSTEM_PROMPT = (
     "as needed to progress through your thought process.\n\n[ASSESS]\n\n[ADVANCE]\n\n[VERIFY]\n\n"
     "[SIMPLIFY]\n\n[SYNTHESIZE]\n\n[PIVOT]\n\n[OUTPUT]\n\nYou should strictly follow the format "
     "below:\n\n[ACTION NAME]\n\n# Your action step 1\n\n# Your action step 2\n\n"
-    "# Your action step 3\n\n...\n\nNext action: [NEXT ACTION NAME]\n\n")
+    "# Your action step 3\n\n...\n\nNext action: [NEXT ACTION NAME]\n\n"
+)
 
 SYSTEM_PROMPTS = {"eurus": EURUS_SYSTEM_PROMPT, "none": None}
 
@@ -40,7 +41,7 @@ SYSTEM_PROMPTS = {"eurus": EURUS_SYSTEM_PROMPT, "none": None}
 USER_SUFFIXES = {
     "math": "\n\nPresent the answer in LaTex format: \\boxed{Your answer}",
     "code": "\n\nWrite Python code to solve the problem. Present the code in \n```python\n"
-            "Your code\n```\nat the end.",
+    "Your code\n```\nat the end.",
 }
 
 PLAIN_SEPARATOR = "\n\n"
@@ -63,24 +64,30 @@ class PromptFormat:
   def from_config(cls, task_config: Mapping[str, Any]) -> "PromptFormat":
     """From `config.task`: system_prompt (a SYSTEM_PROMPTS name), user_suffix,
     apply_chat_template."""
-    missing = [k for k in ("system_prompt", "user_suffix", "apply_chat_template")
-               if k not in task_config]
+    missing = [
+        k for k in ("system_prompt", "user_suffix", "apply_chat_template") if k not in task_config
+    ]
     if missing:
       raise KeyError(f"config.task is missing {missing} (needed to render prompts)")
     name = task_config["system_prompt"]
     if name not in SYSTEM_PROMPTS:
-      raise ValueError(f"config.task.system_prompt={name!r}; expected one of "
-                       f"{sorted(SYSTEM_PROMPTS)}")
-    return cls(system_prompt=SYSTEM_PROMPTS[name], user_suffix=bool(task_config["user_suffix"]),
-               apply_chat_template=bool(task_config["apply_chat_template"]))
+      raise ValueError(
+          f"config.task.system_prompt={name!r}; expected one of " f"{sorted(SYSTEM_PROMPTS)}"
+      )
+    return cls(
+        system_prompt=SYSTEM_PROMPTS[name],
+        user_suffix=bool(task_config["user_suffix"]),
+        apply_chat_template=bool(task_config["apply_chat_template"]),
+    )
 
 
 def _squash(text: str) -> str:
   return "".join(text.split())
 
 
-def build_chat(messages: Sequence[Mapping[str, str]], ability: str, fmt: PromptFormat
-               ) -> list[dict[str, str]]:
+def build_chat(
+    messages: Sequence[Mapping[str, str]], ability: str, fmt: PromptFormat
+) -> list[dict[str, str]]:
   """The chat after steps 1-2 of the module docstring (a new list; the input is not changed)."""
   chat = [{"role": m["role"], "content": m["content"]} for m in messages]
   if fmt.system_prompt is not None and chat[0]["role"] != "system":
@@ -147,9 +154,13 @@ class PromptEncoder:
     positions, dropped = self.draw_positions(records, n, lengths=lengths)
     return [prompts[i] for i in positions], dropped
 
-  def draw_positions(self, records: PromptIterator, n: int, *,
-                     lengths: Optional[Callable[[list[int]], Sequence[int]]] = None
-                     ) -> tuple[list[int], int]:
+  def draw_positions(
+      self,
+      records: PromptIterator,
+      n: int,
+      *,
+      lengths: Optional[Callable[[list[int]], Sequence[int]]] = None,
+  ) -> tuple[list[int], int]:
     """`draw` as source positions: those of the next `n` prompts that fit, and how many were
     dropped. `lengths(positions)` gives the prompts' token counts (default: encode them here;
     the trainer's processes each encode a share and exchange the counts)."""
@@ -166,7 +177,9 @@ class PromptEncoder:
         else:
           dropped += 1
       if dropped > num_records:
-        raise ValueError(f"found only {len(kept)} of {n} prompts within max_prompt_len="
-                         f"{self.max_prompt_len} tokens after a full pass over {num_records} "
-                         "records; raise rl.max_prompt_len or check the data")
+        raise ValueError(
+            f"found only {len(kept)} of {n} prompts within max_prompt_len="
+            f"{self.max_prompt_len} tokens after a full pass over {num_records} "
+            "records; raise rl.max_prompt_len or check the data"
+        )
     return kept, dropped

@@ -62,14 +62,26 @@ class Record:
     return self
 
   @classmethod
-  def from_chat(cls, *, id: str, data_source: str, ability: str,
-                messages: Sequence[Mapping[str, Any]] | str, ground_truth: str) -> "Record":
+  def from_chat(
+      cls,
+      *,
+      id: str,
+      data_source: str,
+      ability: str,
+      messages: Sequence[Mapping[str, Any]] | str,
+      ground_truth: str,
+  ) -> "Record":
     """A record from a chat given as a list of {"role", "content"} dicts (other keys are dropped)
     or as its JSON string; not yet validated."""
     if not isinstance(messages, str):
       messages = encode_messages(messages)
-    return cls(id=id, data_source=data_source, ability=ability, messages=messages,
-               ground_truth=ground_truth)
+    return cls(
+        id=id,
+        data_source=data_source,
+        ability=ability,
+        messages=messages,
+        ground_truth=ground_truth,
+    )
 
   def chat(self) -> list[dict[str, str]]:
     """The messages as a list of {"role", "content"} dicts."""
@@ -82,8 +94,9 @@ class Record:
 def encode_messages(messages: Sequence[Mapping[str, Any]]) -> str:
   """The JSON string of a chat, keeping only each message's role and content."""
   if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
-    raise MalformedRecord(f"messages must be a list of chat messages, got "
-                          f"{type(messages).__name__}")
+    raise MalformedRecord(
+        f"messages must be a list of chat messages, got " f"{type(messages).__name__}"
+    )
   plain = []
   for i, message in enumerate(messages):
     if not isinstance(message, Mapping) or "role" not in message or "content" not in message:
@@ -116,12 +129,14 @@ def _check_code_ground_truth(text: str) -> None:
   except json.JSONDecodeError as e:
     raise MalformedRecord(f"code ground_truth is not valid JSON: {e}") from None
   if not isinstance(tests, dict):
-    raise MalformedRecord("code ground_truth must be a JSON object {\"inputs\", \"outputs\"}")
+    raise MalformedRecord('code ground_truth must be a JSON object {"inputs", "outputs"}')
   inputs, outputs = tests.get("inputs"), tests.get("outputs")
   if not isinstance(inputs, list) or not isinstance(outputs, list):
     raise MalformedRecord("code ground_truth needs lists 'inputs' and 'outputs'")
   if not inputs or len(inputs) != len(outputs):
-    raise MalformedRecord(f"code ground_truth has {len(inputs)} inputs and {len(outputs)} "
-                          "outputs; expected the same number, at least one")
+    raise MalformedRecord(
+        f"code ground_truth has {len(inputs)} inputs and {len(outputs)} "
+        "outputs; expected the same number, at least one"
+    )
   if "fn_name" in tests and not (isinstance(tests["fn_name"], str) and tests["fn_name"]):
     raise MalformedRecord("code ground_truth 'fn_name' must be a non-empty string")

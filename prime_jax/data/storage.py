@@ -58,11 +58,14 @@ def _features() -> tfds.features.FeaturesDict:
 
 def _dataset_info(directory: Path) -> tfds.core.DatasetInfo:
   identity = tfds.core.dataset_info.DatasetIdentity(
-      name=DATASET_NAME, version=tfds.core.Version(VERSION), data_dir=str(directory),
-      module_name="")
+      name=DATASET_NAME, version=tfds.core.Version(VERSION), data_dir=str(directory), module_name=""
+  )
   return tfds.core.DatasetInfo(
-      builder=identity, features=_features(), disable_shuffling=True,
-      description="prime-jax prompts: one record per prompt (prime_jax.data.records).")
+      builder=identity,
+      features=_features(),
+      disable_shuffling=True,
+      description="prime-jax prompts: one record per prompt (prime_jax.data.records).",
+  )
 
 
 def _existing_splits(directory: Path) -> dict[str, tfds.core.SplitInfo]:
@@ -70,8 +73,10 @@ def _existing_splits(directory: Path) -> dict[str, tfds.core.SplitInfo]:
     return {}
   builder = tfds.builder_from_directory(str(directory))
   if set(builder.info.features.keys()) != set(FIELDS):
-    raise DataError(f"{directory} holds a dataset with fields {sorted(builder.info.features)}, "
-                    f"not prime-jax records {list(FIELDS)}; use another --out directory")
+    raise DataError(
+        f"{directory} holds a dataset with fields {sorted(builder.info.features)}, "
+        f"not prime-jax records {list(FIELDS)}; use another --out directory"
+    )
   return dict(builder.info.splits.items())
 
 
@@ -93,14 +98,17 @@ class SplitWriter:
     self._overwrite = overwrite
     existing = _existing_splits(self.directory)
     if split in existing and not overwrite:
-      raise DataError(f"split {split!r} already exists in {data_dir} "
-                      f"({existing[split].num_examples} records); pass overwrite=True "
-                      "(--overwrite) to replace it")
+      raise DataError(
+          f"split {split!r} already exists in {data_dir} "
+          f"({existing[split].num_examples} records); pass overwrite=True "
+          "(--overwrite) to replace it"
+      )
     self.directory.parent.mkdir(parents=True, exist_ok=True)
     self._staging = Path(tempfile.mkdtemp(prefix=f"incomplete.{split}.", dir=self.directory.parent))
     self._info = _dataset_info(self._staging)
     self._writer = tfds.core.SequentialWriter(
-        self._info, max_examples_per_shard=_EXAMPLES_PER_SHARD, file_format=FILE_FORMAT)
+        self._info, max_examples_per_shard=_EXAMPLES_PER_SHARD, file_format=FILE_FORMAT
+    )
     self._writer.initialize_splits([split])
     self._pending: list[dict[str, str]] = []
     self._ids: set[str] = set()
@@ -140,7 +148,8 @@ class SplitWriter:
     for path in staged.filepaths:
       shutil.move(os.fspath(path), self.directory / Path(path).name)
     splits[self.split] = dataclasses.replace(
-        staged, filename_template=staged.filename_template.replace(data_dir=self.directory))
+        staged, filename_template=staged.filename_template.replace(data_dir=self.directory)
+    )
     info = _dataset_info(self.directory)
     info.set_file_format(FILE_FORMAT)
     info.set_splits(tfds.core.SplitDict(list(splits.values())))
@@ -161,8 +170,13 @@ class SplitWriter:
       self.discard()
 
 
-def write_records(records: Iterable[Record | Mapping], data_dir: str | os.PathLike, split: str,
-                  *, overwrite: bool = False) -> int:
+def write_records(
+    records: Iterable[Record | Mapping],
+    data_dir: str | os.PathLike,
+    split: str,
+    *,
+    overwrite: bool = False,
+) -> int:
   """Stores `records` as split `split` of DATA_DIR; returns how many were written.
 
   Records are `Record`s or mappings with the record fields, whose `messages` may be a list of
@@ -209,32 +223,39 @@ class RecordSource(Sequence[Record]):
     return [_record(example) for example in examples]
 
   def __repr__(self) -> str:
-    return (f"RecordSource(split={self.split!r}, records={len(self)}, "
-            f"positions={self._positions})")
+    return (
+        f"RecordSource(split={self.split!r}, records={len(self)}, " f"positions={self._positions})"
+    )
 
 
 def _record(example: Mapping[str, bytes]) -> Record:
   return Record(**{name: example[name].decode("utf-8") for name in FIELDS})
 
 
-def load_split(data_dir: str | os.PathLike, split: str, *, process_index: int = 0,
-               process_count: int = 1) -> RecordSource:
+def load_split(
+    data_dir: str | os.PathLike, split: str, *, process_index: int = 0, process_count: int = 1
+) -> RecordSource:
   """This process's records of `split`: positions process_index, process_index + process_count,
   ... of the split (see the module docstring)."""
   if not 0 <= process_index < process_count:
-    raise ValueError(f"process_index {process_index} must be in [0, process_count="
-                     f"{process_count})")
+    raise ValueError(
+        f"process_index {process_index} must be in [0, process_count=" f"{process_count})"
+    )
   directory = dataset_dir(data_dir)
   if not (directory / "dataset_info.json").is_file():
-    raise DataError(f"no prepared data in {data_dir} (expected {directory}/dataset_info.json); "
-                    "create it with `python -m prime_jax.data.prepare --input FILES --out "
-                    f"{data_dir} --split {split}`")
+    raise DataError(
+        f"no prepared data in {data_dir} (expected {directory}/dataset_info.json); "
+        "create it with `python -m prime_jax.data.prepare --input FILES --out "
+        f"{data_dir} --split {split}`"
+    )
   splits = _existing_splits(directory)
   if split not in splits:
     raise DataError(f"{data_dir} has no split {split!r}; it has {sorted(splits)}")
   source = tfds.builder_from_directory(str(directory)).as_data_source(split=split)
   total = len(source)
   if total < process_count:
-    raise DataError(f"split {split!r} of {data_dir} has {total} records, fewer than the "
-                    f"{process_count} processes reading it")
+    raise DataError(
+        f"split {split!r} of {data_dir} has {total} records, fewer than the "
+        f"{process_count} processes reading it"
+    )
   return RecordSource(source, range(process_index, total, process_count), split=split)

@@ -26,7 +26,8 @@ class RopeScaling:
   def __post_init__(self):
     if self.rope_type not in SUPPORTED_ROPE_TYPES:
       raise ValueError(
-          f"unsupported rope type {self.rope_type!r}; supported: {SUPPORTED_ROPE_TYPES}")
+          f"unsupported rope type {self.rope_type!r}; supported: {SUPPORTED_ROPE_TYPES}"
+      )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,10 +64,12 @@ class DecoderConfig:
   def __post_init__(self):
     if self.model_type not in SUPPORTED_MODEL_TYPES:
       raise ValueError(
-          f"unsupported model_type {self.model_type!r}; supported: {SUPPORTED_MODEL_TYPES}")
+          f"unsupported model_type {self.model_type!r}; supported: {SUPPORTED_MODEL_TYPES}"
+      )
     if self.num_heads % self.num_kv_heads:
       raise ValueError(
-          f"num_heads={self.num_heads} is not a multiple of num_kv_heads={self.num_kv_heads}")
+          f"num_heads={self.num_heads} is not a multiple of num_kv_heads={self.num_kv_heads}"
+      )
     if self.remat not in ("none", "full", "dots"):
       raise ValueError(f"remat must be 'none', 'full' or 'dots', got {self.remat!r}")
 

@@ -45,7 +45,8 @@ def rope_inv_freq(config: DecoderConfig) -> np.ndarray:
   wavelen = 2 * np.pi / inv_freq
   scaled = np.where(wavelen > low_wavelen, inv_freq / rs.factor, inv_freq)
   smooth = (rs.original_max_position_embeddings / wavelen - rs.low_freq_factor) / (
-      rs.high_freq_factor - rs.low_freq_factor)
+      rs.high_freq_factor - rs.low_freq_factor
+  )
   smoothed = (1 - smooth) * scaled / rs.factor + smooth * scaled
   is_medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
   return np.where(is_medium, smoothed, scaled).astype(np.float32)
@@ -82,9 +83,11 @@ class RMSNorm(nn.Module):
 def _flat_init(init, flat_dims: int):
   """`init` drawn as the 2-D matrix [prod(shape[:flat_dims]), prod(shape[flat_dims:])] and
   reshaped, i.e. the values `nn.DenseGeneral` gives the same param (bias: flat_dims=0)."""
+
   def flat(key, shape, dtype=jnp.float32):
     lead, rest = int(np.prod(shape[:flat_dims])), int(np.prod(shape[flat_dims:]))
     return init(key, (lead, rest) if flat_dims else (rest,), dtype).reshape(shape)
+
   return flat
 
 
@@ -95,6 +98,7 @@ class HeadsProjection(nn.Module):
   head_dim], bias [heads, head_dim]), created 3-D with `self.param` so their logical boxes never
   hold a reshaped 2-D array (DenseGeneral's does, which breaks under a mesh + rules context).
   """
+
   heads: int
   heads_axis: str
   config: DecoderConfig
@@ -104,14 +108,22 @@ class HeadsProjection(nn.Module):
     c = self.config
     dtype, pdtype = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
     kernel = self.param(
-        "kernel", _param(_flat_init(nn.initializers.normal(0.02), 1), "embed", self.heads_axis,
-                         "head_dim"), (x.shape[-1], self.heads, c.head_dim), pdtype)
+        "kernel",
+        _param(_flat_init(nn.initializers.normal(0.02), 1), "embed", self.heads_axis, "head_dim"),
+        (x.shape[-1], self.heads, c.head_dim),
+        pdtype,
+    )
     # = einsum("bsh,hnd->bsnd"), as the same dot_general DenseGeneral runs (same rounding).
-    out = jax.lax.dot_general(x.astype(dtype), kernel.astype(dtype),
-                              (((x.ndim - 1,), (0,)), ((), ())))
+    out = jax.lax.dot_general(
+        x.astype(dtype), kernel.astype(dtype), (((x.ndim - 1,), (0,)), ((), ()))
+    )
     if c.qkv_bias:
-      bias = self.param("bias", _param(_flat_init(nn.initializers.zeros, 0), self.heads_axis,
-                                       "head_dim"), (self.heads, c.head_dim), pdtype)
+      bias = self.param(
+          "bias",
+          _param(_flat_init(nn.initializers.zeros, 0), self.heads_axis, "head_dim"),
+          (self.heads, c.head_dim),
+          pdtype,
+      )
       out = out + bias.astype(dtype)
     return nn.with_logical_constraint(out, ("batch", "length", self.heads_axis, "head_dim"))
 
@@ -119,6 +131,7 @@ class HeadsProjection(nn.Module):
 class OutProjection(nn.Module):
   """[B, S, heads, head_dim] -> [B, S, hidden] (`o_proj`): `nn.DenseGeneral(hidden, axis=(-2, -1),
   use_bias=False)`'s kernel [heads, head_dim, hidden] and values."""
+
   config: DecoderConfig
 
   @nn.compact
@@ -126,11 +139,15 @@ class OutProjection(nn.Module):
     c = self.config
     dtype, pdtype = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
     kernel = self.param(
-        "kernel", _param(_flat_init(nn.initializers.normal(0.02), 2), "heads", "head_dim",
-                         "embed"), (c.num_heads, c.head_dim, c.hidden_size), pdtype)
+        "kernel",
+        _param(_flat_init(nn.initializers.normal(0.02), 2), "heads", "head_dim", "embed"),
+        (c.num_heads, c.head_dim, c.hidden_size),
+        pdtype,
+    )
     # = einsum("bsnd,ndh->bsh"), as DenseGeneral's dot_general.
-    return jax.lax.dot_general(x.astype(dtype), kernel.astype(dtype),
-                               (((x.ndim - 2, x.ndim - 1), (0, 1)), ((), ())))
+    return jax.lax.dot_general(
+        x.astype(dtype), kernel.astype(dtype), (((x.ndim - 2, x.ndim - 1), (0, 1)), ((), ()))
+    )
 
 
 class Attention(nn.Module):
@@ -148,22 +165,32 @@ class Attention(nn.Module):
     if layer_cache is not None:
       # Write this chunk's keys/values at slots [offset, offset + S) and attend over the whole cache.
       kv_axes = ("batch", "length", "kv_heads", "head_dim")
-      k = nn.with_logical_constraint(jax.lax.dynamic_update_slice_in_dim(
-          layer_cache[0], k.astype(layer_cache[0].dtype), cache_offset, axis=1), kv_axes)
-      v = nn.with_logical_constraint(jax.lax.dynamic_update_slice_in_dim(
-          layer_cache[1], v.astype(layer_cache[1].dtype), cache_offset, axis=1), kv_axes)
+      k = nn.with_logical_constraint(
+          jax.lax.dynamic_update_slice_in_dim(
+              layer_cache[0], k.astype(layer_cache[0].dtype), cache_offset, axis=1
+          ),
+          kv_axes,
+      )
+      v = nn.with_logical_constraint(
+          jax.lax.dynamic_update_slice_in_dim(
+              layer_cache[1], v.astype(layer_cache[1].dtype), cache_offset, axis=1
+          ),
+          kv_axes,
+      )
       new_cache = (k, v)
 
     b, s = q.shape[:2]
     groups = c.num_heads // c.num_kv_heads
     q = q.reshape(b, s, c.num_kv_heads, groups, c.head_dim)
-    scores = jnp.einsum("bsngd,btnd->bngst", q, k.astype(dtype),
-                        preferred_element_type=jnp.float32) / np.sqrt(c.head_dim)
+    scores = jnp.einsum(
+        "bsngd,btnd->bngst", q, k.astype(dtype), preferred_element_type=jnp.float32
+    ) / np.sqrt(c.head_dim)
     scores = jnp.where(attn_mask[:, None, None, :, :], scores, _MASKED)
     probs = jax.nn.softmax(scores, axis=-1).astype(dtype)
     out = jnp.einsum("bngst,btnd->bsngd", probs, v.astype(dtype))
-    out = nn.with_logical_constraint(out.reshape(b, s, c.num_heads, c.head_dim),
-                                     ("batch", "length", "heads", "head_dim"))
+    out = nn.with_logical_constraint(
+        out.reshape(b, s, c.num_heads, c.head_dim), ("batch", "length", "heads", "head_dim")
+    )
     return OutProjection(c, name="o_proj")(out), new_cache
 
 
@@ -174,8 +201,13 @@ class MLP(nn.Module):
   def __call__(self, x):
     c = self.config
     dense = lambda feats, axes, name: nn.Dense(
-        feats, use_bias=False, dtype=jnp.dtype(c.dtype), param_dtype=jnp.dtype(c.param_dtype),
-        kernel_init=_param(nn.initializers.normal(0.02), *axes), name=name)
+        feats,
+        use_bias=False,
+        dtype=jnp.dtype(c.dtype),
+        param_dtype=jnp.dtype(c.param_dtype),
+        kernel_init=_param(nn.initializers.normal(0.02), *axes),
+        name=name,
+    )
     gate = dense(c.intermediate_size, ("embed", "mlp"), "gate_proj")(x)
     up = dense(c.intermediate_size, ("embed", "mlp"), "up_proj")(x)
     hidden = nn.with_logical_constraint(nn.silu(gate) * up, ("batch", "length", "mlp"))
@@ -184,6 +216,7 @@ class MLP(nn.Module):
 
 class DecoderLayer(nn.Module):
   """Pre-norm block; scanned over layers, so it takes and returns the residual stream as carry."""
+
   config: DecoderConfig
 
   @nn.compact
@@ -192,7 +225,12 @@ class DecoderLayer(nn.Module):
     dtype = jnp.dtype(c.dtype)
     h, new_cache = Attention(c, name="self_attn")(
         RMSNorm(c.rms_norm_eps, dtype, name="input_layernorm")(x),
-        cos, sin, attn_mask, layer_cache, cache_offset)
+        cos,
+        sin,
+        attn_mask,
+        layer_cache,
+        cache_offset,
+    )
     x = x + h
     x = x + MLP(c, name="mlp")(RMSNorm(c.rms_norm_eps, dtype, name="post_attention_layernorm")(x))
     x = nn.with_logical_constraint(x, ("batch", "length", "act_embed"))
@@ -207,6 +245,7 @@ _REMAT_POLICIES = {
 
 class Decoder(nn.Module):
   """Causal decoder. `__call__` returns final-normed hidden states; `logits` maps them to the vocab."""
+
   config: DecoderConfig
 
   def setup(self):
@@ -215,27 +254,46 @@ class Decoder(nn.Module):
     if c.remat != "none":
       layer = nn.remat(layer, policy=_REMAT_POLICIES[c.remat], prevent_cse=False)
     self.embed_tokens = nn.Embed(
-        c.vocab_size, c.hidden_size, dtype=jnp.dtype(c.dtype),
+        c.vocab_size,
+        c.hidden_size,
+        dtype=jnp.dtype(c.dtype),
         param_dtype=jnp.dtype(c.param_dtype),
-        embedding_init=_param(nn.initializers.normal(0.02), "vocab", "embed"))
+        embedding_init=_param(nn.initializers.normal(0.02), "vocab", "embed"),
+    )
     self.layers = nn.scan(
-        layer, variable_axes={"params": 0}, split_rngs={"params": True},
+        layer,
+        variable_axes={"params": 0},
+        split_rngs={"params": True},
         in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
-        length=c.num_layers, metadata_params={nn.PARTITION_NAME: "layers"})(c)
+        length=c.num_layers,
+        metadata_params={nn.PARTITION_NAME: "layers"},
+    )(c)
     self.norm = RMSNorm(c.rms_norm_eps, jnp.dtype(c.dtype))
     if not c.tie_embeddings:
       self.lm_head = nn.Dense(
-          c.vocab_size, use_bias=False, dtype=jnp.dtype(c.dtype),
+          c.vocab_size,
+          use_bias=False,
+          dtype=jnp.dtype(c.dtype),
           param_dtype=jnp.dtype(c.param_dtype),
-          kernel_init=_param(nn.initializers.normal(0.02), "embed", "vocab"))
+          kernel_init=_param(nn.initializers.normal(0.02), "embed", "vocab"),
+      )
     if c.value_head:  # zero-initialised: PPO starts from V = 0 rather than from noise
       self.value_proj = nn.Dense(
-          1, dtype=jnp.float32, param_dtype=jnp.dtype(c.param_dtype),
+          1,
+          dtype=jnp.float32,
+          param_dtype=jnp.dtype(c.param_dtype),
           kernel_init=_param(nn.initializers.zeros, "embed", None),
-          bias_init=_param(nn.initializers.zeros, None))
+          bias_init=_param(nn.initializers.zeros, None),
+      )
 
-  def __call__(self, tokens: jax.Array, positions: jax.Array, kv_valid: jax.Array,
-               cache: Optional[KVCache] = None, cache_offset: jax.Array | int = 0):
+  def __call__(
+      self,
+      tokens: jax.Array,
+      positions: jax.Array,
+      kv_valid: jax.Array,
+      cache: Optional[KVCache] = None,
+      cache_offset: jax.Array | int = 0,
+  ):
     """Runs the decoder on a chunk of S tokens.
 
     Args:
@@ -295,16 +353,20 @@ def init_cache(config: DecoderConfig, batch: int, length: int, dtype=None) -> KV
 def init_params(config: DecoderConfig, rng: jax.Array):
   """Random params as a plain pytree (logical-axis boxes removed)."""
   tokens = jnp.zeros((1, 1), jnp.int32)
-  variables = Decoder(config).init(rng, tokens, tokens, jnp.ones((1, 1), bool),
-                                   method=Decoder.forward_logits)
+  variables = Decoder(config).init(
+      rng, tokens, tokens, jnp.ones((1, 1), bool), method=Decoder.forward_logits
+  )
   return nn.unbox(variables["params"])
 
 
 def param_logical_axes(config: DecoderConfig):
   """Pytree of `PartitionSpec`s of logical axis names, shaped like the params (nothing allocated)."""
   tokens = jnp.zeros((1, 1), jnp.int32)
-  abstract = jax.eval_shape(lambda: Decoder(config).init(
-      jax.random.key(0), tokens, tokens, jnp.ones((1, 1), bool), method=Decoder.forward_logits))
+  abstract = jax.eval_shape(
+      lambda: Decoder(config).init(
+          jax.random.key(0), tokens, tokens, jnp.ones((1, 1), bool), method=Decoder.forward_logits
+      )
+  )
   return nn.get_partition_spec(abstract)["params"]
 
 

@@ -42,8 +42,11 @@ def _rope_scaling_from_hf(params: Optional[dict]) -> Optional[RopeScaling]:
     return None
   if rope_type not in ("linear", "llama3"):
     raise CheckpointError(f"unsupported rope scaling type {rope_type!r}; supported: linear, llama3")
-  fields = {k: params[k] for k in ("factor", "low_freq_factor", "high_freq_factor",
-                                    "original_max_position_embeddings") if k in params}
+  fields = {
+      k: params[k]
+      for k in ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
+      if k in params
+  }
   return RopeScaling(rope_type=rope_type, **fields)
 
 
@@ -53,7 +56,8 @@ def config_from_hf(hf: dict[str, Any], **overrides) -> DecoderConfig:
   model_type = hf.get("model_type")
   if model_type not in SUPPORTED_MODEL_TYPES:
     raise CheckpointError(
-        f"unsupported model_type {model_type!r}; supported: {', '.join(SUPPORTED_MODEL_TYPES)}")
+        f"unsupported model_type {model_type!r}; supported: {', '.join(SUPPORTED_MODEL_TYPES)}"
+    )
   if hf.get("mlp_bias"):
     raise CheckpointError("mlp_bias=true is not supported")
   rope = hf.get("rope_parameters") or {}
@@ -87,8 +91,11 @@ def config_to_hf(config: DecoderConfig, *, torch_dtype: str = "float32", **extra
     rs = config.rope_scaling
     rope.update(rope_type=rs.rope_type, factor=rs.factor)
     if rs.rope_type == "llama3":
-      rope.update(low_freq_factor=rs.low_freq_factor, high_freq_factor=rs.high_freq_factor,
-                  original_max_position_embeddings=rs.original_max_position_embeddings)
+      rope.update(
+          low_freq_factor=rs.low_freq_factor,
+          high_freq_factor=rs.high_freq_factor,
+          original_max_position_embeddings=rs.original_max_position_embeddings,
+      )
   hf = dict(
       architectures=[_ARCHITECTURES[config.model_type]],
       model_type=config.model_type,
@@ -102,8 +109,9 @@ def config_to_hf(config: DecoderConfig, *, torch_dtype: str = "float32", **extra
       hidden_act="silu",
       rms_norm_eps=config.rms_norm_eps,
       rope_theta=config.rope_theta,
-      rope_scaling=None if config.rope_scaling is None else {
-          k: v for k, v in rope.items() if k != "rope_theta"},
+      rope_scaling=None
+      if config.rope_scaling is None
+      else {k: v for k, v in rope.items() if k != "rope_theta"},
       rope_parameters=rope,
       tie_word_embeddings=config.tie_embeddings,
       max_position_embeddings=config.max_position_embeddings,
@@ -144,16 +152,19 @@ def _mapping(cfg: DecoderConfig) -> dict[tuple[str, ...], tuple[str, Callable, C
     m[("layers", "self_attn", name, "kernel")] = (
         pre + f"self_attn.{name}.weight",
         functools.partial(_proj_in, heads=nh),
-        lambda a, c: a.reshape(a.shape[0], -1).T)
+        lambda a, c: a.reshape(a.shape[0], -1).T,
+    )
     if cfg.qkv_bias:
       m[("layers", "self_attn", name, "bias")] = (
           pre + f"self_attn.{name}.bias",
           lambda w, c, nh=nh: w.reshape(nh, c.head_dim),
-          lambda a, c: a.reshape(-1))
+          lambda a, c: a.reshape(-1),
+      )
   m[("layers", "self_attn", "o_proj", "kernel")] = (
       pre + "self_attn.o_proj.weight",
       lambda w, c: w.T.reshape(c.num_heads, c.head_dim, w.shape[0]),
-      lambda a, c: a.reshape(-1, a.shape[-1]).T)
+      lambda a, c: a.reshape(-1, a.shape[-1]).T,
+  )
   for name in ("gate_proj", "up_proj", "down_proj"):
     m[("layers", "mlp", name, "kernel")] = (pre + f"mlp.{name}.weight", t, t)
   for name in ("input_layernorm", "post_attention_layernorm"):
@@ -163,6 +174,7 @@ def _mapping(cfg: DecoderConfig) -> dict[tuple[str, ...], tuple[str, Callable, C
 
 def _flax_shapes(cfg: DecoderConfig):
   from prime_jax.models.decoder import init_params  # local: avoids a cycle at import time
+
   return jax.eval_shape(functools.partial(init_params, cfg), jax.random.key(0))
 
 
@@ -225,13 +237,17 @@ def load_hf_checkpoint(directory: str, *, shardings=None, **config_overrides):
   config = read_hf_config(directory, **config_overrides)
   files = _TensorFiles(directory)
   mapping = _mapping(config)
-  expected = {tmpl.format(i=i) for tmpl, _, _ in mapping.values()
-              for i in range(config.num_layers if "{i}" in tmpl else 1)}
+  expected = {
+      tmpl.format(i=i)
+      for tmpl, _, _ in mapping.values()
+      for i in range(config.num_layers if "{i}" in tmpl else 1)
+  }
   unexpected = sorted(set(files.weight_map) - expected - {"lm_head.weight"})
   unexpected = [n for n in unexpected if not n.endswith("rotary_emb.inv_freq")]
   if unexpected:
-    raise CheckpointError(f"{directory}: unexpected tensors for {config.model_type} "
-                          f"(first few): {unexpected[:5]}")
+    raise CheckpointError(
+        f"{directory}: unexpected tensors for {config.model_type} " f"(first few): {unexpected[:5]}"
+    )
   pdtype = np.dtype(jnp.dtype(config.param_dtype))
   shapes = _flax_shapes(config)
   params: dict = {}
@@ -247,8 +263,10 @@ def load_hf_checkpoint(directory: str, *, shardings=None, **config_overrides):
       except ValueError:  # a reshape that cannot fit: reported as the shape mismatch it is
         arr = None
       if arr is None or arr.shape != want:
-        raise CheckpointError(f"{directory}: tensor {name!r} has shape {files.shape(name)}, "
-                              f"which does not fit the config (expected flax shape {want})")
+        raise CheckpointError(
+            f"{directory}: tensor {name!r} has shape {files.shape(name)}, "
+            f"which does not fit the config (expected flax shape {want})"
+        )
       return arr.astype(pdtype)
 
     def read(index, tensor=tensor, layered=layered, shape=shape):
@@ -265,7 +283,8 @@ def load_hf_checkpoint(directory: str, *, shardings=None, **config_overrides):
     _set(params, path, value)
   if config.value_head:  # not an HF tensor: starts at zero, as in `init_params`
     params["value_proj"] = jax.tree_util.tree_map(
-        lambda a: jnp.zeros(a.shape, a.dtype), shapes["value_proj"])
+        lambda a: jnp.zeros(a.shape, a.dtype), shapes["value_proj"]
+    )
     if shardings is not None:
       params["value_proj"] = jax.device_put(params["value_proj"], shardings["value_proj"])
   return config, params
@@ -286,9 +305,15 @@ def _set(tree, path, value):
 # --------------------------------------------------------------------------- export
 
 
-def save_hf_checkpoint(directory: str, config: DecoderConfig, params, *,
-                       dtype: str = "float32", max_shard_bytes: int = 4 << 30,
-                       extra_config: Optional[dict] = None) -> None:
+def save_hf_checkpoint(
+    directory: str,
+    config: DecoderConfig,
+    params,
+    *,
+    dtype: str = "float32",
+    max_shard_bytes: int = 4 << 30,
+    extra_config: Optional[dict] = None,
+) -> None:
   """Writes config.json + safetensors (sharded with an index above `max_shard_bytes`).
 
   `dtype` is the stored dtype ("float32" or "bfloat16"); `extra_config` adds config.json fields

@@ -63,13 +63,17 @@ class ArithmeticSpec:
 
   def __post_init__(self):
     if not 1 <= self.min_ops <= self.max_ops:
-      raise ValueError(f"arithmetic task needs 1 <= min_ops <= max_ops, got min_ops={self.min_ops}"
-                       f" max_ops={self.max_ops}")
+      raise ValueError(
+          f"arithmetic task needs 1 <= min_ops <= max_ops, got min_ops={self.min_ops}"
+          f" max_ops={self.max_ops}"
+      )
     if self.max_value < 2:
       raise ValueError(f"arithmetic task needs max_value >= 2, got {self.max_value}")
     if not 1 <= self.mul_min <= self.mul_max <= self.max_value:
-      raise ValueError(f"arithmetic task needs 1 <= mul_min <= mul_max <= max_value, got "
-                       f"mul_min={self.mul_min} mul_max={self.mul_max}")
+      raise ValueError(
+          f"arithmetic task needs 1 <= mul_min <= mul_max <= max_value, got "
+          f"mul_min={self.mul_min} mul_max={self.mul_max}"
+      )
     if not 0.0 <= self.mistake_rate <= 1.0:
       raise ValueError(f"arithmetic task needs 0 <= mistake_rate <= 1, got {self.mistake_rate}")
 
@@ -111,8 +115,11 @@ def chain_values(problem: Problem) -> list[int]:
 
 
 def format_prompt(problem: Problem, width: int) -> str:
-  return f"a={problem.start:0{width}d}" + "".join(
-      f";{op}{operand:0{width}d}" for op, operand in problem.steps) + "="
+  return (
+      f"a={problem.start:0{width}d}"
+      + "".join(f";{op}{operand:0{width}d}" for op, operand in problem.steps)
+      + "="
+  )
 
 
 def format_response(problem: Problem, values: list[int], width: int) -> str:
@@ -138,8 +145,9 @@ def parse_prompt(text: str) -> Problem:
   return Problem(int(match.group(1)), steps)
 
 
-def _feasible_steps(value: int, spec: ArithmeticSpec, rng: np.random.Generator
-                    ) -> list[tuple[str, int]]:
+def _feasible_steps(
+    value: int, spec: ArithmeticSpec, rng: np.random.Generator
+) -> list[tuple[str, int]]:
   """One candidate (op, operand) per operation that can keep `value` in 0..max_value."""
   candidates = []
   if value < spec.max_value:
@@ -172,8 +180,9 @@ def _stays_in_range(value: int, steps, max_value: int) -> bool:
   return True
 
 
-def demonstration_values(problem: Problem, spec: ArithmeticSpec, rng: np.random.Generator
-                         ) -> list[int]:
+def demonstration_values(
+    problem: Problem, spec: ArithmeticSpec, rng: np.random.Generator
+) -> list[int]:
   """Running values as a fallible demonstrator writes them.
 
   Each step is wrong with probability `mistake_rate`: its result is off by a delta drawn from
@@ -184,10 +193,14 @@ def demonstration_values(problem: Problem, spec: ArithmeticSpec, rng: np.random.
   for i, (op, operand) in enumerate(problem.steps):
     value = apply_op(value, op, operand)
     if rng.random() < spec.mistake_rate:
-      rest = problem.steps[i + 1:]
-      deltas = [d for d in range(-_MAX_MISTAKE, _MAX_MISTAKE + 1)
-                if d and 0 <= value + d <= spec.max_value
-                and _stays_in_range(value + d, rest, spec.max_value)]
+      rest = problem.steps[i + 1 :]
+      deltas = [
+          d
+          for d in range(-_MAX_MISTAKE, _MAX_MISTAKE + 1)
+          if d
+          and 0 <= value + d <= spec.max_value
+          and _stays_in_range(value + d, rest, spec.max_value)
+      ]
       if deltas:
         value += deltas[int(rng.integers(len(deltas)))]
     values.append(value)
@@ -196,13 +209,17 @@ def demonstration_values(problem: Problem, spec: ArithmeticSpec, rng: np.random.
 
 def _record(problem: Problem, spec: ArithmeticSpec, split: str, index: int) -> Record:
   return Record.from_chat(
-      id=f"{NAME}-{split}-{index:06d}", data_source=NAME, ability=ABILITY,
+      id=f"{NAME}-{split}-{index:06d}",
+      data_source=NAME,
+      ability=ABILITY,
       messages=[{"role": "user", "content": format_prompt(problem, spec.width)}],
-      ground_truth=str(chain_values(problem)[-1])).validate()
+      ground_truth=str(chain_values(problem)[-1]),
+  ).validate()
 
 
-def make_problems(spec: ArithmeticSpec, seed: int, num_train: int, num_eval: int
-                  ) -> dict[str, list[Problem]]:
+def make_problems(
+    spec: ArithmeticSpec, seed: int, num_train: int, num_eval: int
+) -> dict[str, list[Problem]]:
   """Distinct eval problems, then train problems (repeats allowed) none of which is in eval.
 
   Each split draws from its own stream of `seed`, so eval does not change with num_train.
@@ -214,8 +231,10 @@ def make_problems(spec: ArithmeticSpec, seed: int, num_train: int, num_eval: int
       break
     eval_set[sample_problem(spec, eval_rng)] = None
   else:
-    raise ValueError(f"found only {len(eval_set)} distinct arithmetic problems for num_eval="
-                     f"{num_eval}; lower num_eval or widen max_ops/max_value")
+    raise ValueError(
+        f"found only {len(eval_set)} distinct arithmetic problems for num_eval="
+        f"{num_eval}; lower num_eval or widen max_ops/max_value"
+    )
   train_rng = np.random.default_rng([seed, _SPLIT_STREAMS["train"]])
   train, rejected = [], 0
   while len(train) < num_train:
@@ -223,8 +242,10 @@ def make_problems(spec: ArithmeticSpec, seed: int, num_train: int, num_eval: int
     if problem in eval_set:
       rejected += 1
       if rejected > 100 * num_train + 100:
-        raise ValueError("almost every arithmetic problem is in the eval split; widen "
-                         "max_ops/max_value or lower num_eval")
+        raise ValueError(
+            "almost every arithmetic problem is in the eval split; widen "
+            "max_ops/max_value or lower num_eval"
+        )
       continue
     train.append(problem)
   return {"train": train, "eval": list(eval_set)}
@@ -246,8 +267,9 @@ def score_response(response: str, ground_truth: str) -> float:
 def grade_item(response: str, ground_truth: str, timeout_s: float) -> ItemResult:
   """The verifier registry's scorer for ability "arithmetic"; counts responses without a box."""
   del timeout_s  # an exact integer comparison takes microseconds
-  return ItemResult(score_response(response, ground_truth),
-                    {"no_answer": int(last_boxed(response) is None)})
+  return ItemResult(
+      score_response(response, ground_truth), {"no_answer": int(last_boxed(response) is None)}
+  )
 
 
 class ArithmeticTask:
@@ -256,21 +278,26 @@ class ArithmeticTask:
   name = NAME
   ability = ABILITY
 
-  def make_splits(self, task_config: ml_collections.ConfigDict, seed: int
-                  ) -> dict[str, list[Record]]:
+  def make_splits(
+      self, task_config: ml_collections.ConfigDict, seed: int
+  ) -> dict[str, list[Record]]:
     spec = ArithmeticSpec.from_config(task_config)
     problems = make_problems(spec, seed, task_config.num_train, task_config.num_eval)
-    return {split: [_record(p, spec, split, i) for i, p in enumerate(ps)]
-            for split, ps in problems.items()}
+    return {
+        split: [_record(p, spec, split, i) for i, p in enumerate(ps)]
+        for split, ps in problems.items()
+    }
 
-  def demonstration(self, task_config: ml_collections.ConfigDict, record: Record,
-                    rng: np.random.Generator) -> str:
+  def demonstration(
+      self, task_config: ml_collections.ConfigDict, record: Record, rng: np.random.Generator
+  ) -> str:
     spec = ArithmeticSpec.from_config(task_config)
     problem = parse_prompt(record.chat()[-1]["content"])
     return format_response(problem, demonstration_values(problem, spec, rng), spec.width)
 
-  def train_tokenizer(self, task_config: ml_collections.ConfigDict, out_dir: str | os.PathLike,
-                      seed: int) -> Path:
+  def train_tokenizer(
+      self, task_config: ml_collections.ConfigDict, out_dir: str | os.PathLike, seed: int
+  ) -> Path:
     """A character-level sentencepiece model `out_dir/tokenizer.model` (23 pieces at the default
     knobs: 4 specials, `\\boxed{`, the 18 characters of the text).
 
@@ -284,9 +311,15 @@ class ArithmeticTask:
       problem = sample_problem(spec, rng)
       texts.append(format_prompt(problem, spec.width))
       texts.append(format_response(problem, demonstration_values(problem, spec, rng), spec.width))
-    return train_sentencepiece(texts, Path(out_dir) / "tokenizer", vocab_size=64,
-                               model_type="char", user_defined_symbols=[BOXED],
-                               hard_vocab_limit=False, seed=seed)
+    return train_sentencepiece(
+        texts,
+        Path(out_dir) / "tokenizer",
+        vocab_size=64,
+        model_type="char",
+        user_defined_symbols=[BOXED],
+        hard_vocab_limit=False,
+        seed=seed,
+    )
 
 
 TASK = register_task(ArithmeticTask())

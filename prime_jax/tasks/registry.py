@@ -21,17 +21,20 @@ class Task(Protocol):
   name: str
   ability: str
 
-  def make_splits(self, task_config: ml_collections.ConfigDict, seed: int
-                  ) -> dict[str, list[Record]]:
+  def make_splits(
+      self, task_config: ml_collections.ConfigDict, seed: int
+  ) -> dict[str, list[Record]]:
     """{"train": [...], "eval": [...]} of validated records (store them with
     `prime_jax.data.write_records`): deterministic in `seed`; no eval prompt is in train."""
 
-  def demonstration(self, task_config: ml_collections.ConfigDict, record: Record,
-                    rng: np.random.Generator) -> str:
+  def demonstration(
+      self, task_config: ml_collections.ConfigDict, record: Record, rng: np.random.Generator
+  ) -> str:
     """A response text (without EOS) for `record`, for SFT; may contain the task's mistakes."""
 
-  def train_tokenizer(self, task_config: ml_collections.ConfigDict, out_dir: str | os.PathLike,
-                      seed: int) -> Path:
+  def train_tokenizer(
+      self, task_config: ml_collections.ConfigDict, out_dir: str | os.PathLike, seed: int
+  ) -> Path:
     """Trains a tokenizer on the task's text into `out_dir`; returns the path load_tokenizer takes."""
 
 

@@ -10,11 +10,20 @@ from typing import Callable, Iterator, Optional, Sequence
 from absl import flags
 
 from prime_jax.models import CheckpointError
-from prime_jax.tokenizer import (HF_TOKENIZER_FILE, SENTENCEPIECE_FILE, Tokenizer, TokenizerError,
-                                 load_tokenizer)
+from prime_jax.tokenizer import (
+    HF_TOKENIZER_FILE,
+    SENTENCEPIECE_FILE,
+    Tokenizer,
+    TokenizerError,
+    load_tokenizer,
+)
 
-flags.DEFINE_string("checkpoint", None, "Hugging Face checkpoint directory (config.json + "
-                    "safetensors; a tokenizer there enables text prompts and decoded output).")
+flags.DEFINE_string(
+    "checkpoint",
+    None,
+    "Hugging Face checkpoint directory (config.json + "
+    "safetensors; a tokenizer there enables text prompts and decoded output).",
+)
 flags.DEFINE_string("out", None, "Output JSONL file.")
 flags.DEFINE_integer("batch_size", 16, "Rows per model call (the last batch is padded to it).")
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype of the model.")
@@ -31,6 +40,7 @@ def run_main(argv: Sequence[str], fn: Callable[[], None]) -> None:
   """A tool's absl `main`: rejects stray arguments, keeps the backend-probing INFO lines off the
   console unless --verbosity is given, and runs `fn` under `run_reporting_errors`."""
   from absl import app, flags, logging
+
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not flags.FLAGS["verbosity"].present:
@@ -68,8 +78,9 @@ def stop_ids(checkpoint: str, tokenizer: Optional[Tokenizer]) -> tuple[tuple[int
 
 def find_tokenizer(checkpoint: str) -> Optional[Tokenizer]:
   """The tokenizer stored with the checkpoint, or None when the directory has none."""
-  if any(os.path.exists(os.path.join(checkpoint, f)) for f in (HF_TOKENIZER_FILE,
-                                                               SENTENCEPIECE_FILE)):
+  if any(
+      os.path.exists(os.path.join(checkpoint, f)) for f in (HF_TOKENIZER_FILE, SENTENCEPIECE_FILE)
+  ):
     return load_tokenizer(checkpoint)
   return None
 
@@ -98,13 +109,15 @@ def read_jsonl(path: str) -> list[tuple[int, dict]]:
 def token_ids(row: dict, field: str, where: str, vocab_size: int) -> list[int]:
   """row[field] as a list of token ids in [0, vocab_size); `where` ("file:line") prefixes errors."""
   value = row.get(field)
-  if not isinstance(value, list) or not all(isinstance(i, int) and not isinstance(i, bool)
-                                            for i in value):
+  if not isinstance(value, list) or not all(
+      isinstance(i, int) and not isinstance(i, bool) for i in value
+  ):
     raise InputError(f"{where}: `{field}` must be a list of integer token ids")
   bad = [i for i in value if not 0 <= i < vocab_size]
   if bad:
-    raise InputError(f"{where}: `{field}` has ids outside the vocabulary [0, {vocab_size}): "
-                     f"{bad[:5]}")
+    raise InputError(
+        f"{where}: `{field}` has ids outside the vocabulary [0, {vocab_size}): " f"{bad[:5]}"
+    )
   return value
 
 
@@ -121,5 +134,5 @@ def batches(items: Sequence, size: int) -> Iterator[tuple[list, int]]:
   model call has the same batch shape (one compiled program)."""
   size = min(size, len(items))
   for start in range(0, len(items), size):
-    chunk = list(items[start:start + size])
+    chunk = list(items[start : start + size])
     yield chunk + [chunk[-1]] * (size - len(chunk)), len(chunk)

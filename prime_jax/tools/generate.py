@@ -42,8 +42,10 @@ def prompt_ids(row: dict, where: str, tokenizer: Optional[Tokenizer], vocab_size
     ids = _cli.token_ids(row, "prompt_ids", where, vocab_size)
   elif "prompt" in row:
     if tokenizer is None:
-      raise _cli.InputError(f"{where}: a text `prompt` needs a tokenizer in the checkpoint "
-                            "directory; give `prompt_ids` instead")
+      raise _cli.InputError(
+          f"{where}: a text `prompt` needs a tokenizer in the checkpoint "
+          "directory; give `prompt_ids` instead"
+      )
     prompt = row["prompt"]
     if isinstance(prompt, str):
       ids = tokenizer.encode(prompt)
@@ -61,18 +63,33 @@ def prompt_ids(row: dict, where: str, tokenizer: Optional[Tokenizer], vocab_size
   return ids
 
 
-def generate_file(checkpoint: str, prompts_path: str, out_path: str, *, max_new_tokens: int,
-                  temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
-                  n_samples: int = 1, seed: int = 0, batch_size: int = 16,
-                  dtype: str = "float32") -> list[dict]:
+def generate_file(
+    checkpoint: str,
+    prompts_path: str,
+    out_path: str,
+    *,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    n_samples: int = 1,
+    seed: int = 0,
+    batch_size: int = 16,
+    dtype: str = "float32",
+) -> list[dict]:
   """Generates for every row of `prompts_path`, writes `out_path` and returns the output rows.
 
   Raises `_cli.InputError` / `CheckpointError` / `TokenizerError` on bad input, before any model
   work when the input itself is at fault.
   """
   try:
-    settings = SamplingConfig(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                              top_k=top_k, n_samples=n_samples)
+    settings = SamplingConfig(
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        top_k=top_k,
+        n_samples=n_samples,
+    )
   except ValueError as e:
     raise _cli.InputError(str(e)) from None
   if batch_size < 1:
@@ -87,7 +104,8 @@ def generate_file(checkpoint: str, prompts_path: str, out_path: str, *, max_new_
     if len(ids) + max_new_tokens > config.max_position_embeddings:
       raise _cli.InputError(
           f"{where}: the prompt has {len(ids)} tokens; with max_new_tokens={max_new_tokens} that "
-          f"exceeds the model's context of {config.max_position_embeddings} tokens")
+          f"exceeds the model's context of {config.max_position_embeddings} tokens"
+      )
     prompts.append(ids)
 
   eos_ids, pad_id = _cli.stop_ids(checkpoint, tokenizer)
@@ -98,15 +116,28 @@ def generate_file(checkpoint: str, prompts_path: str, out_path: str, *, max_new_
   index = list(range(len(prompts)))
   for batch_number, (batch, real) in enumerate(_cli.batches(index, batch_size)):
     tokens, valid = pad_sequences([prompts[i] for i in batch], pad_id=pad_id, left=True)
-    result = jax.device_get(sample(params, tokens, valid, jax.random.fold_in(key, batch_number),
-                                   model_config=config, config=settings))
+    result = jax.device_get(
+        sample(
+            params,
+            tokens,
+            valid,
+            jax.random.fold_in(key, batch_number),
+            model_config=config,
+            config=settings,
+        )
+    )
     for k, i in enumerate(batch[:real]):
       for s in range(n_samples):
         r = k * n_samples + s
         length = int(result.lengths[r])
         response = result.tokens[r, :length].tolist()
-        out = dict(rows[i][1], prompt_ids=prompts[i], sample_index=s, response_ids=response,
-                   response_logprobs=np.asarray(result.logprobs[r, :length], float).tolist())
+        out = dict(
+            rows[i][1],
+            prompt_ids=prompts[i],
+            sample_index=s,
+            response_ids=response,
+            response_logprobs=np.asarray(result.logprobs[r, :length], float).tolist(),
+        )
         if tokenizer is not None:
           out["response_text"] = tokenizer.decode(response, skip_special_tokens=True)
         out_rows.append(out)
@@ -115,10 +146,22 @@ def generate_file(checkpoint: str, prompts_path: str, out_path: str, *, max_new_
 
 
 def main(argv):
-  _cli.run_main(argv, lambda: generate_file(
-      FLAGS.checkpoint, FLAGS.prompts, FLAGS.out, max_new_tokens=FLAGS.max_new_tokens,
-      temperature=FLAGS.temperature, top_p=FLAGS.top_p, top_k=FLAGS.top_k,
-      n_samples=FLAGS.n_samples, seed=FLAGS.seed, batch_size=FLAGS.batch_size, dtype=FLAGS.dtype))
+  _cli.run_main(
+      argv,
+      lambda: generate_file(
+          FLAGS.checkpoint,
+          FLAGS.prompts,
+          FLAGS.out,
+          max_new_tokens=FLAGS.max_new_tokens,
+          temperature=FLAGS.temperature,
+          top_p=FLAGS.top_p,
+          top_k=FLAGS.top_k,
+          n_samples=FLAGS.n_samples,
+          seed=FLAGS.seed,
+          batch_size=FLAGS.batch_size,
+          dtype=FLAGS.dtype,
+      ),
+  )
 
 
 if __name__ == "__main__":

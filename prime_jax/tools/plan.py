@@ -28,15 +28,30 @@ from prime_jax import memory_plan  # noqa: E402
 from prime_jax.tools import _cli  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Experiment config file (get_config()); overrides as --config.rl.micro_batch=4.")
-flags.DEFINE_string("hardware", None, "Slice: v5p-64, v4-32, v5e-256, v6e-8, 8xH100, 8xA100-80G, "
-                    "8xH200, cpu-8, ...")
-flags.DEFINE_string("mesh", None, "Mesh axes, e.g. data=1,fsdp=-1,tensor=4 (one may be -1); "
-                    "default: the config's mesh.")
-flags.DEFINE_string("model", None, "Model preset instead of a checkpoint's config.json: "
-                    + ", ".join(sorted(memory_plan.MODEL_PRESETS) + sorted(memory_plan.MODEL_ALIASES)))
-flags.DEFINE_float("mem_fraction", None, "Usable fraction of each device's memory (default 1 on TPU, "
-                   "0.75 on GPU: JAX's default XLA_PYTHON_CLIENT_MEM_FRACTION).")
+    "config", None, "Experiment config file (get_config()); overrides as --config.rl.micro_batch=4."
+)
+flags.DEFINE_string(
+    "hardware",
+    None,
+    "Slice: v5p-64, v4-32, v5e-256, v6e-8, 8xH100, 8xA100-80G, " "8xH200, cpu-8, ...",
+)
+flags.DEFINE_string(
+    "mesh",
+    None,
+    "Mesh axes, e.g. data=1,fsdp=-1,tensor=4 (one may be -1); " "default: the config's mesh.",
+)
+flags.DEFINE_string(
+    "model",
+    None,
+    "Model preset instead of a checkpoint's config.json: "
+    + ", ".join(sorted(memory_plan.MODEL_PRESETS) + sorted(memory_plan.MODEL_ALIASES)),
+)
+flags.DEFINE_float(
+    "mem_fraction",
+    None,
+    "Usable fraction of each device's memory (default 1 on TPU, "
+    "0.75 on GPU: JAX's default XLA_PYTHON_CLIENT_MEM_FRACTION).",
+)
 FLAGS = flags.FLAGS
 
 

@@ -22,8 +22,14 @@ flags.DEFINE_string("inputs", None, "Input JSONL with prompt_ids and response_id
 FLAGS = flags.FLAGS
 
 
-def score_file(checkpoint: str, inputs_path: str, out_path: str, *, batch_size: int = 16,
-               dtype: str = "float32") -> list[dict]:
+def score_file(
+    checkpoint: str,
+    inputs_path: str,
+    out_path: str,
+    *,
+    batch_size: int = 16,
+    dtype: str = "float32",
+) -> list[dict]:
   """Scores every row of `inputs_path`, writes `out_path` and returns the output rows.
 
   Raises `_cli.InputError` / `CheckpointError` on bad input, before any model work.
@@ -42,7 +48,8 @@ def score_file(checkpoint: str, inputs_path: str, out_path: str, *, batch_size: 
     if len(prompt) + len(response) > config.max_position_embeddings:
       raise _cli.InputError(
           f"{where}: prompt ({len(prompt)} tokens) + response ({len(response)} tokens) exceeds "
-          f"the model's context of {config.max_position_embeddings} tokens")
+          f"the model's context of {config.max_position_embeddings} tokens"
+      )
     pairs.append((prompt, response))
 
   _, params = load_hf_checkpoint(checkpoint, dtype=dtype)
@@ -52,20 +59,29 @@ def score_file(checkpoint: str, inputs_path: str, out_path: str, *, batch_size: 
     prompt_width = bucket_length(max(len(p) for p, _ in batch))
     response_width = bucket_length(max(len(r) for _, r in batch))
     prompts, prompt_valid = pad_sequences([p for p, _ in batch], length=prompt_width, left=True)
-    responses, response_mask = pad_sequences([r for _, r in batch], length=response_width,
-                                             left=False)
-    logprobs = np.asarray(jax.device_get(token_logprobs(
-        params, prompts, prompt_valid, responses, response_mask, config=config)), float)
+    responses, response_mask = pad_sequences(
+        [r for _, r in batch], length=response_width, left=False
+    )
+    logprobs = np.asarray(
+        jax.device_get(
+            token_logprobs(params, prompts, prompt_valid, responses, response_mask, config=config)
+        ),
+        float,
+    )
     for k in range(real):
       row = rows[len(out_rows)][1]
-      out_rows.append(dict(row, response_logprobs=logprobs[k, :len(batch[k][1])].tolist()))
+      out_rows.append(dict(row, response_logprobs=logprobs[k, : len(batch[k][1])].tolist()))
   _cli.write_jsonl(out_path, out_rows)
   return out_rows
 
 
 def main(argv):
-  _cli.run_main(argv, lambda: score_file(
-      FLAGS.checkpoint, FLAGS.inputs, FLAGS.out, batch_size=FLAGS.batch_size, dtype=FLAGS.dtype))
+  _cli.run_main(
+      argv,
+      lambda: score_file(
+          FLAGS.checkpoint, FLAGS.inputs, FLAGS.out, batch_size=FLAGS.batch_size, dtype=FLAGS.dtype
+      ),
+  )
 
 
 if __name__ == "__main__":

@@ -29,8 +29,19 @@ from prime_jax.verifiers.registry import (
 from prime_jax.verifiers.sandbox import SandboxConfig, SandboxUnavailableError
 
 __all__ = [
-    "Ability", "CodeConfig", "GradeStats", "ItemResult", "SandboxConfig",
-    "SandboxUnavailableError", "WorkerPool", "default_pool", "get_ability", "grade",
-    "grade_with_stats", "register_ability", "register_builtin_abilities",
-    "registered_abilities", "set_default_pool",
+    "Ability",
+    "CodeConfig",
+    "GradeStats",
+    "ItemResult",
+    "SandboxConfig",
+    "SandboxUnavailableError",
+    "WorkerPool",
+    "default_pool",
+    "get_ability",
+    "grade",
+    "grade_with_stats",
+    "register_ability",
+    "register_builtin_abilities",
+    "registered_abilities",
+    "set_default_pool",
 ]

@@ -24,72 +24,74 @@ grader.TIMEOUT_WARNING_SHOWN = parser.TIMEOUT_WARNING_SHOWN = True
 
 
 def _parse(normalized: str) -> list:
-    return parse(f"${normalized}$", extraction_config=_EXTRACTION, parsing_timeout=None)
+  return parse(f"${normalized}$", extraction_config=_EXTRACTION, parsing_timeout=None)
 
 
 def _number(parsed: list) -> sympy.Expr | None:
-    """The parsed answer as a closed-form number (no free symbols), else None."""
-    for item in parsed:
-        if isinstance(item, sympy.Expr) and not isinstance(item, sympy.Symbol):
-            try:
-                if item.is_number and item.free_symbols == set():
-                    return item
-            except Exception:  # sympy raises assorted errors on exotic objects
-                return None
-    return None
+  """The parsed answer as a closed-form number (no free symbols), else None."""
+  for item in parsed:
+    if isinstance(item, sympy.Expr) and not isinstance(item, sympy.Symbol):
+      try:
+        if item.is_number and item.free_symbols == set():
+          return item
+      except Exception:  # sympy raises assorted errors on exotic objects
+        return None
+  return None
 
 
 def _numeric_equal(gold: sympy.Expr, pred: sympy.Expr) -> bool:
-    try:
-        g = complex(sympy.N(gold, 30))
-        p = complex(sympy.N(pred, 30))
-    except (TypeError, ValueError, ArithmeticError):
-        return False
-    if not all(math.isfinite(v) for v in (g.real, g.imag, p.real, p.imag)):
-        return False
-    if gold.is_Integer:  # integer answers are exact
-        return p == g
-    return abs(g - p) <= REL_TOL * max(abs(g), abs(p))
+  try:
+    g = complex(sympy.N(gold, 30))
+    p = complex(sympy.N(pred, 30))
+  except (TypeError, ValueError, ArithmeticError):
+    return False
+  if not all(math.isfinite(v) for v in (g.real, g.imag, p.real, p.imag)):
+    return False
+  if gold.is_Integer:  # integer answers are exact
+    return p == g
+  return abs(g - p) <= REL_TOL * max(abs(g), abs(p))
 
 
 def answers_equivalent(pred: str, gold: str) -> str | None:
-    """How the extracted answer `pred` matches the ground truth `gold`, or None if it does not.
+  """How the extracted answer `pred` matches the ground truth `gold`, or None if it does not.
 
-    Returns 'exact', 'symbolic' or 'numeric'.
-    """
-    norm_pred, norm_gold = normalize_answer(pred), normalize_answer(gold)
-    if not norm_pred:
-        return None
-    if norm_pred == norm_gold:
-        return "exact"
-    parsed_gold, parsed_pred = _parse(norm_gold), _parse(norm_pred)
-    if parsed_gold and parsed_pred and verify(parsed_gold, parsed_pred, timeout_seconds=None):
-        return "symbolic"
-    g, p = _number(parsed_gold), _number(parsed_pred)
-    if g is None or p is None:
-        return None
-    if _numeric_equal(g, p):
-        return "numeric"
-    if had_percent(gold) != had_percent(pred):  # 50\% may be written 0.5 (or vice versa)
-        scaled = (g / 100, p) if had_percent(gold) else (g, p / 100)
-        if _numeric_equal(*scaled):
-            return "numeric"
+  Returns 'exact', 'symbolic' or 'numeric'.
+  """
+  norm_pred, norm_gold = normalize_answer(pred), normalize_answer(gold)
+  if not norm_pred:
     return None
+  if norm_pred == norm_gold:
+    return "exact"
+  parsed_gold, parsed_pred = _parse(norm_gold), _parse(norm_pred)
+  if parsed_gold and parsed_pred and verify(parsed_gold, parsed_pred, timeout_seconds=None):
+    return "symbolic"
+  g, p = _number(parsed_gold), _number(parsed_pred)
+  if g is None or p is None:
+    return None
+  if _numeric_equal(g, p):
+    return "numeric"
+  if had_percent(gold) != had_percent(pred):  # 50\% may be written 0.5 (or vice versa)
+    scaled = (g / 100, p) if had_percent(gold) else (g, p / 100)
+    if _numeric_equal(*scaled):
+      return "numeric"
+  return None
 
 
 def score_math(response: str, ground_truth: str, timeout_s: float | None = None) -> ItemResult:
-    """1.0 if the response's final answer equals `ground_truth` (LaTeX), else 0.0.
+  """1.0 if the response's final answer equals `ground_truth` (LaTeX), else 0.0.
 
-    timeout_s is enforced by the caller (worker alarm / kill); accepted for the ability API.
-    """
-    del timeout_s
-    if not isinstance(response, str) or not isinstance(ground_truth, str):
-        raise TypeError(f"math grading needs str response and ground truth, got "
-                        f"{type(response).__name__} and {type(ground_truth).__name__}")
-    answer = extract_answer(response)
-    if answer is None:
-        return ItemResult(0.0, {"no_answer": 1})
-    how = answers_equivalent(answer, ground_truth)
-    if how is None:
-        return ItemResult(0.0, {"wrong": 1})
-    return ItemResult(1.0, {f"match_{how}": 1})
+  timeout_s is enforced by the caller (worker alarm / kill); accepted for the ability API.
+  """
+  del timeout_s
+  if not isinstance(response, str) or not isinstance(ground_truth, str):
+    raise TypeError(
+        f"math grading needs str response and ground truth, got "
+        f"{type(response).__name__} and {type(ground_truth).__name__}"
+    )
+  answer = extract_answer(response)
+  if answer is None:
+    return ItemResult(0.0, {"no_answer": 1})
+  how = answers_equivalent(answer, ground_truth)
+  if how is None:
+    return ItemResult(0.0, {"wrong": 1})
+  return ItemResult(1.0, {f"match_{how}": 1})

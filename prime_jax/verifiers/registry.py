@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class ItemResult:
-    """Score of one item in [0, 1] plus ability-specific counters summed into the stats."""
+  """Score of one item in [0, 1] plus ability-specific counters summed into the stats."""
 
-    score: float
-    counters: dict[str, int] = field(default_factory=dict)
+  score: float
+  counters: dict[str, int] = field(default_factory=dict)
 
 
 ScoreFn = Callable[[str, str, float], "float | ItemResult"]
@@ -27,57 +27,65 @@ ScoreFn = Callable[[str, str, float], "float | ItemResult"]
 
 @dataclass(frozen=True)
 class Ability:
-    """A registered ability.
+  """A registered ability.
 
-    timeout_s: default per-item wall-time limit. self_timed: score_fn keeps to timeout_s on its
-    own (e.g. the code runner's sandbox deadlines); otherwise the worker interrupts it with an
-    alarm at timeout_s. Either way the pool kills a worker that overruns by its grace period.
-    preflight: called once in the caller's process before a batch (e.g. the sandbox isolation
-    check); it raises to refuse grading rather than letting every item fail.
-    """
+  timeout_s: default per-item wall-time limit. self_timed: score_fn keeps to timeout_s on its
+  own (e.g. the code runner's sandbox deadlines); otherwise the worker interrupts it with an
+  alarm at timeout_s. Either way the pool kills a worker that overruns by its grace period.
+  preflight: called once in the caller's process before a batch (e.g. the sandbox isolation
+  check); it raises to refuse grading rather than letting every item fail.
+  """
 
-    name: str
-    score_fn: ScoreFn
-    timeout_s: float
-    self_timed: bool = False
-    preflight: Callable[[], None] | None = None
+  name: str
+  score_fn: ScoreFn
+  timeout_s: float
+  self_timed: bool = False
+  preflight: Callable[[], None] | None = None
 
 
 _REGISTRY: dict[str, Ability] = {}
 
 
-def register_ability(name: str, score_fn: ScoreFn, *, timeout_s: float = 10.0,
-                     self_timed: bool = False, preflight: Callable[[], None] | None = None,
-                     replace: bool = False) -> Ability:
-    """Register (or with replace=True, re-register) an ability under `name`; returns it."""
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"ability name must be a non-empty string, got {name!r}")
-    if name in _REGISTRY and not replace:
-        raise ValueError(f"ability {name!r} is already registered (pass replace=True to override)")
-    if not callable(score_fn):
-        raise TypeError(f"score_fn for ability {name!r} must be callable, got {type(score_fn)}")
-    if not (isinstance(timeout_s, (int, float)) and math.isfinite(timeout_s) and timeout_s > 0):
-        raise ValueError(f"timeout_s for ability {name!r} must be a positive number, "
-                         f"got {timeout_s!r}")
-    try:
-        pickle.dumps(score_fn)
-    except Exception as exc:
-        raise ValueError(
-            f"score_fn for ability {name!r} must be picklable (a module-level function or a "
-            f"functools.partial of one), because items are graded in worker processes: "
-            f"{exc}") from exc
-    ability = Ability(name, score_fn, float(timeout_s), self_timed, preflight)
-    _REGISTRY[name] = ability
-    return ability
+def register_ability(
+    name: str,
+    score_fn: ScoreFn,
+    *,
+    timeout_s: float = 10.0,
+    self_timed: bool = False,
+    preflight: Callable[[], None] | None = None,
+    replace: bool = False,
+) -> Ability:
+  """Register (or with replace=True, re-register) an ability under `name`; returns it."""
+  if not isinstance(name, str) or not name:
+    raise ValueError(f"ability name must be a non-empty string, got {name!r}")
+  if name in _REGISTRY and not replace:
+    raise ValueError(f"ability {name!r} is already registered (pass replace=True to override)")
+  if not callable(score_fn):
+    raise TypeError(f"score_fn for ability {name!r} must be callable, got {type(score_fn)}")
+  if not (isinstance(timeout_s, (int, float)) and math.isfinite(timeout_s) and timeout_s > 0):
+    raise ValueError(
+        f"timeout_s for ability {name!r} must be a positive number, " f"got {timeout_s!r}"
+    )
+  try:
+    pickle.dumps(score_fn)
+  except Exception as exc:
+    raise ValueError(
+        f"score_fn for ability {name!r} must be picklable (a module-level function or a "
+        f"functools.partial of one), because items are graded in worker processes: "
+        f"{exc}"
+    ) from exc
+  ability = Ability(name, score_fn, float(timeout_s), self_timed, preflight)
+  _REGISTRY[name] = ability
+  return ability
 
 
 def get_ability(name: str) -> Ability:
-    """The ability registered under `name` (built-ins: 'math', 'code')."""
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise KeyError(f"unknown ability {name!r}; registered: {sorted(_REGISTRY)}") from None
+  """The ability registered under `name` (built-ins: 'math', 'code')."""
+  try:
+    return _REGISTRY[name]
+  except KeyError:
+    raise KeyError(f"unknown ability {name!r}; registered: {sorted(_REGISTRY)}") from None
 
 
 def registered_abilities() -> tuple[str, ...]:
-    return tuple(sorted(_REGISTRY))
+  return tuple(sorted(_REGISTRY))

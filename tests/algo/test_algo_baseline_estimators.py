@@ -7,97 +7,128 @@ import pytest
 
 import algo_numpy_reference as ref
 from algo_test_batches import GROUP_SIZES, TOL, call_jitted, random_batch
-from prime_jax.algo import (gae_advantages, grpo_advantages, outcome_token_rewards,
-                            prm_value_advantages, reinforce_advantages, value_loss)
+from prime_jax.algo import (
+    gae_advantages,
+    grpo_advantages,
+    outcome_token_rewards,
+    prm_value_advantages,
+    reinforce_advantages,
+    value_loss,
+)
 
 f64 = lambda x: np.asarray(x, np.float64)
-COEFS = [(1.0, 1.0), (0.0, 1.0)]   # with PRIME's process rewards, and outcome-only
+COEFS = [(1.0, 1.0), (0.0, 1.0)]  # with PRIME's process rewards, and outcome-only
 
 
 def _assert_padding_zero(batch, *arrays):
-    padding = ~(np.asarray(batch["mask"]) > 0)
-    for x in arrays:
-        assert np.all(np.asarray(x)[padding] == 0)
+  padding = ~(np.asarray(batch["mask"]) > 0)
+  for x in arrays:
+    assert np.all(np.asarray(x)[padding] == 0)
 
 
 @pytest.mark.parametrize("coefs", COEFS)
 @pytest.mark.parametrize("gamma", [1.0, 0.9])
 def test_reinforce_matches_reference(coefs, gamma):
-    batch = random_batch(seed=200, n=4)
-    traced = dict(coef_proc=coefs[0], coef_out=coefs[1], gamma=gamma)
-    adv, ret = call_jitted(reinforce_advantages, batch["scores"], batch["acc"], batch["mask"], traced=traced)
-    want = ref.reinforce_advantages(f64(batch["scores"]), f64(batch["acc"]), batch["lengths"], *coefs, gamma)
-    np.testing.assert_allclose(np.asarray(adv), want, **TOL)
-    np.testing.assert_array_equal(np.asarray(adv), np.asarray(ret))
-    _assert_padding_zero(batch, adv)
+  batch = random_batch(seed=200, n=4)
+  traced = dict(coef_proc=coefs[0], coef_out=coefs[1], gamma=gamma)
+  adv, ret = call_jitted(
+      reinforce_advantages, batch["scores"], batch["acc"], batch["mask"], traced=traced
+  )
+  want = ref.reinforce_advantages(
+      f64(batch["scores"]), f64(batch["acc"]), batch["lengths"], *coefs, gamma
+  )
+  np.testing.assert_allclose(np.asarray(adv), want, **TOL)
+  np.testing.assert_array_equal(np.asarray(adv), np.asarray(ret))
+  _assert_padding_zero(batch, adv)
 
 
 @pytest.mark.parametrize("n", GROUP_SIZES)
 @pytest.mark.parametrize("coefs", COEFS)
 def test_grpo_matches_reference(n, coefs):
-    batch = random_batch(seed=210 + n, n=n)
-    adv, _ = call_jitted(grpo_advantages, batch["scores"], batch["acc"], batch["mask"], n=n,
-                         traced=dict(coef_proc=coefs[0], coef_out=coefs[1]))
-    want = ref.grpo_advantages(f64(batch["scores"]), f64(batch["acc"]), batch["lengths"], n, *coefs)
-    np.testing.assert_allclose(np.asarray(adv), want, **TOL)
-    _assert_padding_zero(batch, adv)
+  batch = random_batch(seed=210 + n, n=n)
+  adv, _ = call_jitted(
+      grpo_advantages,
+      batch["scores"],
+      batch["acc"],
+      batch["mask"],
+      n=n,
+      traced=dict(coef_proc=coefs[0], coef_out=coefs[1]),
+  )
+  want = ref.grpo_advantages(f64(batch["scores"]), f64(batch["acc"]), batch["lengths"], n, *coefs)
+  np.testing.assert_allclose(np.asarray(adv), want, **TOL)
+  _assert_padding_zero(batch, adv)
 
 
 @pytest.mark.parametrize("gamma, lam", [(1.0, 1.0), (0.99, 0.95)])
 def test_gae_matches_reference(gamma, lam):
-    batch = random_batch(seed=220, n=4, bool_mask=True)
-    token_rewards = outcome_token_rewards(batch["acc"], batch["mask"]) + np.where(batch["mask"], batch["scores"], 0)
-    adv, ret = call_jitted(gae_advantages, token_rewards, batch["values"], batch["mask"],
-                           traced=dict(gamma=gamma, lam=lam))
-    want_adv, want_ret = ref.gae_advantages(f64(token_rewards), f64(batch["values"]), batch["lengths"],
-                                            gamma, lam)
-    np.testing.assert_allclose(np.asarray(ret), want_ret, **TOL)
-    np.testing.assert_allclose(np.asarray(adv), want_adv, **TOL)
-    _assert_padding_zero(batch, adv, ret)
+  batch = random_batch(seed=220, n=4, bool_mask=True)
+  token_rewards = outcome_token_rewards(batch["acc"], batch["mask"]) + np.where(
+      batch["mask"], batch["scores"], 0
+  )
+  adv, ret = call_jitted(
+      gae_advantages,
+      token_rewards,
+      batch["values"],
+      batch["mask"],
+      traced=dict(gamma=gamma, lam=lam),
+  )
+  want_adv, want_ret = ref.gae_advantages(
+      f64(token_rewards), f64(batch["values"]), batch["lengths"], gamma, lam
+  )
+  np.testing.assert_allclose(np.asarray(ret), want_ret, **TOL)
+  np.testing.assert_allclose(np.asarray(adv), want_adv, **TOL)
+  _assert_padding_zero(batch, adv, ret)
 
 
 def test_gae_with_unit_discount_is_return_minus_value():
-    batch = random_batch(seed=221, n=2)
-    rewards = outcome_token_rewards(batch["acc"], batch["mask"])
-    _, ret = call_jitted(gae_advantages, rewards, batch["values"], batch["mask"],
-                         traced=dict(gamma=1.0, lam=1.0))
-    for i, length in enumerate(batch["lengths"]):   # γ = λ = 1: every target is the outcome
-        np.testing.assert_allclose(np.asarray(ret)[i, :length], batch["acc"][i], **TOL)
+  batch = random_batch(seed=221, n=2)
+  rewards = outcome_token_rewards(batch["acc"], batch["mask"])
+  _, ret = call_jitted(
+      gae_advantages, rewards, batch["values"], batch["mask"], traced=dict(gamma=1.0, lam=1.0)
+  )
+  for i, length in enumerate(batch["lengths"]):  # γ = λ = 1: every target is the outcome
+    np.testing.assert_allclose(np.asarray(ret)[i, :length], batch["acc"][i], **TOL)
 
 
 @pytest.mark.parametrize("clipped", [False, True])
 def test_value_loss_matches_reference(clipped):
-    batch = random_batch(seed=230, n=4)
-    returns = np.where(batch["mask"], batch["scores"], 0).astype(np.float32)
-    old_values = (batch["values"] + 0.8 * np.random.default_rng(0).normal(size=returns.shape)).astype(np.float32)
-    kwargs = dict(old_values=old_values) if clipped else {}
-    loss, metrics = value_loss(batch["values"], returns, batch["mask"], **kwargs)
-    want = ref.value_loss(f64(batch["values"]), f64(returns), batch["lengths"],
-                          f64(old_values) if clipped else None)
-    np.testing.assert_allclose(float(loss), want, **TOL)
-    assert (float(metrics["value_clip_frac"]) > 0) == clipped
-    grad = np.asarray(jax.grad(lambda v: value_loss(v, returns, batch["mask"], **kwargs)[0])(batch["values"]))
-    _assert_padding_zero(batch, grad)
+  batch = random_batch(seed=230, n=4)
+  returns = np.where(batch["mask"], batch["scores"], 0).astype(np.float32)
+  old_values = (batch["values"] + 0.8 * np.random.default_rng(0).normal(size=returns.shape)).astype(
+      np.float32
+  )
+  kwargs = dict(old_values=old_values) if clipped else {}
+  loss, metrics = value_loss(batch["values"], returns, batch["mask"], **kwargs)
+  want = ref.value_loss(
+      f64(batch["values"]), f64(returns), batch["lengths"], f64(old_values) if clipped else None
+  )
+  np.testing.assert_allclose(float(loss), want, **TOL)
+  assert (float(metrics["value_clip_frac"]) > 0) == clipped
+  grad = np.asarray(
+      jax.grad(lambda v: value_loss(v, returns, batch["mask"], **kwargs)[0])(batch["values"])
+  )
+  _assert_padding_zero(batch, grad)
 
 
 def test_prm_value_advantages_match_reference():
-    batch = random_batch(seed=240, n=4)
-    adv, ret = call_jitted(prm_value_advantages, batch["scores"], batch["acc"], batch["mask"],
-                           traced=dict(beta=0.05))
-    want = ref.prm_value_advantages(f64(batch["scores"]), f64(batch["acc"]), batch["lengths"], 0.05)
-    np.testing.assert_allclose(np.asarray(adv), want, **TOL)
-    # At the first token the value of the empty prefix is 0, so the advantage is the outcome.
-    np.testing.assert_allclose(np.asarray(adv)[:, 0], batch["acc"], **TOL)
-    _assert_padding_zero(batch, adv, ret)
+  batch = random_batch(seed=240, n=4)
+  adv, ret = call_jitted(
+      prm_value_advantages, batch["scores"], batch["acc"], batch["mask"], traced=dict(beta=0.05)
+  )
+  want = ref.prm_value_advantages(f64(batch["scores"]), f64(batch["acc"]), batch["lengths"], 0.05)
+  np.testing.assert_allclose(np.asarray(adv), want, **TOL)
+  # At the first token the value of the empty prefix is 0, so the advantage is the outcome.
+  np.testing.assert_allclose(np.asarray(adv)[:, 0], batch["acc"], **TOL)
+  _assert_padding_zero(batch, adv, ret)
 
 
 def test_bad_inputs_are_named():
-    batch = random_batch(seed=0, n=4)
-    with pytest.raises(ValueError, match="values"):
-        gae_advantages(batch["scores"], batch["values"][:, :3], batch["mask"])
-    with pytest.raises(ValueError, match="`q`"):
-        prm_value_advantages(batch["scores"][0], batch["acc"], batch["mask"], beta=0.05)
-    with pytest.raises(ValueError, match="n=5"):
-        grpo_advantages(batch["scores"], batch["acc"], batch["mask"], n=5)
-    with pytest.raises(ValueError, match="old_values"):
-        value_loss(batch["values"], batch["values"], batch["mask"], old_values=jnp.ones(3))
+  batch = random_batch(seed=0, n=4)
+  with pytest.raises(ValueError, match="values"):
+    gae_advantages(batch["scores"], batch["values"][:, :3], batch["mask"])
+  with pytest.raises(ValueError, match="`q`"):
+    prm_value_advantages(batch["scores"][0], batch["acc"], batch["mask"], beta=0.05)
+  with pytest.raises(ValueError, match="n=5"):
+    grpo_advantages(batch["scores"], batch["acc"], batch["mask"], n=5)
+  with pytest.raises(ValueError, match="old_values"):
+    value_loss(batch["values"], batch["values"], batch["mask"], old_values=jnp.ones(3))

@@ -21,8 +21,10 @@ def eurus_row(i: int, ability: str = "math") -> dict:
     question, truth = f"Read a and b and print a + b (case {i}).", json.dumps(CODE_TESTS)
   return {
       "data_source": "numina_olympiads" if ability == "math" else "taco",
-      "prompt": [{"content": EURUS_SYSTEM_PROMPT, "role": "system"},
-                 {"content": question + USER_SUFFIXES[ability], "role": "user"}],
+      "prompt": [
+          {"content": EURUS_SYSTEM_PROMPT, "role": "system"},
+          {"content": question + USER_SUFFIXES[ability], "role": "user"},
+      ],
       "ability": ability,
       "reward_model": {"ground_truth": truth, "style": "rule"},
       "extra_info": {"index": i, "split": "dummy"},
@@ -35,8 +37,13 @@ def old_eurus_row(i: int, task: str = "Math") -> dict:
     instruction, reference = f"Compute {i} + {i}." + USER_SUFFIXES["math"], str(2 * i)
   else:
     instruction, reference = f"Print the sum of two numbers ({i}).", json.dumps(CODE_TESTS)
-  return {"id": f"old-{task}-{i}", "task": task, "source": "apps" if task == "Coding" else "amc",
-          "instruction": instruction, "reference": reference}
+  return {
+      "id": f"old-{task}-{i}",
+      "task": task,
+      "source": "apps" if task == "Coding" else "amc",
+      "instruction": instruction,
+      "reference": reference,
+  }
 
 
 def write_jsonl(path: Path, rows) -> Path:

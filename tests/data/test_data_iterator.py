@@ -8,9 +8,16 @@ from prime_jax.data import PromptIterator, Record, load_split, write_records
 
 
 def _records(n):
-  return [Record(id=f"r{i}", data_source="s", ability="math",
-                 messages=json.dumps([{"role": "user", "content": str(i)}]), ground_truth=str(i))
-          for i in range(n)]
+  return [
+      Record(
+          id=f"r{i}",
+          data_source="s",
+          ability="math",
+          messages=json.dumps([{"role": "user", "content": str(i)}]),
+          ground_truth=str(i),
+      )
+      for i in range(n)
+  ]
 
 
 def _ids(records):
@@ -28,8 +35,10 @@ def test_every_epoch_visits_each_record_once_in_a_new_order():
 
 def test_deterministic_in_the_seed_and_unshuffled_order():
   source = _records(10)
+
   def walk(seed, n, **kwargs):
     return _ids(PromptIterator(source, seed=seed, **kwargs).take(n))
+
   assert walk(1, 25) == walk(1, 25)
   assert walk(1, 10) != walk(2, 10)
   assert walk(1, 12, shuffle=False) == _ids(source + source[:2])

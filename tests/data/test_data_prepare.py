@@ -24,10 +24,15 @@ def _records(data_dir, split):
 
 
 def _expected_eurus(row, record_id):
-  return Record(id=record_id, data_source=row["data_source"], ability=row["ability"],
-                messages=json.dumps([{"role": m["role"], "content": m["content"]}
-                                     for m in row["prompt"]], ensure_ascii=False),
-                ground_truth=row["reward_model"]["ground_truth"])
+  return Record(
+      id=record_id,
+      data_source=row["data_source"],
+      ability=row["ability"],
+      messages=json.dumps(
+          [{"role": m["role"], "content": m["content"]} for m in row["prompt"]], ensure_ascii=False
+      ),
+      ground_truth=row["reward_model"]["ground_truth"],
+  )
 
 
 @pytest.mark.parametrize("suffix", ["parquet", "jsonl"])
@@ -69,17 +74,30 @@ def test_read_through_public_tfds_api(tmp_path):
 
 
 def test_problem_sets_and_documented_key_variants(tmp_path):
-  math500 = write_jsonl(tmp_path / "math500.jsonl", [
-      {"problem": "What is $1+1$?", "answer": "2", "unique_id": "test/algebra/1.json"},
-      {"problem": "Simplify $\\frac{2}{4}$.", "answer": "\\frac{1}{2}"}])
+  math500 = write_jsonl(
+      tmp_path / "math500.jsonl",
+      [
+          {"problem": "What is $1+1$?", "answer": "2", "unique_id": "test/algebra/1.json"},
+          {"problem": "Simplify $\\frac{2}{4}$.", "answer": "\\frac{1}{2}"},
+      ],
+  )
   aime = write_jsonl(tmp_path / "aime.jsonl", [{"id": 60, "problem": "Find N.", "answer": 204}])
-  olympiad = write_jsonl(tmp_path / "olympiadbench.jsonl", [
-      {"question": "Find $k$.", "final_answer": ["$3$"]}])
-  minerva = write_jsonl(tmp_path / "minerva.jsonl", [
-      {"problem": "Mass?", "solution": "So $m=\\boxed{\\frac{1}{2}}$ kg, not \\boxed{1}... "
-                                       "final: \\boxed{3 \\times 10^{5}}"}])
-  report = prepare([math500, aime, olympiad, minerva], tmp_path / "out", split="test",
-                   fmt="problems")
+  olympiad = write_jsonl(
+      tmp_path / "olympiadbench.jsonl", [{"question": "Find $k$.", "final_answer": ["$3$"]}]
+  )
+  minerva = write_jsonl(
+      tmp_path / "minerva.jsonl",
+      [
+          {
+              "problem": "Mass?",
+              "solution": "So $m=\\boxed{\\frac{1}{2}}$ kg, not \\boxed{1}... "
+              "final: \\boxed{3 \\times 10^{5}}",
+          }
+      ],
+  )
+  report = prepare(
+      [math500, aime, olympiad, minerva], tmp_path / "out", split="test", fmt="problems"
+  )
   assert report.num_records == 5
   got = _records(tmp_path / "out", "test")
   assert [(r.id, r.data_source, r.ground_truth) for r in got] == [
@@ -87,17 +105,26 @@ def test_problem_sets_and_documented_key_variants(tmp_path):
       ("math500.jsonl:2", "math500", "\\frac{1}{2}"),
       ("60", "aime", "204"),
       ("olympiadbench.jsonl:1", "olympiadbench", "$3$"),
-      ("minerva.jsonl:1", "minerva", "3 \\times 10^{5}")]
+      ("minerva.jsonl:1", "minerva", "3 \\times 10^{5}"),
+  ]
   assert all(r.ability == "math" for r in got)
   assert got[0].chat() == [{"role": "user", "content": "What is $1+1$?"}]
 
 
 def test_code_set_with_starter_code_and_auto_format(tmp_path):
   tests = {"fn_name": "add", "inputs": [[1, 2]], "outputs": [3]}
-  path = write_jsonl(tmp_path / "apps.jsonl", [
-      {"problem_id": 7, "question": "Add two numbers.", "input_output": json.dumps(tests),
-       "starter_code": "def add(a, b):\n"},
-      {"question": "Echo.", "input_output": {"inputs": ["x\n"], "outputs": ["x\n"]}}])
+  path = write_jsonl(
+      tmp_path / "apps.jsonl",
+      [
+          {
+              "problem_id": 7,
+              "question": "Add two numbers.",
+              "input_output": json.dumps(tests),
+              "starter_code": "def add(a, b):\n",
+          },
+          {"question": "Echo.", "input_output": {"inputs": ["x\n"], "outputs": ["x\n"]}},
+      ],
+  )
   report = prepare([path], tmp_path / "out", split="test", data_source="apps")
   assert report.files[0].format == "code"
   first, second = _records(tmp_path / "out", "test")
@@ -114,17 +141,20 @@ def _mixed_good_and_bad_jsonl(path):
   del missing["ability"]
   bad_tests = eurus_row(7, "code")
   bad_tests["reward_model"]["ground_truth"] = '{"inputs": ["1"], "outputs": []}'
-  return write_jsonl(path, [
-      eurus_row(0),                                   # line 1
-      b'{"data_source": "x", "prompt": [',           # line 2: bad JSON
-      b'{"data_source": "\xff\xfe"}',                 # line 3: not UTF-8
-      no_truth,                                       # line 4: empty ground truth
-      missing,                                        # line 5: missing field
-      bad_tests,                                      # line 6: code tests that do not pair up
-      eurus_row(1),                                   # line 7
-      b"",                                            # blank: ignored, not a row
-      eurus_row(1),                                   # line 9: a repeat; ids are lines
-  ])
+  return write_jsonl(
+      path,
+      [
+          eurus_row(0),  # line 1
+          b'{"data_source": "x", "prompt": [',  # line 2: bad JSON
+          b'{"data_source": "\xff\xfe"}',  # line 3: not UTF-8
+          no_truth,  # line 4: empty ground truth
+          missing,  # line 5: missing field
+          bad_tests,  # line 6: code tests that do not pair up
+          eurus_row(1),  # line 7
+          b"",  # blank: ignored, not a row
+          eurus_row(1),  # line 9: a repeat; ids are lines
+      ],
+  )
 
 
 def test_malformed_rows_are_skipped_counted_and_reported_by_line(tmp_path):
@@ -138,7 +168,10 @@ def test_malformed_rows_are_skipped_counted_and_reported_by_line(tmp_path):
   assert "ground_truth is empty" in reported[2] and "'ability'" in reported[3]
   assert "1 inputs and 0 outputs" in reported[4]
   assert [r.id for r in _records(tmp_path / "out", "train")] == [
-      "mixed.jsonl:1", "mixed.jsonl:7", "mixed.jsonl:9"]
+      "mixed.jsonl:1",
+      "mixed.jsonl:7",
+      "mixed.jsonl:9",
+  ]
   assert f"{path}:2: bad JSON (Expecting value at column 33)" in report.summary()
 
 
@@ -159,11 +192,15 @@ def test_duplicate_ids_are_malformed_rows(tmp_path):
 
 def test_parquet_non_utf8_binary_column(tmp_path):
   schema = pa.schema([("problem", pa.binary()), ("answer", pa.string())])
-  path = write_parquet(tmp_path / "p.parquet", [{"problem": b"1+1?", "answer": "2"},
-                                                 {"problem": b"\xff", "answer": "3"}], schema)
+  path = write_parquet(
+      tmp_path / "p.parquet",
+      [{"problem": b"1+1?", "answer": "2"}, {"problem": b"\xff", "answer": "3"}],
+      schema,
+  )
   report = prepare([path], tmp_path / "out", max_bad_fraction=0.5)
   assert report.files[0].first_skipped == [
-      f"{path}:row 2: not valid UTF-8 (invalid start byte at byte 0)"]
+      f"{path}:row 2: not valid UTF-8 (invalid start byte at byte 0)"
+  ]
   assert [r.chat()[0]["content"] for r in _records(tmp_path / "out", "train")] == ["1+1?"]
 
 
@@ -221,8 +258,12 @@ def test_input_errors(tmp_path):
 def test_cli(tmp_path, capsys):
   path = write_jsonl(tmp_path / "m.jsonl", [{"problem": "1+1?", "answer": "2"}, b"{oops"])
   out = tmp_path / "out"
-  assert main(["--input", str(path), "--out", str(out), "--split", "test",
-               "--max_bad_fraction", "0.5"]) == 0
+  assert (
+      main(
+          ["--input", str(path), "--out", str(out), "--split", "test", "--max_bad_fraction", "0.5"]
+      )
+      == 0
+  )
   stdout = capsys.readouterr().out
   assert f"{path}:2: bad JSON" in stdout and "wrote split 'test': 1 records (1 math)" in stdout
   assert main(["--input", str(path), "--out", str(out), "--split", "test", "--overwrite"]) == 1
@@ -244,8 +285,9 @@ from prime_jax.data import load_split
 print("read", [r.ability for r in load_split({str(tmp_path / "out")!r}, "train")])
 assert not any(m == "tensorflow" or m.startswith("tensorflow.") for m in sys.modules)
 """
-  result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=120, cwd=REPO_ROOT)
+  result = subprocess.run(
+      [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=REPO_ROOT
+  )
   assert result.returncode == 0, result.stderr
   assert "wrote split 'train': 2 records (1 code, 1 math)" in result.stdout
   assert "read ['math', 'code']" in result.stdout

@@ -4,22 +4,44 @@ import json
 
 import pytest
 
-from prime_jax.data import (DataError, MalformedRecord, Record, load_split, split_names,
-                            write_records)
+from prime_jax.data import (
+    DataError,
+    MalformedRecord,
+    Record,
+    load_split,
+    split_names,
+    write_records,
+)
 
 
 def _task_records(n, split="train"):
   """Records as prime_jax.tasks makes them: dicts whose messages are a list."""
-  return [dict(id=f"arithmetic-{split}-{i:06d}", data_source="arithmetic", ability="arithmetic",
-               messages=[{"role": "user", "content": f"a={i:02d};+01"}], ground_truth=str(i + 1))
-          for i in range(n)]
+  return [
+      dict(
+          id=f"arithmetic-{split}-{i:06d}",
+          data_source="arithmetic",
+          ability="arithmetic",
+          messages=[{"role": "user", "content": f"a={i:02d};+01"}],
+          ground_truth=str(i + 1),
+      )
+      for i in range(n)
+  ]
 
 
 def test_round_trip_keeps_order_and_text_exactly(tmp_path):
-  records = [Record.from_chat(
-      id=f"r{i}", data_source="src", ability="math", ground_truth=f"\\frac{{{i}}}{{2}}",
-      messages=[{"role": "system", "content": "sys"},
-                {"role": "user", "content": f"Ünïcödé 🙂 {i}\n\t$x^2$"}]) for i in range(7)]
+  records = [
+      Record.from_chat(
+          id=f"r{i}",
+          data_source="src",
+          ability="math",
+          ground_truth=f"\\frac{{{i}}}{{2}}",
+          messages=[
+              {"role": "system", "content": "sys"},
+              {"role": "user", "content": f"Ünïcödé 🙂 {i}\n\t$x^2$"},
+          ],
+      )
+      for i in range(7)
+  ]
   assert write_records(records, tmp_path, "train") == 7
   assert list(load_split(tmp_path, "train")) == records
 
@@ -37,8 +59,10 @@ def test_task_records_and_several_splits(tmp_path):
 @pytest.mark.parametrize("n,count", [(10, 2), (11, 2), (7, 3), (3, 3)])
 def test_process_slices_are_disjoint_cover_the_split_and_balance(tmp_path, n, count):
   write_records(_task_records(n), tmp_path, "train")
-  slices = [[r.id for r in load_split(tmp_path, "train", process_index=p, process_count=count)]
-            for p in range(count)]
+  slices = [
+      [r.id for r in load_split(tmp_path, "train", process_index=p, process_count=count)]
+      for p in range(count)
+  ]
   ids = [i for s in slices for i in s]
   assert len(ids) == len(set(ids)) == n
   assert set(ids) == {r["id"] for r in _task_records(n)}
@@ -51,27 +75,35 @@ def test_process_slices_are_disjoint_cover_the_split_and_balance(tmp_path, n, co
 def test_invalid_record_is_an_error_and_nothing_is_written(tmp_path):
   records = _task_records(3)
   records[1]["ground_truth"] = ""
-  with pytest.raises(MalformedRecord,
-                     match="record 'arithmetic-train-000001': ground_truth is empty"):
+  with pytest.raises(
+      MalformedRecord, match="record 'arithmetic-train-000001': ground_truth is empty"
+  ):
     write_records(records, tmp_path, "train")
   assert split_names(tmp_path) == []
   assert not any(tmp_path.rglob("*array_record*"))
 
 
-@pytest.mark.parametrize("field,value,message", [
-    ("messages", "[{\"role\": \"user\"}]", "exactly 'role' and 'content'"),
-    ("messages", "not json", "messages is not valid JSON"),
-    ("messages", json.dumps([{"role": "narrator", "content": "x"}]), "role 'narrator'"),
-    ("messages", json.dumps([{"role": "system", "content": "x"}]), "no non-empty user message"),
-    ("ability", "Math", "lower-case name"),
-    ("id", "\ud800", "id is not valid UTF-8"),
-    ("ground_truth", json.dumps({"inputs": []}), "needs lists 'inputs' and 'outputs'"),
-    ("ground_truth", "[1, 2]", "must be a JSON object"),
-])
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("messages", '[{"role": "user"}]', "exactly 'role' and 'content'"),
+        ("messages", "not json", "messages is not valid JSON"),
+        ("messages", json.dumps([{"role": "narrator", "content": "x"}]), "role 'narrator'"),
+        ("messages", json.dumps([{"role": "system", "content": "x"}]), "no non-empty user message"),
+        ("ability", "Math", "lower-case name"),
+        ("id", "\ud800", "id is not valid UTF-8"),
+        ("ground_truth", json.dumps({"inputs": []}), "needs lists 'inputs' and 'outputs'"),
+        ("ground_truth", "[1, 2]", "must be a JSON object"),
+    ],
+)
 def test_record_validation(field, value, message):
-  good = dict(id="c1", data_source="taco", ability="code",
-              messages=json.dumps([{"role": "user", "content": "Add."}]),
-              ground_truth=json.dumps({"inputs": ["1\n"], "outputs": ["1\n"], "fn_name": "f"}))
+  good = dict(
+      id="c1",
+      data_source="taco",
+      ability="code",
+      messages=json.dumps([{"role": "user", "content": "Add."}]),
+      ground_truth=json.dumps({"inputs": ["1\n"], "outputs": ["1\n"], "fn_name": "f"}),
+  )
   Record(**good).validate()
   with pytest.raises(MalformedRecord, match=message):
     Record(**{**good, field: value}).validate()

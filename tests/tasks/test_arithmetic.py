@@ -23,7 +23,7 @@ def task_config(**overrides):
 def reference_chain(prompt):
   """(start, [(op, operand)], running values) of a prompt, parsed and computed independently."""
   head, *_ = prompt.split(";")
-  start = int(head[len("a="):])
+  start = int(head[len("a=") :])
   steps = [(op, int(n)) for op, n in STEP.findall(prompt)]
   value, values = start, []
   for op, n in steps:
@@ -36,8 +36,9 @@ def prompts(records):
   return [r.chat()[-1]["content"] for r in records]
 
 
-@pytest.mark.parametrize("knobs", [dict(), dict(min_ops=1, max_ops=6, max_value=9, mul_min=2,
-                                                mul_max=3)])
+@pytest.mark.parametrize(
+    "knobs", [dict(), dict(min_ops=1, max_ops=6, max_value=9, mul_min=2, mul_max=3)]
+)
 def test_records_have_the_format_range_and_ground_truth(knobs):
   c = task_config(**knobs)
   width = len(str(c.max_value))
@@ -88,9 +89,15 @@ def test_too_small_a_problem_space_is_a_clear_error():
     TASK.make_splits(c, seed=0)
 
 
-@pytest.mark.parametrize("bad, message", [
-    (dict(min_ops=3, max_ops=2), "min_ops"), (dict(max_value=1), "max_value"),
-    (dict(mul_min=4, mul_max=3), "mul_min"), (dict(mistake_rate=1.5), "mistake_rate")])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (dict(min_ops=3, max_ops=2), "min_ops"),
+        (dict(max_value=1), "max_value"),
+        (dict(mul_min=4, mul_max=3), "mul_min"),
+        (dict(mistake_rate=1.5), "mistake_rate"),
+    ],
+)
 def test_bad_knobs_are_named(bad, message):
   with pytest.raises(ValueError, match=message):
     TASK.make_splits(task_config(**bad), seed=0)
@@ -175,7 +182,8 @@ def test_tokenizer_round_trip_and_pieces(tmp_path):
     assert tok.decode(response_ids) == response
     # Digits are single pieces: a response has one token per digit.
     assert sum(tok.processor.id_to_piece(i).isdigit() for i in response_ids) == sum(
-        ch.isdigit() for ch in response)
+        ch.isdigit() for ch in response
+    )
     assert tok.processor.unk_id() not in prompt_ids + response_ids
 
 
