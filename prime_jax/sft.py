@@ -44,7 +44,7 @@ import optax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from prime_jax import configs, verifiers
+from prime_jax import configs, console, verifiers
 from prime_jax.data import PromptEncoder, PromptFormat, Record
 from prime_jax.distributed import to_host
 from prime_jax.models import DecoderConfig, init_params, save_hf_checkpoint
@@ -332,12 +332,14 @@ def run_sft(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> Pa
   train_step = make_train_step(model_config, optimizer)
   log_every = max(1, config.sft.log_every)
   losses = []
-  with open(tmp_dir / METRICS, "w") as metrics:
+  bar = console.progress(config.sft.steps, "SFT")
+  with open(tmp_dir / METRICS, "w") as metrics, bar:
     for step, batch in enumerate(
         demonstration_batches(task, config, tokenizer, splits["train"]), start=1
     ):
       params, opt_state, loss = train_step(params, opt_state, batch)
       losses.append(loss)
+      bar.update(1)
       if step % log_every == 0 or step == config.sft.steps:
         mean_loss = float(np.mean(jax.device_get(losses)))
         if not math.isfinite(mean_loss):
@@ -350,6 +352,7 @@ def run_sft(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> Pa
             + "\n"
         )
         metrics.flush()
+        bar.set_postfix(loss=f"{mean_loss:.4f}")
         logging.info("SFT step %d/%d  loss %.4f", step, config.sft.steps, mean_loss)
   train_time, train_cpu = time.time() - start_time, time.process_time() - start_cpu
 
@@ -381,14 +384,10 @@ def run_sft(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> Pa
   (tmp_dir / SFT_INFO).write_text(json.dumps(info, indent=2))
   shutil.rmtree(out_dir, ignore_errors=True)  # an unfinished earlier attempt
   os.replace(tmp_dir, out_dir)
-  logging.info(
-      "SFT done in %.0f s: greedy accuracy %.3f, sampled accuracy %.3f, filter pass "
-      "rate %.3f -> %s",
-      info["wall_time_s"],
-      info["accuracy_greedy"],
-      info["accuracy_sampled"],
-      info["filter_pass_rate"],
-      out_dir,
+  console.say(
+      f"SFT done in {info['wall_time_s']:.0f} s: greedy accuracy {info['accuracy_greedy']:.3f}, "
+      f"sampled accuracy {info['accuracy_sampled']:.3f}, filter pass rate "
+      f"{info['filter_pass_rate']:.3f} -> {out_dir}"
   )
   return out_dir
 
@@ -399,6 +398,7 @@ def run_sft(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> Pa
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  console.quiet_library_logs()
   config = flags.FLAGS.config if flags.FLAGS.config is not None else configs.arithmetic_config()
   if not flags.FLAGS.workdir and not config.sft.checkpoint:
     raise app.UsageError("--workdir (or --config.sft.checkpoint) is required")

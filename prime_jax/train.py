@@ -34,7 +34,7 @@ from absl import app, flags, logging
 from etils import epath
 from ml_collections import config_flags
 
-from prime_jax import distributed, paths
+from prime_jax import console, distributed, paths
 from prime_jax.algo.update_step import (
     forward_passes,
     make_update_step,
@@ -318,6 +318,16 @@ def _export(run: Run, policy, prm) -> None:
       paths.copy_tree(local, out)
 
 
+def eval_line(step: int, results: dict) -> str:
+  """The one terminal line of an eval: held-out accuracies (and the PRM's process credit)."""
+  line = (
+      f"eval at step {step}: greedy {results['eval/accuracy_greedy']:.3f}, sampled (T=1) "
+      f"{results['eval/accuracy_sampled']:.3f}, filter pass rate "
+      f"{results['eval/filter_pass_rate']:.3f}"
+  )
+  return line
+
+
 def _summary_table(first: dict, last: dict) -> str:
   rows = [
       ("greedy pass@1", "eval/accuracy_greedy"),
@@ -332,8 +342,6 @@ def _summary_table(first: dict, last: dict) -> str:
 
 def train(config, workdir: str) -> dict:
   """Runs (or resumes) the RL loop; returns {"first_eval", "last_eval"} metric dicts."""
-  from tqdm import tqdm
-
   _check_prm_source(config)
   run = setup(config, workdir)
   rl = config.rl
@@ -354,6 +362,7 @@ def train(config, workdir: str) -> dict:
   if start is None:
     log.remove()  # metrics of a run that died before its first checkpoint
     first_eval = evaluate(run, policy.params, jax.random.fold_in(base_key, 0))
+    console.say(eval_line(0, first_eval))
     log.write(0, first_eval)
     checkpointer.save(
         0,
@@ -377,20 +386,14 @@ def train(config, workdir: str) -> dict:
     # The latest eval: a rerun of a finished workdir reports the run's table, not step 0's.
     last_eval = state.get("last_eval", first_eval)
     log.truncate_after(start)
-    logging.info("resumed from step %d", start)
+    console.say(f"resumed from step {start}")
 
   # PRM and policy update run in one compiled graph: split its time by their forward passes.
   passes = forward_passes(rl)
   prm_share = sum(c for phase, _, c in passes if phase == "prm") / sum(c for *_, c in passes)
   checkpoint_s = 0.0
   sampler_layout = sampler_rules(config)
-  bar = tqdm(
-      total=config.total_steps,
-      initial=start,
-      desc="PRIME",
-      dynamic_ncols=True,
-      disable=jax.process_index() != 0,
-  )
+  bar = console.progress(config.total_steps, "RL", initial=start)
   try:
     for step in range(start + 1, config.total_steps + 1):
       t0 = time.perf_counter()
@@ -416,6 +419,7 @@ def train(config, workdir: str) -> dict:
       _check_finite(step, metrics, checkpointer)
       if (config.eval_every and step % config.eval_every == 0) or step == config.total_steps:
         last_eval = evaluate(run, policy.params, jax.random.fold_in(key, 2))
+        console.say(eval_line(step, last_eval))
         metrics.update(last_eval)
       t3 = time.perf_counter()
       metrics.update(
@@ -496,6 +500,7 @@ def _parse_flags(argv: list[str]) -> list[str]:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  console.quiet_library_logs()
   try:
     distributed.initialize(
         flags.FLAGS.coordinator_address, flags.FLAGS.num_processes, flags.FLAGS.process_id

@@ -413,6 +413,9 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(prime_run, train_cli, 
   out = train_cli.finish(train_cli.start(workdir))
   resumed_from = re.search(r"resumed from step (\d+)", out)
   assert resumed_from and int(resumed_from.group(1)) >= 1, out[-3000:]
+  # What the user sees: one line per eval, no INFO flood (orbax logs ~40 lines per checkpoint).
+  assert re.search(r"^eval at step 3: greedy \d\.\d{3}, sampled", out, re.M), out[-3000:]
+  assert not re.search(r"^I\d{4} ", out, re.M), out[-3000:]
   assert_same_metrics(read_metrics(workdir), read_metrics(str(prime_run.workdir)))
   assert (tmp_path / "killed" / "summary.md").read_text() == (
       prime_run.workdir / "summary.md"

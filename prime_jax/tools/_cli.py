@@ -9,6 +9,7 @@ from typing import Callable, Iterator, Optional, Sequence
 
 from absl import flags
 
+from prime_jax import console
 from prime_jax.models import CheckpointError
 from prime_jax.tokenizer import (
     HF_TOKENIZER_FILE,
@@ -39,12 +40,11 @@ class InputError(ValueError):
 def run_main(argv: Sequence[str], fn: Callable[[], None]) -> None:
   """A tool's absl `main`: rejects stray arguments, keeps the backend-probing INFO lines off the
   console unless --verbosity is given, and runs `fn` under `run_reporting_errors`."""
-  from absl import app, flags, logging
+  from absl import app
 
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if not flags.FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)
+  console.quiet_library_logs()
   run_reporting_errors(fn)
 
 
