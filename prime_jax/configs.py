@@ -160,6 +160,10 @@ def base_config() -> ConfigDict:
           num_prompts=0,  # 0 = the whole held-out split
           max_new_tokens=3072,
           batch_size=64,
+          prm_credit_pairs=0,  # held-out correct / one-mistake response pairs the PRM's process
+          # credit is measured on at every eval (`prm_credit/*`, prime_jax.prm_credit), built
+          # once from the eval split; used when the run has a PRM and its task can build pairs
+          # (the built-in arithmetic task); 0 = off
       )
   )
 
@@ -219,6 +223,6 @@ def arithmetic_config() -> ConfigDict:
           prm_lr=3e-4,
       )
   )
-  c.eval.update(dict(num_prompts=256, max_new_tokens=48, batch_size=256))
+  c.eval.update(dict(num_prompts=256, max_new_tokens=48, batch_size=256, prm_credit_pairs=128))
   c.mesh = ConfigDict(dict(data=-1, fsdp=1, tensor=1))
   return c

@@ -28,13 +28,14 @@ import os
 import shutil
 import sys
 import time
+from typing import Optional
 
 import jax
 from absl import app, flags, logging
 from etils import epath
 from ml_collections import config_flags
 
-from prime_jax import console, distributed, paths
+from prime_jax import console, distributed, paths, prm_credit
 from prime_jax.algo.update_step import (
     forward_passes,
     make_update_step,
@@ -94,6 +95,7 @@ class Run:
   eval_records: list
   checkpoint_dir: str
   mesh: object
+  credit_pairs: Optional[prm_credit.PairArrays]  # held-out pairs for prm_credit/*; None: off
 
 
 def _sft_checkpoint(config, workdir: str) -> str:
@@ -200,6 +202,19 @@ def _data(config, workdir: str):
   return train, eval_records
 
 
+def _credit_pairs(config, eval_records: list, encoder: PromptEncoder):
+  """The held-out pairs the PRM's process credit is measured on at every eval (`prm_credit/*`):
+  `eval.prm_credit_pairs` of them, built once from the eval records with the run's seed. None
+  when that is 0, when the run has no PRM, or when its task cannot build pairs."""
+  num_pairs = config.eval.prm_credit_pairs
+  task = get_task(config.task.name) if config.task.name in task_names() else None
+  if not (num_pairs and uses_prm(config.rl) and hasattr(task, "mistake_pairs")):
+    return None
+  rows = task.mistake_pairs(config.task, eval_records, config.seed, num_pairs)
+  pairs = prm_credit.tokenize_pairs([(r["id"], r) for r in rows], encoder, ability=task.ability)
+  return prm_credit.pair_arrays(pairs, pad_id=encoder.tokenizer.pad_id)
+
+
 def setup(config, workdir: str) -> Run:
   epath.Path(workdir).mkdir(parents=True, exist_ok=True)
   checkpoint_dir = _initial_checkpoint(config, workdir)
@@ -227,6 +242,7 @@ def setup(config, workdir: str) -> Run:
       eval_records,
       checkpoint_dir,
       mesh,
+      _credit_pairs(config, eval_records, encoder),
   )
 
 
@@ -263,15 +279,42 @@ def initial_states(run: Run, shardings: dict):
   return policy, prm, ref
 
 
-def evaluate(run: Run, params, key) -> dict:
-  """eval/ metrics: greedy pass@1 and the mean accuracy of temperature-1 samples."""
+def evaluate(run: Run, params, key, prm_params=None, ref_params=None) -> dict:
+  """eval/ metrics: greedy pass@1 and the mean accuracy of temperature-1 samples; with a PRM
+  (`prm_params`) and held-out pairs, prm_credit/ metrics: its process credit against the
+  reference (`ref_params`, the frozen one, with rl.ref_type="freeze"; else the policy)."""
   from prime_jax.sft import evaluate as evaluate_records
 
+  metrics = {}
+  if run.credit_pairs is not None and prm_params is not None:
+    metrics = _credit_metrics(run, params, prm_params, ref_params)
   params = reshard_params(params, run.model_config, run.mesh, sampler_rules(run.config))
   results = evaluate_records(
       params, run.model_config, run.tokenizer, run.eval_records, run.config, key
   )
-  return {f"eval/{k}": v for k, v in results.items() if isinstance(v, (int, float))}
+  return {f"eval/{k}": v for k, v in results.items() if isinstance(v, (int, float))} | metrics
+
+
+def _credit_metrics(run: Run, params, prm_params, ref_params) -> dict:
+  """`prime_jax.prm_credit.summarize` of the PRM on the run's held-out pairs, as prm_credit/*."""
+  config = run.config
+  if config.rl.ref_type != "freeze":
+    ref_params = params
+  elif config.ref.offload:  # held in host memory between update steps: its forward needs it here
+    ref_params = jax.device_put(
+        ref_params, jax.tree.map(lambda x: x.sharding.with_memory_kind("device"), ref_params)
+    )
+  per_pair = prm_credit.measure(
+      prm_params,
+      ref_params,
+      run.credit_pairs,
+      prm_config=run.model_config,
+      ref_config=run.model_config,
+      beta=config.rl.beta,
+      batch_size=config.eval.batch_size,
+      mesh=run.mesh,
+  )
+  return {f"prm_credit/{k}": v for k, v in prm_credit.summarize(per_pair).items()}
 
 
 def _buffer_from_state(state: dict, num_records: int) -> list[int]:
@@ -325,6 +368,13 @@ def eval_line(step: int, results: dict) -> str:
       f"{results['eval/accuracy_sampled']:.3f}, filter pass rate "
       f"{results['eval/filter_pass_rate']:.3f}"
   )
+  if "prm_credit/dip_mean" in results:
+    line += (
+        f"; PRM credit: dip {results['prm_credit/dip_mean']:+.3f}, localisation "
+        f"{results['prm_credit/localisation']:.2f} (chance "
+        f"{results['prm_credit/localisation_chance']:.2f}), pair accuracy "
+        f"{results['prm_credit/pair_accuracy']:.2f}"
+    )
   return line
 
 
@@ -361,7 +411,13 @@ def train(config, workdir: str) -> dict:
   start = checkpointer.latest_step()
   if start is None:
     log.remove()  # metrics of a run that died before its first checkpoint
-    first_eval = evaluate(run, policy.params, jax.random.fold_in(base_key, 0))
+    first_eval = evaluate(
+        run,
+        policy.params,
+        jax.random.fold_in(base_key, 0),
+        None if prm is None else prm.params,
+        ref,
+    )
     console.say(eval_line(0, first_eval))
     log.write(0, first_eval)
     checkpointer.save(
@@ -418,7 +474,9 @@ def train(config, workdir: str) -> dict:
       t2 = time.perf_counter()
       _check_finite(step, metrics, checkpointer)
       if (config.eval_every and step % config.eval_every == 0) or step == config.total_steps:
-        last_eval = evaluate(run, policy.params, jax.random.fold_in(key, 2))
+        last_eval = evaluate(
+            run, policy.params, jax.random.fold_in(key, 2), None if prm is None else prm.params, ref
+        )
         console.say(eval_line(step, last_eval))
         metrics.update(last_eval)
       t3 = time.perf_counter()

@@ -59,6 +59,17 @@ def get_config():
 '''
 LOSSES = ("policy/loss", "policy/pg_loss", "policy/grad_norm")
 PRM_LOSSES = ("prm/loss_before", "prm/grad_norm")
+EVAL_KEYS = ("eval/", "prm_credit/")  # what an eval logs
+CREDIT = (
+    "dip_mean",
+    "p_dip_negative",
+    "localisation",
+    "localisation_chance",
+    "q_after_mistake_bad",
+    "q_after_mistake_good",
+    "pair_accuracy",
+    "beta_nll_ref_mean",
+)
 
 
 def is_wall_clock(key: str) -> bool:
@@ -145,7 +156,7 @@ def check_finished_run(run: FinishedRun, base, *, prm: bool):
   # eval on step 0 (before RL), every eval_every steps and on the last step
   assert [r["step"] for r in rows if "eval/accuracy_greedy" in r] == [0, 2, 3]
   assert result["first_eval"] == {k: v for k, v in rows[0].items() if k != "step"}
-  assert result["last_eval"] == {k: v for k, v in rows[3].items() if k.startswith("eval/")}
+  assert result["last_eval"] == {k: v for k, v in rows[3].items() if k.startswith(EVAL_KEYS)}
 
   # keep_ckpts=3 of the 4 saves (steps 0..3); the last holds 3 optimiser steps per model
   manager = Checkpointer(os.path.join(workdir, "checkpoints"))
@@ -234,7 +245,7 @@ def test_the_refill_buffer_is_saved_as_train_split_positions():
 def test_outcome_only_run(outcome_run, base):
   rows = check_finished_run(outcome_run, base, prm=False)
   check_summary(outcome_run, rows)
-  assert not any(k.startswith("prm/") for row in rows for k in row)
+  assert not any(k.startswith(("prm/", "prm_credit/")) for row in rows for k in row)
 
 
 @pytest.mark.slow
@@ -243,6 +254,21 @@ def test_prime_run(prime_run, base):
   check_summary(prime_run, rows)
   for row in rows[1:]:
     assert 0.0 <= row["prm/acc_before"] <= 1.0
+  # The PRM's process credit on held-out mistake pairs, at every eval (steps 0, 2, 3).
+  credit = [r for r in rows if "prm_credit/dip_mean" in r]
+  assert [r["step"] for r in credit] == [0, 2, 3]
+  for row in credit:
+    assert all(np.isfinite(row[f"prm_credit/{k}"]) for k in CREDIT), row
+    assert row["prm_credit/num_pairs"] == TINY["eval.prm_credit_pairs"]
+    assert 0.0 < row["prm_credit/localisation_chance"] < 0.5
+    assert row["prm_credit/beta_nll_ref_mean"] > 0
+  # Before RL the PRM is the reference (both the SFT model): no credit at all, exactly.
+  first = credit[0]
+  assert first["prm_credit/dip_mean"] == 0.0 and first["prm_credit/pair_accuracy"] == 0.0
+  assert first["prm_credit/localisation"] == pytest.approx(
+      first["prm_credit/localisation_chance"], abs=1e-12
+  )
+  assert credit[-1]["prm_credit/dip_mean"] != 0.0  # three PRM updates later it moved
 
 
 @pytest.mark.slow
@@ -271,7 +297,7 @@ def test_rerunning_a_finished_workdir_reports_its_last_eval(prime_run, base, tmp
       "run_state"
   ]
   manager.close()
-  last = {k: v for k, v in read_metrics(str(workdir))[3].items() if k.startswith("eval/")}
+  last = {k: v for k, v in read_metrics(str(workdir))[3].items() if k.startswith(EVAL_KEYS)}
   assert state["last_eval"] == last
 
 

@@ -21,6 +21,7 @@ TINY_RUN = {
     "eval.num_prompts": 8,
     "eval.max_new_tokens": 24,
     "eval.batch_size": 8,
+    "eval.prm_credit_pairs": 16,
     "rl.batch_prompts": 4,
     "rl.n_samples": 4,
     "rl.max_new_tokens": 24,

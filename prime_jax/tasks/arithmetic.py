@@ -193,18 +193,53 @@ def demonstration_values(
   for i, (op, operand) in enumerate(problem.steps):
     value = apply_op(value, op, operand)
     if rng.random() < spec.mistake_rate:
-      rest = problem.steps[i + 1 :]
-      deltas = [
-          d
-          for d in range(-_MAX_MISTAKE, _MAX_MISTAKE + 1)
-          if d
-          and 0 <= value + d <= spec.max_value
-          and _stays_in_range(value + d, rest, spec.max_value)
-      ]
+      deltas = _mistake_deltas(value, problem.steps[i + 1 :], spec)
       if deltas:
         value += deltas[int(rng.integers(len(deltas)))]
     values.append(value)
   return values
+
+
+def _mistake_deltas(value: int, rest, spec: ArithmeticSpec) -> list[int]:
+  """The deltas in ±1..3 that keep `value + delta` and every value after it (the steps `rest`
+  applied to it) in 0..max_value."""
+  return [
+      d
+      for d in range(-_MAX_MISTAKE, _MAX_MISTAKE + 1)
+      if d and 0 <= value + d <= spec.max_value and _stays_in_range(value + d, rest, spec.max_value)
+  ]
+
+
+def mistake_pair(
+    problem: Problem, spec: ArithmeticSpec, rng: np.random.Generator
+) -> tuple[str, str, int]:
+  """(good response, bad response, index of the wrong step): a matched pair for measuring a
+  PRM's process credit (`prime_jax.prm_credit`).
+
+  The bad copy is the good one with exactly one mistake: a step drawn uniformly among those that
+  can take one (the last step always can) gets a result off by a delta drawn uniformly from its
+  `_mistake_deltas`, and later steps continue consistently from the wrong value, so every later
+  line is locally right and the boxed answer is wrong (+, - keep the error, * by >= 1 scales it,
+  never to 0). Both texts agree up to the wrong result's first differing digit. A step is a line
+  of the response; the index counts lines from 0 (the boxed answer is the last line).
+  """
+  values = chain_values(problem)
+  candidates = [
+      (i, deltas)
+      for i, value in enumerate(values)
+      if (deltas := _mistake_deltas(value, problem.steps[i + 1 :], spec))
+  ]
+  step, deltas = candidates[int(rng.integers(len(candidates)))]
+  value = values[step] + deltas[int(rng.integers(len(deltas)))]
+  bad = values[:step] + [value]
+  for op, operand in problem.steps[step + 1 :]:
+    value = apply_op(value, op, operand)
+    bad.append(value)
+  return (
+      format_response(problem, values, spec.width),
+      format_response(problem, bad, spec.width),
+      step,
+  )
 
 
 def _record(problem: Problem, spec: ArithmeticSpec, split: str, index: int) -> Record:
@@ -294,6 +329,33 @@ class ArithmeticTask:
     spec = ArithmeticSpec.from_config(task_config)
     problem = parse_prompt(record.chat()[-1]["content"])
     return format_response(problem, demonstration_values(problem, spec, rng), spec.width)
+
+  def mistake_pairs(
+      self, task_config: ml_collections.ConfigDict, records: list[Record], seed: int, num_pairs: int
+  ) -> list[dict]:
+    """`num_pairs` matched pairs (`mistake_pair`) on `records`, cycling through them (a record
+    used again gets another mistake); deterministic in `seed`. Rows, in the format
+    `prime_jax.prm_credit` reads from JSONL: {"id", "prompt" (the record's chat messages),
+    "ability", "good", "bad", "wrong_step"}."""
+    if not records:
+      raise ValueError("mistake_pairs needs at least one record")
+    spec = ArithmeticSpec.from_config(task_config)
+    rng = np.random.default_rng([seed, 4])
+    rows = []
+    for i in range(num_pairs):
+      record = records[i % len(records)]
+      good, bad, step = mistake_pair(parse_prompt(record.chat()[-1]["content"]), spec, rng)
+      rows.append(
+          dict(
+              id=f"{record.id}/mistake{i}",
+              prompt=record.chat(),
+              ability=record.ability,
+              good=good,
+              bad=bad,
+              wrong_step=step,
+          )
+      )
+    return rows
 
   def train_tokenizer(
       self, task_config: ml_collections.ConfigDict, out_dir: str | os.PathLike, seed: int

@@ -2,7 +2,9 @@
 
 A task makes its own prompts and ground truths (no files needed), writes demonstrations for the
 SFT stage and trains the tokenizer its text needs. Grading goes through the verifier registry
-under the task's `ability`, like any other data.
+under the task's `ability`, like any other data. A task may also build matched correct / one-mistake
+response pairs, `mistake_pairs(task_config, records, seed, num_pairs) -> rows` (see
+`prime_jax.tasks.arithmetic`), for measuring a PRM's process credit (`prime_jax.prm_credit`).
 """
 
 from __future__ import annotations

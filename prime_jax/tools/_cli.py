@@ -25,7 +25,7 @@ flags.DEFINE_string(
     "Hugging Face checkpoint directory (config.json + "
     "safetensors; a tokenizer there enables text prompts and decoded output).",
 )
-flags.DEFINE_string("out", None, "Output JSONL file.")
+flags.DEFINE_string("out", None, "Output JSONL file (prm_credit: an output directory).")
 flags.DEFINE_integer("batch_size", 16, "Rows per model call (the last batch is padded to it).")
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype of the model.")
 
