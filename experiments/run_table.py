@@ -1,12 +1,14 @@
 r"""Run the runs behind one of the paper's comparisons, over seeds, and render the table and curves.
 
-  python experiments/run_table.py TABLE --scale full|small [--seeds 0,1,2] [--workdir_root DIR]
+  python experiments/run_table.py TABLE --scale full|small|credit [--seeds 0,1,2] [--workdir_root DIR]
       [--steps N] [--variants a,b] [--results_dir DIR] [--dry_run]
       [--eval_data_dir DATA --benchmarks all --eval_mode greedy] [--trained_prm DIR]
       [-- TRAIN_FLAGS...]
 
-TABLE: table1 (PRIME vs outcome-only RLOO), table4 (estimators with / without PRIME, PRIME as
-value model), prm_ablations (the implicit-PRM ablations and the 16-samples run); the variants of
+TABLE: table1 (PRIME vs outcome-only RLOO), dense_credit (table1 with PRIME's whole-response
+density control and the oracle dense-reward ceiling; small scales only), table4 (estimators with
+/ without PRIME, PRIME as value model), prm_ablations (the implicit-PRM ablations and the
+16-samples run); the variants of
 each are in TABLES below, their overrides in experiments/variants.py. For every (variant, seed)
 it runs or resumes `python -m prime_jax.train --config=<base>.py:<variant> --workdir=<root>/
 <variant>_seed<S>` in a subprocess, one at a time, skipping finished runs (summary.md written and
@@ -14,7 +16,8 @@ metrics.jsonl reaching total_steps); a failed run is reported and the others go 
 <results_dir>/results.md, curves.png (mean over seeds, min-max band) and command.txt (this
 command line, `git rev-parse HEAD`, every run's command).
 
-Small scale (experiments/configs/arithmetic.py, a CPU): the table holds the final held-out greedy
+Small scale (experiments/configs/arithmetic.py, a CPU; `--scale credit`: the same on the task's
+dense-credit variant, experiments/configs/arithmetic_credit.py): the table holds the final held-out greedy
 and sampled accuracy (mean +- sample std over seeds, from each run's metrics.jsonl eval rows)
 beside the paper's number for the row. Each seed's SFT model is trained once, by its first run,
 at <root>/sft_seed<S>, and reused by the seed's other variants (--config.sft.checkpoint).
@@ -53,8 +56,11 @@ from etils import epath  # noqa: E402
 from experiments import table_stats, variants  # noqa: E402
 from prime_jax.paths import is_remote  # noqa: E402
 
+# small: the default task on a CPU; credit: its dense-credit variant (6-8 step chains, free
+# operand order) on a CPU; full: Eurus-2-7B on a pod.
 BASE_FILES = {
     "small": "experiments/configs/arithmetic.py",
+    "credit": "experiments/configs/arithmetic_credit.py",
     "full": "experiments/configs/eurus2_7b.py",
 }
 
@@ -81,6 +87,13 @@ TABLES = {
             "ppo_prime",
             "prm_value",
         ),
+    ),
+    # Table 1 with the arms that say why PRIME does or does not separate (small scales only: the
+    # oracle needs the task's step oracle). prime_whole keeps the PRM's judgement but drops its
+    # within-response credit; oracle is the ceiling of any dense reward on the task.
+    "dense_credit": Table(
+        "PRIME vs outcome-only RLOO, with the density control and the oracle ceiling",
+        ("rloo", "prime", "prime_whole", "oracle"),
     ),
     # No step is given for the ablations in the spec; they use the tables' 240 too.
     "prm_ablations": Table(
@@ -198,6 +211,12 @@ PAIRS = {
         ("rloo", "prm_value"),
     ),
     "prm_ablations": tuple(("prime", v) for v in TABLES["prm_ablations"].variants[1:]),
+    "dense_credit": (
+        ("rloo", "prime"),
+        ("rloo", "oracle"),
+        ("prime_whole", "prime"),
+        ("rloo", "prime_whole"),
+    ),
 }
 EFFICIENCY_METRIC, EFFICIENCY_WINDOW = "rollout/acc_all_samples", 10
 TIMING_SKIP_STEPS = 2  # the first steps compile
@@ -215,6 +234,10 @@ CURVE_METRICS = (
     "eval/accuracy_sampled",
     "rollout/acc_all_samples",
     "prm/acc_before",
+    # The PRM's process credit on held-out mistake pairs (prime_jax.prm_credit), at every eval.
+    "prm_credit/dip_mean",
+    "prm_credit/localisation",
+    "prm_credit/pair_accuracy",
 )
 SUMMARY_FILE = "summary.md"
 
@@ -242,6 +265,10 @@ def base_config(scale: str):
     from prime_jax.configs import arithmetic_config
 
     return arithmetic_config()
+  if scale == "credit":
+    from prime_jax.configs import arithmetic_credit_config
+
+    return arithmetic_credit_config()
   from experiments.configs import eurus2_7b_prime
 
   return eurus2_7b_prime.base()
@@ -278,7 +305,7 @@ def plan_runs(args, train_flags: Sequence[str]) -> list[Run]:
   if unknown:
     raise SystemExit(f"error: unknown variants {unknown}; known: {', '.join(variants.VARIANTS)}")
   if (
-      args.scale == "small"
+      args.scale != "full"
       and any(variants.needs_trained_prm(v) for v in chosen)
       and "prime" not in chosen
   ):
@@ -308,13 +335,13 @@ def plan_runs(args, train_flags: Sequence[str]) -> list[Run]:
       ]
       if steps is not None:
         command.append(f"--config.total_steps={steps}")
-      if args.scale == "small":
+      if args.scale != "full":
         command.append(f"--config.sft.checkpoint={_join(args.workdir_root, f'sft_seed{seed}')}")
       needs = None
       if variants.needs_trained_prm(variant):
         if args.trained_prm:
           prm = args.trained_prm
-        elif args.scale == "small":
+        elif args.scale != "full":
           needs = _join(args.workdir_root, run_dir_name("prime", seed, args.steps))
           prm = _join(needs, "export", "prm")
         else:
@@ -492,7 +519,7 @@ def collect(runs: Sequence[Run]) -> dict[str, list[tuple[Run, list[dict]]]]:
 
 
 def _paper_cell(table: str, variant: str) -> str:
-  if table == "table1" and variant in PAPER_TABLE1_ROW:
+  if table in ("table1", "dense_credit") and variant in PAPER_TABLE1_ROW:
     row = PAPER_TABLE1_ROW[variant]
     step, scores = PAPER_TABLE1[row]
     return f"{scores['avg']:.1f} ('{row}', step {step})"
@@ -506,6 +533,7 @@ def _paper_cell(table: str, variant: str) -> str:
 def _paper_header(table: str) -> str:
   return {
       "table1": "paper: Table 1 avg (%)",
+      "dense_credit": "paper: Table 1 avg (%)",
       "table4": "paper: Table 4 avg at step 240 (%)",
       "prm_ablations": "paper's finding (spec §9)",
   }[table]
@@ -516,9 +544,10 @@ def render_small(args, runs: Sequence[Run], done: dict) -> str:
   chosen = [v for v in dict.fromkeys(r.variant for r in runs)]
   steps = sorted({r.total_steps for r in runs})
   lines = [
-      f"# {args.table} (small scale): {table.title}",
+      f"# {args.table} ({args.scale} scale): {table.title}",
       "",
-      f"Base `{BASE_FILES['small']}` (`prime_jax.configs.arithmetic_config()`), "
+      f"Base `{BASE_FILES[args.scale]}` (`prime_jax.configs."
+      f"{'arithmetic_config' if args.scale == 'small' else 'arithmetic_credit_config'}()`), "
       f"{'/'.join(map(str, steps))} RL steps, seeds {','.join(map(str, args.seeds))}. "
       "Held-out accuracy of the synthetic arithmetic task (greedy pass@1, and the mean "
       "accuracy of temperature-1 samples), from each run's metrics.jsonl eval rows: before "
@@ -899,7 +928,7 @@ def parse_args(argv: Sequence[str]):
       epilog="Flags after `--` go to every `python -m prime_jax.train` run.",
   )
   p.add_argument("table", choices=sorted(TABLES))
-  p.add_argument("--scale", choices=("small", "full"), required=True)
+  p.add_argument("--scale", choices=tuple(BASE_FILES), required=True)
   p.add_argument("--seeds", default="0,1,2", help="comma-separated (default 0,1,2)")
   p.add_argument(
       "--workdir_root",
