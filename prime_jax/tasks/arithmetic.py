@@ -266,9 +266,10 @@ def first_wrong_step(problem: Problem, response: str) -> tuple[int, int] | None:
   running value (either operand order for `+` / `*`; zero padding optional). Because every line
   before the first wrong one is right, "wrong given the line above's written value" and "not the
   correct running value" find the same first step; this checks the latter. A malformed line is a
-  wrong step, and so is a box segment that is missing, malformed, holds the wrong value or has
-  text after it (the grader reads only the last box: a response can be graded right and still
-  have a wrong step). The span covers the line and its newline; it is empty, at the end of the
+  wrong step. After the k right lines the rest of the response must be exactly the right box,
+  else the rest is the wrong step (an extra line; a missing, malformed or wrong box; text after
+  it. The grader reads only the last box, so a response can be graded right and still have a
+  wrong step). A step's span covers its line and newline; it is empty, at the end of the
   response, when the response stops where the wrong step's text should start.
   """
   pos, value = 0, problem.start
