@@ -1,9 +1,10 @@
 """The named experiment variants of the paper's comparisons: each a few config overrides of a base.
 
-One variant applies to either base config:
+One variant applies to any base config:
 
   full scale   experiments/configs/eurus2_7b.py:NAME   (Eurus-2-7B-SFT + Eurus-2-RL-Data, spec §6)
   small scale  experiments/configs/arithmetic.py:NAME  (prime_jax.configs.arithmetic_config(), CPU)
+  credit task  experiments/configs/arithmetic_credit.py:NAME  (arithmetic_credit_config(), CPU)
 
     python -m prime_jax.train --config=experiments/configs/eurus2_7b.py:grpo_prime --workdir=RUN
     python -m prime_jax.train --config=experiments/configs/arithmetic.py:prm_offline --workdir=DIR
@@ -129,6 +130,21 @@ VARIANTS: dict[str, Variant] = {
         {"rl.prm_loss": "dpo"},
         "PRM trained with the pairwise DPO loss instead of cross-entropy",
         "ablation: PRM loss, CE vs DPO",
+    ),
+    # Dense credit: how much of it the process stream gives (best on the credit task,
+    # experiments/configs/arithmetic_credit.py).
+    "prime_whole": Variant(
+        {"rl.granularity": "whole"},
+        "PRIME with each response's summed implicit reward on its last token: the PRM's outcome "
+        "judgement without its within-response credit (density control)",
+        "ablation: token vs whole-response implicit rewards (not in the spec's tables)",
+    ),
+    "oracle": Variant(
+        {"rl.process_reward": "oracle"},
+        "oracle process rewards (-1 on the tokens of each response's first wrong step, from the "
+        "task's own step oracle) through PRIME's process stream; no PRM: what a perfect PRM "
+        "could give",
+        "ceiling of dense credit, not in the paper (tasks with a step oracle: arithmetic)",
     ),
     "prime_n16": Variant(
         {"rl.n_samples": 16, "rl.batch_prompts": keep_responses(16)},

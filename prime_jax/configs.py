@@ -2,7 +2,9 @@
 
 `base_config()` holds the released Eurus-2-7B-PRIME settings; experiment files under
 `experiments/configs/` return small overrides of it from `get_config()`. `arithmetic_config()` is
-the embedded default: a tiny model trained with PRIME on the built-in synthetic task on a CPU.
+the embedded default: a tiny model trained with PRIME on the built-in synthetic task on a CPU;
+`arithmetic_credit_config()` the same run on a variant of the task built so that dense credit
+should matter.
 ConfigDicts are locked, so a mistyped override (`--config.rl.bta=0.1`) is an error naming the key.
 """
 
@@ -111,6 +113,11 @@ def base_config() -> ConfigDict:
           max_empty_rounds=8,  # refill rounds without a passing group before giving up
           sample_batch_prompts=0,  # prompts drawn per sampling round (0 = batch_prompts)
           # §2 implicit process rewards
+          process_reward="prm",  # prm: the implicit PRM's q (below) | oracle: the task's own
+          # step oracle, -1 on the tokens of a response's first wrong step and 0 elsewhere
+          # (prime_jax.oracle_rewards; a built-in task with a step oracle: arithmetic). oracle
+          # runs no PRM and no reference, and ignores the PRM fields and reward_scale; granularity,
+          # prime_norm and the estimator apply to it as to q: the ceiling of what any PRM could give
           old_logp="recompute",  # recompute (a policy forward in the step) | sampler (reuse
           # the sampler's temperature-1 log-probs; same params, so equal
           # up to float error)
@@ -225,4 +232,26 @@ def arithmetic_config() -> ConfigDict:
   )
   c.eval.update(dict(num_prompts=256, max_new_tokens=48, batch_size=256, prm_credit_pairs=128))
   c.mesh = ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+  return c
+
+
+def arithmetic_credit_config() -> ConfigDict:
+  """`arithmetic_config()` on a variant of its task where dense credit should matter.
+
+  At the default task's scale PRIME equals outcome-only RLOO: chains of 2-4 steps (~30 tokens),
+  and a group's 4 samples share most of their prefix, so outcome RLOO already credits the steps
+  where samples diverge. Here chains are 6-8 steps (~75 response tokens), `free_order` writes the
+  operands of `+` / `*` in a random order (outcome-irrelevant tokens: samples stop sharing
+  prefixes), and demonstrations err at 5 % of steps instead of 10 % so that SFT still lands in a
+  band where the online filter keeps groups (about 30 % of demonstrations end wrong, as at the
+  default's 3 steps x 10 %). Everything else, SFT length and model size included, is the
+  default's, so re-tuning that carries over. `rl.process_reward="oracle"` on this base is the
+  ceiling of what any PRM could give (experiments/variants.py: `oracle`).
+  """
+  c = arithmetic_config()
+  c.task.update(dict(min_ops=6, max_ops=8, free_order=True, mistake_rate=0.05))
+  # Prompts `a=NN` + 8 x `;opNN` + `=` (37 characters, plus BOS and a newline); responses 8 lines
+  # of 9 characters, the box (4 tokens) and EOS: 77 tokens at most.
+  c.rl.update(dict(max_prompt_len=48, max_new_tokens=96))
+  c.eval.update(dict(max_new_tokens=96))
   return c

@@ -316,6 +316,7 @@ class _StateKey:
     rl = config.rl
     self.config = config
     self.key = (
+        rl.process_reward,
         rl.estimator,
         rl.coef_proc,
         rl.kl_coef,

@@ -19,8 +19,10 @@ import numpy as np
 from prime_jax import verifiers
 from prime_jax.data import Prompt, PromptEncoder, PromptIterator, Record
 from prime_jax.distributed import ProcessGroup, process_group, to_host
+from prime_jax.oracle_rewards import oracle_token_rewards
 from prime_jax.sampling import SampleOutput, SamplingConfig, sample
 from prime_jax.scoring import pad_sequences
+from prime_jax.tasks import StepOracle
 
 
 class FilterStarvedError(RuntimeError):
@@ -69,9 +71,11 @@ class RolloutBatch:
   old_logp: np.ndarray  # [N, T] float32, the sampler's temperature-1 log-probs
   acc: np.ndarray  # [N] float32
   texts: list[str]
+  # [N, T] float32 oracle process rewards (rl.process_reward="oracle"), else None
+  process_rewards: Optional[np.ndarray] = None
 
   def update_inputs(self) -> dict[str, np.ndarray]:
-    return dict(
+    inputs = dict(
         prompt_tokens=self.prompt_tokens,
         prompt_mask=self.prompt_mask,
         response_tokens=self.response_tokens,
@@ -79,6 +83,9 @@ class RolloutBatch:
         old_logp=self.old_logp,
         acc=self.acc,
     )
+    if self.process_rewards is not None:
+      inputs["process_rewards"] = self.process_rewards
+    return inputs
 
 
 def _take_rows(arrays: dict, rows: np.ndarray) -> dict:
@@ -126,6 +133,7 @@ def collect_rollouts(
     key: jax.Array,
     sample_fn: Callable[..., SampleOutput] = sample,
     processes: Optional[ProcessGroup] = None,
+    oracle: Optional[StepOracle] = None,
 ) -> tuple[RolloutBatch, list[int], dict]:
   """Samples until `rl.batch_prompts` groups pass the filter.
 
@@ -139,6 +147,9 @@ def collect_rollouts(
       (used first).
     key: this step's PRNG key; round r samples with fold_in(key, r).
     processes: the run's processes (default: JAX's).
+    oracle: the task's step oracle, for rl.process_reward="oracle": each process finds the
+      first wrong step of its share's responses and the oracle token rewards are exchanged
+      like the scores; the batch carries them as `process_rewards`.
   Returns:
     (batch, the new refill buffer, metrics of the rounds: counts, pass rate, accuracy of all
     samples, grader stats).
@@ -174,6 +185,7 @@ def collect_rollouts(
   kept_texts: list[str] = []
   surplus: list[int] = []
   sampled_acc, dropped, rounds, empty = [], 0, 0, 0
+  oracle_flagged = []  # [round] bool [rows]: the oracle found a wrong step
   grader_metrics: dict = {}
   seconds = {"sampling": 0.0, "grading": 0.0}
   tokens_sampled = 0
@@ -216,6 +228,13 @@ def collect_rollouts(
             )
         )
     )
+    if oracle is not None:  # timed as grading
+      rows = slice(mine.start * n, mine.stop * n)
+      spans = [oracle.first_wrong_step(records[j // n], t) for j, t in enumerate(texts[rows])]
+      process_rewards = processes.allgather_rows(
+          oracle_token_rewards(spans, out.tokens[rows], lengths[rows], tokenizer)
+      )
+      oracle_flagged.append((process_rewards < 0).any(axis=1))
     seconds["grading"] += time.perf_counter() - start
     sampled_acc.append(acc)
     truncated = None
@@ -242,6 +261,8 @@ def collect_rollouts(
         old_logp=out.logprobs,
         acc=acc,
     )
+    if oracle is not None:
+      arrays["process_rewards"] = process_rewards
     for g in passed:
       if len(kept_positions) < rl.batch_prompts:
         rows = np.arange(g * n, (g + 1) * n)
@@ -270,4 +291,12 @@ def collect_rollouts(
           "time/grading": seconds["grading"],
       },
   )
+  if oracle is not None:
+    flagged = np.concatenate(oracle_flagged)
+    metrics["rollout/oracle_wrong_step_frac"] = float(flagged.mean())
+    # Graded right with a wrong step on the way: what the oracle sees and the outcome does not.
+    flagged_correct = flagged[all_acc > 0]
+    metrics["rollout/oracle_wrong_step_frac_correct"] = (
+        float(flagged_correct.mean()) if flagged_correct.size else 0.0
+    )
   return batch, buffer + surplus, metrics

@@ -59,7 +59,7 @@ from prime_jax.sharding import (
     sampler_rules,
     training_rules,
 )
-from prime_jax.tasks import get_task, task_names
+from prime_jax.tasks import get_task, step_oracle, task_names
 from prime_jax.tokenizer import load_tokenizer
 from prime_jax.train_state import create_train_state
 
@@ -393,8 +393,10 @@ def _summary_table(first: dict, last: dict) -> str:
 def train(config, workdir: str) -> dict:
   """Runs (or resumes) the RL loop; returns {"first_eval", "last_eval"} metric dicts."""
   _check_prm_source(config)
-  run = setup(config, workdir)
   rl = config.rl
+  # The task's step oracle, looked up before anything is built: a task without one fails here.
+  oracle = step_oracle(config.task.name) if rl.process_reward == "oracle" else None
+  run = setup(config, workdir)
   logging.info(
       "model %s (%d params), mesh %s",
       run.model_config,
@@ -466,6 +468,7 @@ def train(config, workdir: str) -> dict:
           rl=rl,
           key=jax.random.fold_in(key, 0),
           sample_fn=functools.partial(sample, rules=sampler_layout),
+          oracle=oracle,
       )
       t1 = time.perf_counter()
       inputs = distributed.host_to_global(batch.update_inputs(), shardings["batch"])

@@ -27,6 +27,7 @@ from tiny_run import TINY_RUN
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FULL = "experiments/configs/eurus2_7b.py"
 SMALL = "experiments/configs/arithmetic.py"
+CREDIT = "experiments/configs/arithmetic_credit.py"
 NAMES = variants.names()
 
 
@@ -72,6 +73,8 @@ def test_the_variant_set_is_the_documented_one():
       "double_forward",
       "prm_dpo",
       "prime_n16",
+      "prime_whole",
+      "oracle",
   }
   readme = open(os.path.join(REPO, "experiments", "README.md")).read()
   for name in NAMES:
@@ -108,7 +111,7 @@ def test_full_scale_variant_loads_and_plans(name):
   assert len(jax.live_arrays()) == live
   assert plan.mesh == {"data": 1, "fsdp": 32, "tensor": 1}
   assert plan.model_config.value_head == (name in ("ppo", "ppo_prime"))
-  assert plan.has("prm_params") == (name not in ("rloo", "reinforce", "grpo", "ppo"))
+  assert plan.has("prm_params") == (name not in ("rloo", "reinforce", "grpo", "ppo", "oracle"))
   assert plan.has("ref") == (plan.has("prm_params") and name != "ref_policy")
   rows = config.rl.batch_prompts * config.rl.n_samples
   assert rows == 256 * 4  # responses per step: the 16-samples run keeps the base's 1024
@@ -129,6 +132,36 @@ def test_small_scale_variant_applies_to_the_arithmetic_base(name):
       **dict(config.policy.init.to_dict(), vocab_size=32), value_head=config.rl.estimator == "ppo"
   )
   mp.plan(config, None, mp.Hardware("cpu-1", "cpu", 1, 2**34), model, suggest=False)
+
+
+def test_the_credit_base_is_the_default_on_the_credit_task():
+  """arithmetic_credit_config() = arithmetic_config() with longer chains, free operand order,
+  fewer demonstration mistakes and lengths for the longer texts; nothing else, so re-tuning the
+  default (SFT, model, learning rates) carries over."""
+  default, credit = flat(configs.arithmetic_config()), flat(configs.arithmetic_credit_config())
+  assert set(credit) - set(default) == {"task.free_order"}
+  assert {k: v for k, v in credit.items() if default.get(k) != v} == {
+      "task.min_ops": 6,
+      "task.max_ops": 8,
+      "task.free_order": True,
+      "task.mistake_rate": 0.05,
+      "rl.max_prompt_len": 48,
+      "rl.max_new_tokens": 96,
+      "eval.max_new_tokens": 96,
+  }
+  assert parse(CREDIT).to_dict() == configs.arithmetic_credit_config().to_dict()
+
+
+@pytest.mark.parametrize("name", ["prime", "rloo", "prime_whole", "oracle", "prime_n16"])
+def test_variants_apply_to_the_credit_base(name):
+  base = configs.arithmetic_credit_config()
+  config = parse(f"{CREDIT}:{name}")
+  assert config.is_locked and config.task.free_order
+  assert changed(config, base) == variants.resolved_overrides(base, name)
+  model = DecoderConfig(**dict(config.policy.init.to_dict(), vocab_size=32))
+  plan = mp.plan(config, None, mp.Hardware("cpu-1", "cpu", 1, 2**34), model, suggest=False)
+  assert plan.has("prm_params") == (name not in ("rloo", "oracle"))
+  assert plan.has("ref") == plan.has("prm_params")
 
 
 def test_prime_n16_keeps_responses_per_step():

@@ -102,7 +102,9 @@ def rl_config(**overrides):
   return rl
 
 
-def collect(records, rl, buffer=(), sampler=None, iterator=None, key=None, processes=None):
+def collect(
+    records, rl, buffer=(), sampler=None, iterator=None, key=None, processes=None, oracle=None
+):
   tokenizer = CharTokenizer()
   encoder = PromptEncoder(tokenizer, PromptFormat(apply_chat_template=False), rl.max_prompt_len)
   iterator = iterator or PromptIterator(records, seed=0, shuffle=False)
@@ -118,6 +120,7 @@ def collect(records, rl, buffer=(), sampler=None, iterator=None, key=None, proce
       key=jax.random.key(0) if key is None else key,
       sample_fn=sampler,
       processes=processes,
+      oracle=oracle,
   )
   return batch, new_buffer, metrics, sampler
 
@@ -285,3 +288,27 @@ def test_prompts_over_max_prompt_len_are_dropped_and_counted():
   assert ids(batch.record_indices) == ["r1", "r3"]
   assert metrics["rollout/prompts_dropped_too_long"] == 2
   assert len(sampler.calls) == 1
+
+
+class WrongDigitOracle:
+  """A step oracle for the fake responses: a wrong answer's digit is its wrong step."""
+
+  def first_wrong_step(self, record, response):
+    assert record.ground_truth == ANSWER
+    digit = response.find("8")
+    return None if digit < 0 else (digit, digit + 1)
+
+
+def test_oracle_rewards_ride_with_the_kept_rows():
+  records = [record(0, 0), record(1, 2), record(2, 4), record(3, 1)]
+  batch, _, metrics, _ = collect(records, rl_config(), oracle=WrongDigitOracle())
+  assert batch.process_rewards.shape == batch.response_tokens.shape
+  expected = np.zeros(batch.process_rewards.shape, np.float32)
+  expected[batch.acc == 0, len("\\boxed{")] = -1.0  # the digit's token, one per character
+  np.testing.assert_array_equal(batch.process_rewards, expected)
+  np.testing.assert_array_equal(batch.update_inputs()["process_rewards"], expected)
+  assert metrics["rollout/oracle_wrong_step_frac"] == 1 - 7 / 16  # of every sampled response
+  assert metrics["rollout/oracle_wrong_step_frac_correct"] == 0.0
+  plain, _, plain_metrics, _ = collect(records, rl_config())
+  assert plain.process_rewards is None and "process_rewards" not in plain.update_inputs()
+  assert not any("oracle" in k for k in plain_metrics)

@@ -217,6 +217,13 @@ def test_an_offline_prm_that_is_the_reference_is_an_error(tmp_path):
     train_module._check_prm_source(tiny_config(TINY, **{"rl.prm_update": "none", **legal}))
 
 
+def test_an_oracle_run_on_a_task_without_a_step_oracle_is_an_error(tmp_path):
+  config = tiny_config(TINY, **{"rl.process_reward": "oracle", "task.name": "eurus"})
+  with pytest.raises(ValueError, match="no step oracle"):
+    train(config, str(tmp_path / "run"))
+  assert not (tmp_path / "run").exists()
+
+
 def test_truncate_after_drops_later_steps_and_a_torn_last_line(tmp_path):
   log = MetricsLog(str(tmp_path), tensorboard=False)
   for step in range(4):
@@ -283,6 +290,22 @@ def test_the_other_estimators_train_from_the_sft_checkpoint(base, tmp_path, esti
   assert np.isfinite(rows[1]["policy/loss"]) and 0.0 <= rows[1]["prm/acc_before"] <= 1.0
   if estimator == "ppo":
     assert np.isfinite(rows[1]["policy/value_loss"]) and rows[1]["policy/value_loss"] > 0
+
+
+@pytest.mark.slow
+def test_an_oracle_run_trains_without_a_prm(base, tmp_path):
+  """rl.process_reward=oracle: the step oracle's rewards reach the step, no PRM is built, saved
+  or exported."""
+  run = run_in_process(
+      tiny_config(base, **{"rl.process_reward": "oracle", "total_steps": 1}), tmp_path / "run"
+  )
+  rows = read_metrics(str(run.workdir))
+  assert [r["step"] for r in rows] == [0, 1]
+  assert 0.0 <= rows[1]["rollout/oracle_wrong_step_frac"] <= 1.0
+  assert np.isfinite(rows[1]["policy/loss"]) and np.isfinite(rows[1]["process_reward_mean"])
+  assert not any(k.startswith("prm/") for k in rows[1])
+  assert (run.workdir / "export" / "policy").exists()
+  assert not (run.workdir / "export" / "prm").exists()
 
 
 @pytest.mark.slow

@@ -354,3 +354,67 @@ def test_eight_devices_under_three_meshes_match_one_device():
   one-device bf16 result."""
   out = run_with_devices(_EIGHT_DEVICES)
   assert out.count("match {") == 3 and "match bf16 offload" in out, out
+
+
+def oracle_batch(seed=0):
+  """make_batch with oracle process rewards: -1 on a run of tokens in the wrong responses."""
+  batch = make_batch(seed)
+  rng = np.random.default_rng(seed)
+  mask = np.asarray(batch["response_mask"])
+  rewards = np.zeros(mask.shape, np.float32)
+  for i in np.flatnonzero(np.asarray(batch["acc"]) == 0):
+    length = int(mask[i].sum())
+    start = int(rng.integers(0, length))
+    rewards[i, start : int(rng.integers(start + 1, length + 1))] = -1.0
+  rewards[~mask] = 5.0  # padding is ignored whatever it holds
+  return dict(batch, process_rewards=jnp.asarray(rewards))
+
+
+def test_oracle_runs_no_prm_and_no_reference():
+  from prime_jax.algo.update_step import (
+      check_rl_config,
+      forward_passes,
+      update_step_shardings,
+      uses_prm,
+  )
+  from prime_jax.sharding import make_mesh
+
+  config = make_config(process_reward="oracle")
+  assert not uses_prm(config.rl)
+  assert [phase for phase, _, _ in forward_passes(config.rl)] == ["policy", "policy"]
+  shardings = update_step_shardings(config, make_mesh({"data": 1}), MODEL)
+  assert shardings["prm"] is None and shardings["ref"] is None
+  with pytest.raises(ValueError, match="no oracle form"):
+    check_rl_config(make_config(process_reward="oracle", estimator="prm_value").rl)
+  with pytest.raises(ValueError, match="process_reward"):
+    check_rl_config(make_config(process_reward="perfect").rl)
+
+
+@pytest.mark.parametrize("granularity", ["token", "whole"])
+def test_oracle_rewards_are_the_process_stream(granularity):
+  """process_reward="oracle": the batch's rewards, at the configured density, batch_norm'ed per
+  shard, through PRIME's RLOO returns and whitening: the step's statistics of all three match
+  the numpy reference; no PRM state (None) and no reference params (None) are needed."""
+  import algo.algo_numpy_reference as ref
+
+  config = make_config(process_reward="oracle", granularity=granularity)
+  policy, _, _ = make_states(config)
+  batch = oracle_batch()
+  policy, prm, metrics = make_update_step(config, None, MODEL)(
+      policy, None, None, batch, jax.random.key(0)
+  )
+  assert prm is None and not any(k.startswith("prm/") for k in metrics)
+  mask = np.asarray(batch["response_mask"])
+  lengths = mask.sum(axis=1)
+  rewards = np.asarray(batch["process_rewards"], np.float64)
+  # Rewards as q = rewards - 0: the reference's granularity loop, written for q, applies as is.
+  raw = ref.implicit_rewards(rewards, np.zeros_like(rewards), lengths, granularity)
+  scores = ref.normalize_process_rewards(raw, lengths, num_shards=2)
+  acc = np.asarray(batch["acc"], np.float64)
+  advantages, returns = ref.prime_advantages(scores, acc, lengths, n=4)
+  for name, x in (("process_reward", scores), ("returns", returns), ("advantages", advantages)):
+    valid = x[mask]
+    expected = dict(mean=valid.mean(), std=valid.std(), min=valid.min(), max=valid.max())
+    for stat, value in expected.items():
+      np.testing.assert_allclose(float(metrics[f"{name}_{stat}"]), value, atol=2e-5, err_msg=name)
+  assert float(metrics["process_reward_min"]) < 0  # the oracle's -1s reached the stream

@@ -14,7 +14,7 @@ from prime_jax.algo.baseline_estimators import (
 )
 from prime_jax.algo.policy_loss import aggregate_token_loss, ppo_clip_loss, value_loss
 from prime_jax.algo.prm_losses import prm_ce_loss, prm_dpo_loss, prm_pair_accuracy
-from prime_jax.algo.rewards import implicit_rewards, normalize_process_rewards
+from prime_jax.algo.rewards import at_granularity, implicit_rewards, normalize_process_rewards
 from prime_jax.algo.token_ops import (
     last_token_mask,
     outcome_token_rewards,
@@ -24,6 +24,7 @@ from prime_jax.algo.token_ops import (
 
 __all__ = [
     "aggregate_token_loss",
+    "at_granularity",
     "gae_advantages",
     "grpo_advantages",
     "implicit_rewards",

@@ -1,4 +1,4 @@
-"""Implicit process rewards from the PRM/reference log-ratio (spec §2)."""
+"""Process rewards: the implicit PRM/reference log-ratio, their density and scale (spec §2)."""
 
 import chex
 import jax.numpy as jnp
@@ -44,9 +44,27 @@ def implicit_rewards(
   q = jnp.where(valid > 0, logp_prm.astype(dtype) - logp_ref.astype(dtype), 0)
   if beta is not None:
     q = q * beta
-  if granularity == "whole":
-    q = jnp.sum(q, axis=1, keepdims=True) * last_token_mask(valid).astype(dtype)
-  return q
+  return at_granularity(q, valid, granularity)
+
+
+def at_granularity(scores: chex.Array, mask: chex.Array, granularity: str) -> chex.Array:
+  """Token scores at a density: "token" keeps them, "whole" puts each row's Σ_t score on its last
+  valid token (0 elsewhere): the same total credit, none of it placed within the response.
+
+  Args:
+    scores: [N, T] token scores, 0 on padding.
+    mask: [N, T] valid-token mask (bool or 0/1).
+    granularity: "token" | "whole".
+  Returns:
+    [N, T] scores in the dtype of `scores` (at least float32).
+  """
+  check_token_arrays(scores=scores, mask=mask)
+  check_choice("granularity", granularity, GRANULARITIES)
+  if granularity == "token":
+    return scores
+  dtype = compute_dtype(scores)
+  last = last_token_mask(as_float_mask(mask, dtype)).astype(dtype)
+  return jnp.sum(scores.astype(dtype), axis=1, keepdims=True) * last
 
 
 def normalize_process_rewards(

@@ -7,14 +7,18 @@
 3. the implicit PRM per mini-batch, in batch order, for `rl.prm_update` in after | before | none;
 4. process rewards (granularity, scale, batch_norm) and advantages of the configured estimator;
 5. PPO-clip over shuffled policy mini-batches with gradient accumulation over micro-batches.
-Outcome-only runs (`coef_proc=0`, not `prm_value`) never run the PRM or the reference.
+Outcome-only runs (`coef_proc=0`, not `prm_value`) never run the PRM or the reference, nor do
+oracle runs (`rl.process_reward="oracle"`): their process scores arrive in the batch, from the
+task's step oracle, and take step 4 in place of the PRM's q.
 Every forward pass is micro-batched and turns hidden states into log-probs chunk by chunk, so no
 [N, T, vocab] array exists.
 
 `batch` holds, with N = B·n rows (the n samples of a prompt contiguous):
   prompt_tokens [N, P] int32 (left-padded), prompt_mask [N, P] bool,
   response_tokens [N, T] int32 (right-padded), response_mask [N, T] bool (EOS included),
-  acc [N] float32 outcome scores in [0, 1], and old_logp [N, T] when `rl.old_logp="sampler"`.
+  acc [N] float32 outcome scores in [0, 1], old_logp [N, T] when `rl.old_logp="sampler"`, and
+  process_rewards [N, T] float32 (the oracle's -1 / 0 token rewards) when
+  `rl.process_reward="oracle"`.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from prime_jax.algo.baseline_estimators import (
 )
 from prime_jax.algo.policy_loss import aggregate_token_loss, ppo_clip_loss, value_loss
 from prime_jax.algo.prm_losses import prm_ce_loss, prm_dpo_loss, prm_pair_accuracy
-from prime_jax.algo.rewards import implicit_rewards, normalize_process_rewards
+from prime_jax.algo.rewards import at_granularity, implicit_rewards, normalize_process_rewards
 from prime_jax.algo.token_ops import masked_mean, outcome_token_rewards
 from prime_jax.models.config import DecoderConfig
 from prime_jax.scoring import token_logprobs
@@ -51,6 +55,7 @@ from prime_jax.train_state import (
 INPUT_KEYS = ("prompt_tokens", "prompt_mask", "response_tokens", "response_mask")
 ESTIMATORS = ("rloo", "reinforce", "grpo", "ppo", "prm_value")
 _CHOICES = dict(
+    process_reward=("prm", "oracle"),
     prm_update=("after", "before", "none"),
     prm_loss=("ce", "dpo"),
     ref_type=("freeze", "policy"),
@@ -74,7 +79,10 @@ def prm_optimizer(rl) -> optax.GradientTransformation:
 
 
 def uses_prm(rl) -> bool:
-  """Whether the step runs the implicit PRM (and so the reference) at all."""
+  """Whether the step runs the implicit PRM (and so the reference) at all: not for outcome-only
+  runs, nor when the process stream is the task's oracle."""
+  if rl.process_reward == "oracle":
+    return False
   return rl.estimator == "prm_value" or rl.coef_proc != 0
 
 
@@ -108,6 +116,11 @@ def check_rl_config(rl) -> None:
       raise ValueError(f"config.rl.{key}={rl[key]!r}; expected one of {choices}")
   if rl.ppo_epochs < 1:
     raise ValueError(f"config.rl.ppo_epochs must be >= 1, got {rl.ppo_epochs}")
+  if rl.process_reward == "oracle" and rl.estimator == "prm_value":
+    raise ValueError(
+        "config.rl.estimator='prm_value' takes its values from the implicit PRM's q; it has no "
+        "oracle form (rl.process_reward='oracle')"
+    )
 
 
 def check_model_for(rl, model_config: DecoderConfig) -> None:
@@ -399,7 +412,10 @@ def make_update_step(
       ref_logp = score_batch(ref_params, inputs)
 
     q = scores = jnp.zeros(mask.shape, jnp.float32)
-    if run_prm:
+    if rl.process_reward == "oracle":
+      raw = jnp.where(mask, batch["process_rewards"].astype(jnp.float32), 0)
+      scores = at_granularity(raw, mask, rl.granularity)
+    elif run_prm:
       prm_state, logp_prm, prm_metrics = prm_phase(
           prm_state, dict(inputs, acc=acc, ref_logp=ref_logp)
       )
@@ -412,6 +428,7 @@ def make_update_step(
           granularity=rl.granularity,
           beta=rl.beta if rl.reward_scale == "beta" else None,
       )
+    if run_prm or rl.process_reward == "oracle":
       if rl.prime_norm == "batch_norm":
         shards = rl.norm_shards if rl.norm_scope == "shard" else 1
         scores = normalize_process_rewards(scores, mask, num_shards=shards)

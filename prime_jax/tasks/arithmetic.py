@@ -21,8 +21,17 @@ SFT demonstrations carry step mistakes: with probability `mistake_rate` a step's
 ±1..3 and later steps continue from the wrong value, so the SFT model is imperfect and RL has
 something to fix. Grading is exact: the last `\\boxed{}` must hold the right integer.
 
-Knobs (config.task): min_ops, max_ops, max_value, mul_min, mul_max, mistake_rate, num_train,
-num_eval.
+With `free_order`, the demonstrator writes the two operands of each `+` / `*` step in an order it
+draws at random (`12+05=17` or `05+12=17`): tokens that do not change the outcome, so the n samples
+of a prompt stop sharing long prefixes and outcome-only RLOO loses the step credit it gets where
+samples diverge (the `arithmetic_credit_config()` task). Grading still reads only the box.
+
+`first_wrong_step` is the task's own step oracle: the character span of the first step line that
+is not the right equation (either operand order), or of what stands where the box should be. It
+gives the oracle process rewards of `rl.process_reward="oracle"` (`prime_jax.oracle_rewards`).
+
+Knobs (config.task): min_ops, max_ops, max_value, mul_min, mul_max, mistake_rate, free_order,
+num_train, num_eval.
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ import dataclasses
 import os
 import re
 from pathlib import Path
+from typing import Sequence
 
 import ml_collections
 import numpy as np
@@ -44,6 +54,7 @@ from prime_jax.verifiers import ItemResult, register_ability
 NAME = "arithmetic"
 ABILITY = "arithmetic"
 OPS = ("+", "-", "*")
+COMMUTATIVE = ("+", "*")
 BOXED = "\\boxed{"
 _MAX_MISTAKE = 3
 _TOKENIZER_CORPUS = 4000  # demonstrations the tokenizer is trained on
@@ -52,7 +63,8 @@ _SPLIT_STREAMS = {"train": 0, "eval": 1}
 
 @dataclasses.dataclass(frozen=True)
 class ArithmeticSpec:
-  """The difficulty knobs, validated."""
+  """The difficulty knobs, validated. A field a task config lacks keeps its default here, so
+  configs written before a knob existed still describe the same task."""
 
   min_ops: int = 2
   max_ops: int = 4
@@ -60,6 +72,7 @@ class ArithmeticSpec:
   mul_min: int = 2
   mul_max: int = 5
   mistake_rate: float = 0.1
+  free_order: bool = False  # demonstrations write `+` / `*` operands in a random order
 
   def __post_init__(self):
     if not 1 <= self.min_ops <= self.max_ops:
@@ -76,10 +89,14 @@ class ArithmeticSpec:
       )
     if not 0.0 <= self.mistake_rate <= 1.0:
       raise ValueError(f"arithmetic task needs 0 <= mistake_rate <= 1, got {self.mistake_rate}")
+    if not isinstance(self.free_order, bool):
+      raise ValueError(f"arithmetic task needs free_order True or False, got {self.free_order!r}")
 
   @classmethod
   def from_config(cls, task_config: ml_collections.ConfigDict) -> "ArithmeticSpec":
-    return cls(**{f.name: task_config[f.name] for f in dataclasses.fields(cls)})
+    return cls(
+        **{f.name: task_config[f.name] for f in dataclasses.fields(cls) if f.name in task_config}
+    )
 
   @property
   def width(self) -> int:
@@ -122,13 +139,20 @@ def format_prompt(problem: Problem, width: int) -> str:
   )
 
 
-def format_response(problem: Problem, values: list[int], width: int) -> str:
+def format_response(
+    problem: Problem, values: list[int], width: int, *, swaps: Sequence[bool] | None = None
+) -> str:
   """One step per line, `left op operand = value`, where `left` is the line above's value (the
   start value on the first line); then the last value boxed. `values` are the running values as
-  written, possibly with mistakes."""
+  written, possibly with mistakes. `swaps[i]` writes step i's operands the other way round,
+  `operand op left` (only for the commutative `+` and `*`); None swaps none."""
+  swaps = [False] * len(problem.steps) if swaps is None else swaps
   lines, left = [], problem.start
-  for (op, operand), value in zip(problem.steps, values, strict=True):
-    lines.append(f"{left:0{width}d}{op}{operand:0{width}d}={value:0{width}d}\n")
+  for (op, operand), value, swap in zip(problem.steps, values, swaps, strict=True):
+    if swap and op not in COMMUTATIVE:
+      raise ValueError(f"cannot swap the operands of {op!r}: only {COMMUTATIVE} commute")
+    a, b = (operand, left) if swap else (left, operand)
+    lines.append(f"{a:0{width}d}{op}{b:0{width}d}={value:0{width}d}\n")
     left = value
   return "".join(lines) + f"{BOXED}{values[-1]:0{width}d}}}"
 
@@ -242,6 +266,63 @@ def mistake_pair(
   )
 
 
+def demonstration_text(problem: Problem, spec: ArithmeticSpec, rng: np.random.Generator) -> str:
+  """A fallible demonstrator's response: `demonstration_values`, then (with `free_order`) a fair
+  coin per commutative step for its operand order. Without free_order the rng draws exactly what
+  it drew before the knob existed, so the default task's demonstrations are unchanged."""
+  values = demonstration_values(problem, spec, rng)
+  swaps = None
+  if spec.free_order:
+    coins = rng.random(len(problem.steps)) < 0.5
+    swaps = [bool(c) and op in COMMUTATIVE for c, (op, _) in zip(coins, problem.steps)]
+  return format_response(problem, values, spec.width, swaps=swaps)
+
+
+_LINE_RE = re.compile(r"(\d+)([-+*])(\d+)=(\d+)")
+_BOX_RE = re.compile(re.escape(BOXED) + r"(\d+)\}")
+
+
+def _step_is_right(line: str, value: int, op: str, operand: int) -> bool:
+  """Whether `line` (no newline) states step (op, operand) on running value `value` with the right
+  result; a commutative step may name its operands in either order."""
+  match = _LINE_RE.fullmatch(line)
+  if match is None or match[2] != op:
+    return False
+  operands = (int(match[1]), int(match[3]))
+  stated = {operands, operands[::-1]} if op in COMMUTATIVE else {operands}
+  return (value, operand) in stated and int(match[4]) == apply_op(value, op, operand)
+
+
+def first_wrong_step(problem: Problem, response: str) -> tuple[int, int] | None:
+  """The character span [start, stop) of the response's first wrong step; None if all are right.
+
+  The response should be k step lines, each ending in a newline, then `\\boxed{answer}` and
+  nothing else. Step line i is wrong unless it is the right equation of step i on the correct
+  running value (either operand order for `+` / `*`; zero padding optional). Because every line
+  before the first wrong one is right, "wrong given the line above's written value" and "not the
+  correct running value" find the same first step; this checks the latter. A malformed line is a
+  wrong step. After the k right lines the rest of the response must be exactly the right box,
+  else the rest is the wrong step (an extra line; a missing, malformed or wrong box; text after
+  it. The grader reads only the last box, so a response can be graded right and still have a
+  wrong step). A step's span covers its line and newline; it is empty, at the end of the
+  response, when the response stops where the wrong step's text should start.
+  """
+  pos, value = 0, problem.start
+  for op, operand in problem.steps:
+    end = response.find("\n", pos)
+    if end < 0:  # the last line, without its newline
+      if not _step_is_right(response[pos:], value, op, operand):
+        return pos, len(response)
+      return len(response), len(response)  # a right step, then the response stops
+    if not _step_is_right(response[pos:end], value, op, operand):
+      return pos, end + 1
+    pos, value = end + 1, apply_op(value, op, operand)
+  box = _BOX_RE.fullmatch(response, pos)
+  if box is None or int(box[1]) != value:
+    return pos, len(response)
+  return None
+
+
 def _record(problem: Problem, spec: ArithmeticSpec, split: str, index: int) -> Record:
   return Record.from_chat(
       id=f"{NAME}-{split}-{index:06d}",
@@ -327,8 +408,12 @@ class ArithmeticTask:
       self, task_config: ml_collections.ConfigDict, record: Record, rng: np.random.Generator
   ) -> str:
     spec = ArithmeticSpec.from_config(task_config)
-    problem = parse_prompt(record.chat()[-1]["content"])
-    return format_response(problem, demonstration_values(problem, spec, rng), spec.width)
+    return demonstration_text(parse_prompt(record.chat()[-1]["content"]), spec, rng)
+
+  def first_wrong_step(self, record: Record, response: str) -> tuple[int, int] | None:
+    """The step oracle (`prime_jax.tasks.registry.StepOracle`): `first_wrong_step` of the
+    record's problem. Needs no task config: both operand orders are right either way."""
+    return first_wrong_step(parse_prompt(record.chat()[-1]["content"]), response)
 
   def mistake_pairs(
       self, task_config: ml_collections.ConfigDict, records: list[Record], seed: int, num_pairs: int
@@ -372,7 +457,7 @@ class ArithmeticTask:
     for _ in range(_TOKENIZER_CORPUS):
       problem = sample_problem(spec, rng)
       texts.append(format_prompt(problem, spec.width))
-      texts.append(format_response(problem, demonstration_values(problem, spec, rng), spec.width))
+      texts.append(demonstration_text(problem, spec, rng))
     return train_sentencepiece(
         texts,
         Path(out_dir) / "tokenizer",

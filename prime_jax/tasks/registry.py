@@ -40,6 +40,15 @@ class Task(Protocol):
     """Trains a tokenizer on the task's text into `out_dir`; returns the path load_tokenizer takes."""
 
 
+class StepOracle(Protocol):
+  """What a task offers beyond `Task` when it can judge the steps of a response itself (the
+  arithmetic task can): the source of `rl.process_reward="oracle"` (`prime_jax.oracle_rewards`)."""
+
+  def first_wrong_step(self, record: Record, response: str) -> tuple[int, int] | None:
+    """The character span [start, stop) of `response`'s first wrong step (empty at the end of
+    the response when it stops before that step), or None when every step is right."""
+
+
 _TASKS: dict[str, Task] = {}
 
 
@@ -58,3 +67,14 @@ def get_task(name: str) -> Task:
 
 def task_names() -> list[str]:
   return sorted(_TASKS)
+
+
+def step_oracle(name: str) -> StepOracle:
+  """Task `name` as a step oracle; a ValueError naming the tasks that are one otherwise."""
+  oracles = sorted(n for n, t in _TASKS.items() if hasattr(t, "first_wrong_step"))
+  if name not in oracles:
+    raise ValueError(
+        f"rl.process_reward='oracle' needs a task that knows its steps; task {name!r} has no "
+        f"step oracle (tasks with one: {oracles})"
+    )
+  return _TASKS[name]

@@ -192,3 +192,104 @@ def test_registry():
   assert get_task("arithmetic").ability == "arithmetic"
   with pytest.raises(KeyError, match="unknown task 'nope'.*arithmetic"):
     get_task("nope")
+
+
+# --------------------------------------------------------------------------- free order, oracle
+
+
+def test_free_order_is_validated_and_absent_means_off():
+  with pytest.raises(ValueError, match="free_order"):
+    TASK.make_splits(task_config(free_order="yes"), seed=0)
+  c = task_config()
+  assert "free_order" not in c  # the default config predates the knob: same task
+  assert ar.ArithmeticSpec.from_config(c) == ar.ArithmeticSpec()
+  with pytest.raises(ValueError, match="only"):
+    ar.format_response(ar.Problem(5, (("-", 2),)), [3], 2, swaps=[True])
+
+
+def test_free_order_demonstrations_use_both_orders_and_grade_right():
+  c = task_config(free_order=True, mistake_rate=0.0, min_ops=6, max_ops=8)
+  records = TASK.make_splits(c, seed=0)["train"][:300]
+  rng = np.random.default_rng(0)
+  orders = {"+": set(), "*": set(), "-": set()}
+  for r in records:
+    response = TASK.demonstration(c, r, rng)
+    *lines, _ = response.split("\n")
+    start, steps, values = reference_chain(prompts([r])[0])
+    previous = start
+    for (op, n), line, value in zip(steps, lines, values):
+      match = LINE.fullmatch(line)
+      a, b = int(match[1]), int(match[3])
+      assert (match[2], int(match[4])) == (op, value)
+      orders[op].add("left first" if (a, b) == (previous, n) else "operand first")
+      assert {(a, b), (b, a)} >= {(previous, n)}  # one of the two orders
+      previous = value
+    assert ar.score_response(response, r.ground_truth) == 1.0
+    assert TASK.first_wrong_step(r, response) is None  # the oracle accepts both orders
+  assert orders["+"] == orders["*"] == {"left first", "operand first"}
+  assert orders["-"] == {"left first"}  # subtraction does not commute
+
+
+def test_default_demonstrations_are_unchanged_by_the_knob():
+  """free_order=False draws exactly what the task drew before it existed."""
+  c = task_config(mistake_rate=0.3)
+  records = TASK.make_splits(c, seed=0)["train"][:50]
+  rng_a, rng_b = np.random.default_rng(7), np.random.default_rng(7)
+  for r in records:
+    problem = ar.parse_prompt(prompts([r])[0])
+    spec = ar.ArithmeticSpec.from_config(c)
+    expected = ar.format_response(problem, ar.demonstration_values(problem, spec, rng_b), 2)
+    assert TASK.demonstration(c, r, rng_a) == expected
+
+
+PROBLEM = ar.parse_prompt("a=07;+05;*02;-03=")  # 12, 24, 21
+RIGHT = "07+05=12\n12*02=24\n24-03=21\n\\boxed{21}"
+
+
+@pytest.mark.parametrize(
+    "response, span",
+    [
+        (RIGHT, None),
+        ("05+07=12\n02*12=24\n24-03=21\n\\boxed{21}", None),  # swapped commutative operands
+        ("7+5=12\n12*2=24\n24-3=21\n\\boxed{021}", None),  # padding is not a mistake
+        ("07+05=13\n13*02=26\n26-03=23\n\\boxed{23}", (0, 9)),  # wrong at step 1
+        ("07+05=12\n12*02=25\n25-03=22\n\\boxed{22}", (9, 18)),  # wrong at step 2, continued
+        ("07+05=12\n12*02=24\n24-03=20\n\\boxed{20}", (18, 27)),  # wrong at step 3
+        ("07+05=12\n12*02=24\n03-24=21\n\\boxed{21}", (18, 27)),  # `-` operands swapped
+        ("07+05=12\n12*03=36\n36-03=33\n\\boxed{21}", (9, 18)),  # wrong operand, right box
+        ("07+05=12\n12+02=14\n14-03=11\n\\boxed{11}", (9, 18)),  # wrong operation
+        ("07+05=12\n13*02=26\n26-03=23\n\\boxed{23}", (9, 18)),  # wrong left operand
+        ("07+05=12\n12*02=24\n24-03=21\n\\boxed{22}", (27, 37)),  # right steps, wrong box
+        ("07+05=12\n12*02=24\n24-03=21\n21", (27, 29)),  # no box
+        ("07+05=12\n12*02=24\n24-03=21\n\\boxed{21}\n", (27, 38)),  # text after the box
+        (
+            "07+05=12\n12*02=24\n24-03=21\n24-01=23\n\\boxed{23}",
+            (27, 46),
+        ),  # an extra step: the rest
+        ("07+05=12\n12*02==24\n24-03=21\n\\boxed{21}", (9, 19)),  # malformed line
+        ("07+05=12\n12*02=24", (17, 17)),  # stops after a right step: the next one is missing
+        ("07+05=12\n12*02=24\n", (18, 18)),
+        ("07+05=12\n12*02=2", (9, 16)),  # stops inside a wrong step
+        ("", (0, 0)),
+    ],
+)
+def test_first_wrong_step(response, span):
+  assert ar.first_wrong_step(PROBLEM, response) == span
+
+
+def test_first_wrong_step_finds_the_demonstrators_first_mistake():
+  c = task_config(mistake_rate=0.3, free_order=True)
+  rng = np.random.default_rng(0)
+  flagged = 0
+  for r in TASK.make_splits(c, seed=0)["train"][:300]:
+    response = TASK.demonstration(c, r, rng)
+    _, _, values = reference_chain(prompts([r])[0])
+    written = [int(line[-2:]) for line in response.split("\n")[:-1]]
+    first = next((i for i, (w, v) in enumerate(zip(written, values)) if w != v), None)
+    span = TASK.first_wrong_step(r, response)
+    if first is None:
+      assert span is None
+    else:
+      flagged += 1
+      assert span == (9 * first, 9 * first + 9)  # its line: 9 characters with the newline
+  assert flagged > 50
