@@ -346,10 +346,11 @@ def test_only_process_0_writes_metrics_logs_and_exports(runs):
   two, (first, second), _ = runs
   assert len(os.listdir(two / "tensorboard")) == 1  # one events file: process 0's
   assert "| held-out split |" in first and "| held-out split |" not in second
-  assert "PRIME:" in first and "PRIME:" not in second  # the progress bar
-  # absl logs warnings and above only on process 1 (its INFO lines would name train.py)
-  assert re.search(r"^I\d{4} .*train\.py:\d+\] model ", first, re.M)
-  assert not re.search(r"^I\d{4} .*train\.py:", second, re.M)
+  assert "RL: " in first and "RL: " not in second  # the progress bar
+  assert re.search(r"^eval at step 3: ", first, re.M)  # one line per eval, process 0 only
+  assert not re.search(r"^eval at step", second, re.M)
+  # No library INFO flood on either process without --verbosity (absl INFO lines start I<date>).
+  assert not re.search(r"^I\d{4} ", first, re.M) and not re.search(r"^I\d{4} ", second, re.M)
   assert os.path.isdir(two / "export" / "policy") and os.path.isdir(two / "export" / "prm")
 
 
