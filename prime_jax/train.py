@@ -59,7 +59,7 @@ from prime_jax.sharding import (
     sampler_rules,
     training_rules,
 )
-from prime_jax.tasks import get_task, step_oracle, task_names
+from prime_jax.tasks import get_task, pair_maker, step_oracle, task_names, tasks_with
 from prime_jax.tokenizer import load_tokenizer
 from prime_jax.train_state import create_train_state
 
@@ -207,9 +207,9 @@ def _credit_pairs(config, eval_records: list, encoder: PromptEncoder):
   `eval.prm_credit_pairs` of them, built once from the eval records with the run's seed. None
   when that is 0, when the run has no PRM, or when its task cannot build pairs."""
   num_pairs = config.eval.prm_credit_pairs
-  task = get_task(config.task.name) if config.task.name in task_names() else None
-  if not (num_pairs and uses_prm(config.rl) and hasattr(task, "mistake_pairs")):
+  if not (num_pairs and uses_prm(config.rl) and config.task.name in tasks_with("mistake_pairs")):
     return None
+  task = pair_maker(config.task.name)
   rows = task.mistake_pairs(config.task, eval_records, config.seed, num_pairs)
   pairs = prm_credit.tokenize_pairs([(r["id"], r) for r in rows], encoder, ability=task.ability)
   return prm_credit.pair_arrays(pairs, pad_id=encoder.tokenizer.pad_id)

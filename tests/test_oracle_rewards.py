@@ -10,7 +10,7 @@ from prime_jax import configs
 from prime_jax.algo import normalize_process_rewards, prime_advantages
 from prime_jax.oracle_rewards import oracle_token_rewards, span_token_mask, token_char_ends
 from prime_jax.scoring import pad_sequences
-from prime_jax.tasks import get_task, step_oracle
+from prime_jax.tasks import get_task, pair_maker, step_oracle, tasks_with
 from prime_jax.tokenizer import load_tokenizer
 
 TASK = get_task("arithmetic")
@@ -63,6 +63,15 @@ def test_step_oracle_lookup():
   assert step_oracle("arithmetic") is TASK
   with pytest.raises(ValueError, match="no step oracle"):
     step_oracle("eurus")
+
+
+def test_pair_maker_lookup_names_the_tasks_that_build_pairs():
+  assert pair_maker("arithmetic") is TASK
+  assert tasks_with("mistake_pairs") == ["arithmetic"]
+  with pytest.raises(
+      ValueError, match=r"no mistake-pair builder \(tasks with one: \['arithmetic'\]\)"
+  ):
+    pair_maker("eurus")
 
 
 def reference_rewards(tok, ids, span):

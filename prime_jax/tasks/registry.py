@@ -49,6 +49,17 @@ class StepOracle(Protocol):
     the response when it stops before that step), or None when every step is right."""
 
 
+class PairMaker(Protocol):
+  """What a task offers beyond `Task` when it can build matched correct / one-mistake response
+  pairs (the arithmetic task can): the pairs `prime_jax.prm_credit` scores a PRM on."""
+
+  def mistake_pairs(
+      self, task_config: ml_collections.ConfigDict, records: list[Record], seed: int, num_pairs: int
+  ) -> list[dict]:
+    """`num_pairs` rows {"id", "prompt", "good", "bad", ...} built from `records`, deterministic
+    in `seed`."""
+
+
 _TASKS: dict[str, Task] = {}
 
 
@@ -69,12 +80,25 @@ def task_names() -> list[str]:
   return sorted(_TASKS)
 
 
-def step_oracle(name: str) -> StepOracle:
-  """Task `name` as a step oracle; a ValueError naming the tasks that are one otherwise."""
-  oracles = sorted(n for n, t in _TASKS.items() if hasattr(t, "first_wrong_step"))
-  if name not in oracles:
+def tasks_with(capability: str) -> list[str]:
+  """The built-in tasks that offer `capability` (a method name such as "mistake_pairs")."""
+  return sorted(n for n, t in _TASKS.items() if hasattr(t, capability))
+
+
+def _capable(name: str, capability: str, what: str, wanted_by: str):
+  if name not in tasks_with(capability):
     raise ValueError(
-        f"rl.process_reward='oracle' needs a task that knows its steps; task {name!r} has no "
-        f"step oracle (tasks with one: {oracles})"
+        f"{wanted_by} needs a task with a {what}; task {name!r} has no {what} (tasks with one: "
+        f"{tasks_with(capability)})"
     )
   return _TASKS[name]
+
+
+def step_oracle(name: str) -> StepOracle:
+  """Task `name` as a step oracle; a ValueError naming the tasks that are one otherwise."""
+  return _capable(name, "first_wrong_step", "step oracle", "rl.process_reward='oracle'")
+
+
+def pair_maker(name: str) -> PairMaker:
+  """Task `name` as a mistake-pair builder; a ValueError naming the tasks that are one otherwise."""
+  return _capable(name, "mistake_pairs", "mistake-pair builder", "--task")

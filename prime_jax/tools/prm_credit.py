@@ -28,7 +28,7 @@ from ml_collections import config_flags
 from prime_jax import configs, prm_credit
 from prime_jax.models import load_hf_checkpoint, read_hf_config
 from prime_jax.sft import prompt_encoder
-from prime_jax.tasks import get_task, task_names
+from prime_jax.tasks import get_task, pair_maker, task_names
 from prime_jax.tokenizer import load_tokenizer
 from prime_jax.tools import _cli
 
@@ -47,12 +47,10 @@ def _task_rows(config, task_name: str, num_pairs: int, seed: int) -> list[tuple[
         f"--task {task_name} but the config's task is {config.task.name!r}: pass a --config "
         f"for {task_name} (its knobs make the pairs)"
     )
-  task = get_task(task_name) if task_name in task_names() else None
-  if not hasattr(task, "mistake_pairs"):
-    raise _cli.InputError(
-        f"task {task_name!r} cannot build mistake pairs; built-in tasks that can: "
-        f"{[n for n in task_names() if hasattr(get_task(n), 'mistake_pairs')]}; or give --pairs"
-    )
+  try:
+    task = pair_maker(task_name)
+  except ValueError as e:
+    raise _cli.InputError(f"{e}; or give --pairs") from None
   records = task.make_splits(config.task, config.seed)["eval"]
   return [(r["id"], r) for r in task.mistake_pairs(config.task, records, seed, num_pairs)]
 
