@@ -11,7 +11,12 @@ See docs/verifiers.md for what the sandbox does and does not protect against, an
 docs/math_grading.md for the math grader's two modes.
 """
 
-from prime_jax.verifiers.builtin import MATH_GRADERS, register_builtin_abilities, set_math_grader
+from prime_jax.verifiers.builtin import (
+    DEFAULT_MATH_GRADER,
+    MATH_GRADERS,
+    register_builtin_abilities,
+    set_math_grader,
+)
 from prime_jax.verifiers.code_grader import CodeConfig
 from prime_jax.verifiers.grading import (
     GradeStats,
@@ -33,6 +38,7 @@ from prime_jax.verifiers.sandbox import SandboxConfig, SandboxUnavailableError
 __all__ = [
     "Ability",
     "CodeConfig",
+    "DEFAULT_MATH_GRADER",
     "MATH_GRADERS",
     "GradeStats",
     "ItemResult",
