@@ -105,7 +105,7 @@ def _same_without_brackets(prediction: str, reference: str) -> bool:
 def _parts_equal(pred_parts: list[str], ref_parts: list[str]) -> bool:
   """Element-wise, every pair evaluated (a list, as released: any exception propagates).
 
-  The recursion uses the default π (math.pi) even inside the caller's 3.14 attempt.
+  The recursion uses the default π; `\\pi` has already been substituted by then.
   """
   return len(pred_parts) == len(ref_parts) and all(
       [tolerant_equal(p, r) for p, r in zip(pred_parts, ref_parts)]
