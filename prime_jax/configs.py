@@ -79,6 +79,10 @@ def base_config() -> ConfigDict:
           system_prompt="eurus",  # eurus (the action-centric prompt of spec §8) | none
           user_suffix=True,  # append the ability's answer-format suffix (spec §8)
           apply_chat_template=True,
+          # math outcome labels (docs/math_grading.md): strict (prime-jax's grader) | released
+          # (the released PRIME grader's decisions, quirks included: the labels Eurus-2-7B-PRIME
+          # was trained on)
+          math_grader="strict",
       )
   )
 

@@ -3,7 +3,7 @@ r"""Evaluate a checkpoint on the PRIME paper's benchmarks (Table 1 layout).
   python -m prime_jax.eval --checkpoint DIR --data_dir DATA \
       --benchmarks math500,aime24,amc,minerva,olympiadbench[,leetcode,livecodebench] \
       [--mode greedy|avg@16|greedy,aime24=avg@16] [--max_new_tokens N|name=N,...] \
-      [--limit N] [--batch_size B] [--out OUTDIR]
+      [--limit N] [--batch_size B] [--math_grader strict|released] [--out OUTDIR]
 
 DIR: a Hugging Face checkpoint directory (config.json + safetensors + tokenizer.json) or a trainer
 workdir (its export/policy). DATA: one file per benchmark, DATA/<name>.jsonl or
@@ -69,6 +69,14 @@ flags.DEFINE_enum(
     ["strict", "rlimits_only"],
     "Code sandbox " "isolation (docs/verifiers.md); rlimits_only only inside a container/VM.",
 )
+flags.DEFINE_enum(
+    "math_grader",
+    "strict",
+    ["strict", "released"],
+    "Math grading (docs/math_grading.md): strict "
+    "(prime-jax's) or released (the released PRIME grader's decisions, as the paper's labels); "
+    "results.md names the one used.",
+)
 flags.DEFINE_string(
     "mesh",
     "data=-1,fsdp=1,tensor=1",
@@ -104,6 +112,7 @@ def _run() -> None:
         apply_chat_template=FLAGS.apply_chat_template,
         code_max_tests=FLAGS.code_max_tests,
         code_isolation=FLAGS.code_isolation,
+        math_grader=FLAGS.math_grader,
         label=FLAGS.name,
         log=lambda line: print(line, flush=True),
     )

@@ -16,7 +16,8 @@ The steps, each a function here:
      samples per prompt for avg@k. A prompt whose budget would pass the model's context gets what
      is left (rounded down to `BUDGET_STEP` so batches share compiled shapes), as vLLM stops at
      `max_model_len`;
-  4. `score_items`: the verifier registry; math 0/1 (`prime_jax.verifiers` "math"), code 1 when
+  4. `score_items`: the verifier registry; math 0/1 (`prime_jax.verifiers` "math", in the mode
+     `math_grader` names: strict or released, docs/math_grading.md), code 1 when
      every test case passes (pass@1 as LeetCode / LiveCodeBench count it; the fraction passed is
      kept next to it), run in the sandbox with all of the item's tests (not training's 10);
   5. `render_table`: the paper's Table 1 layout, "–" for benchmarks not run (left out of avg).
@@ -442,9 +443,14 @@ def generate_responses(
 # ----------------------------------------------------------------------------- scoring
 
 
-def extract(ability: str, response: str) -> Optional[str]:
-  """What the grader reads: math, the final answer (last \\boxed{}, else "the answer is");
-  code, the last ```python block. None when there is none."""
+def extract(ability: str, response: str, math_grader: str = "strict") -> Optional[str]:
+  """What the grader reads: math, the final answer as `math_grader` extracts it (strict: last
+  \\boxed{}, else "answer is"; released: docs/math_grading.md); code, the last ```python block.
+  None when there is none."""
+  if ability == "math" and math_grader == "released":
+    from prime_jax.verifiers.released_math import released_answer
+
+    return released_answer(response) or None
   if ability == "math":
     from prime_jax.verifiers.math_answer import extract_answer
 
@@ -496,10 +502,15 @@ class Scores:
 
 
 def score_items(
-    ability: str, responses: Sequence[Sequence[str]], ground_truths: Sequence[str], *, pool=None
+    ability: str,
+    responses: Sequence[Sequence[str]],
+    ground_truths: Sequence[str],
+    *,
+    pool=None,
+    math_grader: str = "strict",
 ) -> Scores:
-  """Grades every sample of every item with the verifier registry: math by the "math" ability,
-  code by EVAL_CODE_ABILITY (registered with its defaults if not yet), a code sample scoring 1
+  """Grades every sample of every item with the verifier registry: math by the "math" ability in
+  mode `math_grader`, code by EVAL_CODE_ABILITY (registered with its defaults if not yet), a code sample scoring 1
   only when all of its tests pass."""
   from prime_jax import verifiers
 
@@ -509,7 +520,7 @@ def score_items(
   flat = [r for rs in responses for r in rs]
   truths = [t for t in ground_truths for _ in range(k)]
   if ability == "math":
-    raw, stats = verifiers.grade_with_stats("math", flat, truths, pool=pool)
+    raw, stats = verifiers.grade_with_stats("math", flat, truths, pool=pool, mode=math_grader)
     scores = raw
   elif ability == "code":
     if EVAL_CODE_ABILITY not in verifiers.registered_abilities():
@@ -554,6 +565,7 @@ class BenchmarkResult:
   num_prompt_too_long: int
   wall_s: float
   grading: dict
+  math_grader: Optional[str] = None  # the math grader's mode; None for code
 
   def to_dict(self) -> dict:
     return dataclasses.asdict(self)
@@ -571,6 +583,7 @@ def evaluate_benchmark(
     key: jax.Array,
     file: str = "",
     pool=None,
+    math_grader: str = "strict",
 ) -> tuple[Optional[BenchmarkResult], list[dict]]:
   """Generates for, grades and summarises one benchmark; returns (result, per-item rows). Every
   process generates (the sampler is a collective); only process 0 grades and gets a result, the
@@ -582,7 +595,13 @@ def evaluate_benchmark(
   )
   if jax.process_index() != 0:
     return None, []
-  graded = score_items(benchmark.ability, responses, [r.ground_truth for r in records], pool=pool)
+  graded = score_items(
+      benchmark.ability,
+      responses,
+      [r.ground_truth for r in records],
+      pool=pool,
+      math_grader=math_grader,
+  )
   rows = []
   for i, (record, prompt) in enumerate(zip(records, prompts)):
     row = dict(
@@ -595,7 +614,7 @@ def evaluate_benchmark(
         max_new_tokens=budgets[i],
         prompt_too_long=budgets[i] == 0,
         responses=responses[i],
-        extracted=[extract(benchmark.ability, r) for r in responses[i]],
+        extracted=[extract(benchmark.ability, r, math_grader) for r in responses[i]],
         scores=graded.scores[i].tolist(),
         score=float(graded.scores[i].mean()),
         grading_status=graded.statuses[i],
@@ -620,6 +639,7 @@ def evaluate_benchmark(
       num_prompt_too_long=len(budgets) - len(used),
       wall_s=round(time.time() - start, 2),
       grading=graded.stats,
+      math_grader=math_grader if benchmark.ability == "math" else None,
   )
   return result, rows
 
@@ -650,7 +670,8 @@ def render_table(rows: Mapping[str, Mapping[str, float]] | Sequence[tuple[str, M
 
 
 def results_markdown(label: str, results: Mapping[str, BenchmarkResult | dict]) -> str:
-  """results.md: the table and one line per benchmark run (mode, items, budget)."""
+  """results.md: the table, the math grader that produced it, and one line per benchmark run
+  (mode, items, budget)."""
   plain = {
       n: (r.to_dict() if isinstance(r, BenchmarkResult) else dict(r)) for n, r in results.items()
   }
@@ -661,6 +682,12 @@ def results_markdown(label: str, results: Mapping[str, BenchmarkResult | dict]) 
       "problem of the per-sample score; – = not run (not in avg).",
       "",
   ]
+  graders = sorted({r["math_grader"] for r in plain.values() if r.get("math_grader")})
+  if graders:
+    lines += [
+        f"Math answers graded by the {' and '.join(graders)} grader (docs/math_grading.md).",
+        "",
+    ]
   for name in TABLE_ORDER:
     if name in plain:
       r = plain[name]
@@ -722,6 +749,7 @@ def run_evaluation(
     apply_chat_template: bool = True,
     code_max_tests: int = 0,
     code_isolation: str = "strict",
+    math_grader: str = "strict",
     label: Optional[str] = None,
     model: Optional[LoadedModel] = None,
     pool=None,
@@ -755,6 +783,10 @@ def run_evaluation(
   for value in [default_budget, *budgets.values()]:
     if value is not None and (not isinstance(value, int) or value < 1):
       raise EvalError(f"max_new_tokens must be a positive integer, got {value!r}")
+  from prime_jax.verifiers import MATH_GRADERS
+
+  if math_grader not in MATH_GRADERS:
+    raise EvalError(f"math_grader must be one of {', '.join(MATH_GRADERS)}, got {math_grader!r}")
   fmt = prompt_format(system_prompt, user_suffix, apply_chat_template)
   data = {}
   for b in chosen:
@@ -789,6 +821,7 @@ def run_evaluation(
         key=jax.random.fold_in(key, TABLE_ORDER.index(b.name)),
         file=str(path),
         pool=pool,
+        math_grader=math_grader,
     )
     if not primary:
       continue
@@ -811,6 +844,7 @@ def run_evaluation(
             apply_chat_template=apply_chat_template,
             code_max_tests=code_max_tests,
             code_isolation=code_isolation,
+            math_grader=math_grader,
             context=model.config.max_position_embeddings,
         ),
     )

@@ -35,7 +35,7 @@ from absl import app, flags, logging
 from etils import epath
 from ml_collections import config_flags
 
-from prime_jax import console, distributed, paths, prm_credit
+from prime_jax import console, distributed, paths, prm_credit, verifiers
 from prime_jax.algo.update_step import (
     forward_passes,
     make_update_step,
@@ -217,6 +217,9 @@ def _credit_pairs(config, eval_records: list, encoder: PromptEncoder):
 
 def setup(config, workdir: str) -> Run:
   epath.Path(workdir).mkdir(parents=True, exist_ok=True)
+  # Every "math" grade of this run (a task config without the field, e.g. arithmetic's own
+  # task block, grades no math answers: strict, the default).
+  verifiers.set_math_grader(config.task.get("math_grader", verifiers.DEFAULT_MATH_GRADER))
   checkpoint_dir = _initial_checkpoint(config, workdir)
   tokenizer = load_tokenizer(config.tokenizer or checkpoint_dir)
   train, eval_records = _data(config, workdir)

@@ -186,6 +186,29 @@ def test_hand_written_right_answers_score_one_through_the_harness_grader():
   assert graded.scores.tolist() == [[0.0]] and graded.raw.tolist() == [[0.5]]
 
 
+def test_math_grader_mode_grades_and_is_named_in_the_results():
+  # 2500 for 25: only the released grader accepts it (x100 with no % sign).
+  responses, truths = [["\\boxed{2500}", "\\boxed{25}"]], ["25"]
+  strict = ev.score_items("math", responses, truths)
+  released = ev.score_items("math", responses, truths, math_grader="released")
+  assert strict.scores.tolist() == [[0.0, 1.0]] and released.scores.tolist() == [[1.0, 1.0]]
+  assert ev.extract("math", "\\boxed{f(2)=5}", "released") == "5"
+  result = dict(
+      column="MATH-500",
+      score=0.5,
+      mode="greedy",
+      num_items=2,
+      max_new_tokens=8,
+      max_new_tokens_used=[8, 8],
+      num_prompt_too_long=0,
+      math_grader="released",
+  )
+  text = ev.results_markdown("run", {"math500": result})
+  assert "Math answers graded by the released grader" in text
+  with pytest.raises(ev.EvalError, match="math_grader"):
+    ev.run_evaluation("ckpt", "math500", FIXTURES, "out", math_grader="lenient")
+
+
 def test_table_has_the_paper_columns_and_dashes_for_benchmarks_not_run():
   table = ev.render_table({"Eurus-2-7B-PRIME": {"math500": 0.792, "aime24": 0.267}, "nothing": {}})
   lines = table.splitlines()

@@ -93,6 +93,7 @@ def grade_with_stats(
     *,
     timeout_s: float | None = None,
     pool: WorkerPool | None = None,
+    mode: str | None = None,
 ) -> tuple[np.ndarray, GradeStats]:
   """Score each response against its ground truth with the registered `ability`.
 
@@ -101,14 +102,18 @@ def grade_with_stats(
     responses, ground_truths: sequences of str, same length N.
     timeout_s: per-item wall-time limit in seconds (default: the ability's own).
     pool: worker pool to use (default: `default_pool()`).
+    mode: one of the ability's modes (math: 'strict' or 'released', docs/math_grading.md);
+      None uses the ability's current default (math: 'strict' unless `set_math_grader` chose).
   Returns:
     scores: float32 array [N] in [0, 1]; stats: GradeStats. A timeout, a scorer exception or
     a worker crash scores that item 0 and is counted; it never raises.
   Raises:
-    KeyError for an unknown ability, TypeError/ValueError for malformed arguments, and
+    KeyError for an unknown ability, TypeError/ValueError for malformed arguments or an unknown
+    mode, and
     whatever the ability's preflight raises (e.g. SandboxUnavailableError: fail closed).
   """
   spec = get_ability(ability)
+  score_fn = spec.mode_score_fn(mode)
   responses = _as_str_list(responses, "responses")
   ground_truths = _as_str_list(ground_truths, "ground_truths")
   if len(responses) != len(ground_truths):
@@ -122,7 +127,7 @@ def grade_with_stats(
   restarts_before = pool.restarts
   start = time.monotonic()
   outcomes: list[ItemOutcome] = (
-      pool.map(spec.score_fn, responses, ground_truths, limit, spec.self_timed) if responses else []
+      pool.map(score_fn, responses, ground_truths, limit, spec.self_timed) if responses else []
   )
   wall = time.monotonic() - start
   scores = np.array([o.score for o in outcomes], dtype=np.float32).reshape(len(outcomes))
@@ -154,6 +159,13 @@ def grade_with_stats(
   return scores, stats
 
 
-def grade(ability: str, responses, ground_truths, *, timeout_s: float | None = None) -> np.ndarray:
+def grade(
+    ability: str,
+    responses,
+    ground_truths,
+    *,
+    timeout_s: float | None = None,
+    mode: str | None = None,
+) -> np.ndarray:
   """Scores only: float32 array [N] in [0, 1]. See `grade_with_stats`."""
-  return grade_with_stats(ability, responses, ground_truths, timeout_s=timeout_s)[0]
+  return grade_with_stats(ability, responses, ground_truths, timeout_s=timeout_s, mode=mode)[0]

@@ -2,7 +2,8 @@
 
 Extraction follows the released PRIME/MATH convention: the last `\\boxed{...}` or `\\fbox{...}`
 (brace-matched; an unterminated last box yields nothing), else the text after the last
-"the answer is". Normalisation maps equivalent spellings of one answer to one string.
+"answer is" or "answer:" ("Final Answer: 42"). Normalisation maps equivalent spellings of one
+answer to one string.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import re
 
 _BOX_COMMANDS = ("\\boxed", "\\fbox")
-_ANSWER_IS = re.compile(r"answer\s+is\s*:?", re.IGNORECASE)
+_ANSWER_IS = re.compile(r"answer(?:\s+is\s*:?|\s*:)", re.IGNORECASE)
 
 
 def _braced(text: str, open_at: int) -> str | None:
@@ -53,7 +54,7 @@ def _answer_is(text: str) -> str | None:
   matches = list(_ANSWER_IS.finditer(text))
   if not matches:
     return None
-  tail = text[matches[-1].end() :].strip()
+  tail = text[matches[-1].end() :].strip().lstrip("*").strip()  # "**Answer:** 5" (Markdown)
   line = tail.split("\n", 1)[0].strip()
   inline = re.fullmatch(r"\$+(.+?)\$+.*", line)
   if inline:
@@ -63,7 +64,7 @@ def _answer_is(text: str) -> str | None:
 
 
 def extract_answer(response: str) -> str | None:
-  """The model's final answer: last boxed expression, else "the answer is ...", else None."""
+  """The model's final answer: last boxed expression, else "answer is/answer: ...", else None."""
   boxed = last_boxed(response)
   if boxed is not None:
     return boxed.strip() or None
@@ -88,6 +89,11 @@ _DELETE = ("\\displaystyle", "\\quad", "\\qquad", "\\$", "$", "~")
 _SCI = re.compile(r"^([+-]?\d+(?:\.\d*)?|[+-]?\.\d+)[eE]([+-]?\d+)$")
 _THOUSANDS = re.compile(r"^[+-]?\d{1,3}(,\d{3})+(\.\d+)?$")
 _UNIT_WORD = re.compile(r"^[a-zA-Z\s^{}\d/.\\]*$")
+# What a quantity that takes a unit ends with: a digit, a group, or a constant like `\pi`.
+_QUANTITY_END = re.compile(r"(\d|[})]|\\[a-zA-Z]+)$")
+# "7 3/4": a whole number, a space, a proper fraction (without the space it is 73/4).
+_MIXED_NUMBER = re.compile(r"^([+-]?)(\d+)\s+(\d+)/(\d+)$")
+_EMPTY_SET = ("\\varnothing", "∅")
 
 
 def _unwrap_text(s: str) -> str:
@@ -110,7 +116,7 @@ def _unwrap_text(s: str) -> str:
     end = open_at + len(inner) + 2
     is_unit = (
         prefix
-        and (prefix[-1].isdigit() or prefix[-1] in "})")
+        and _QUANTITY_END.search(prefix)
         and cmd in ("\\text", "\\mbox", "\\mathrm")
         and _UNIT_WORD.match(inner)
         and any(ch.isalpha() for ch in inner)
@@ -181,14 +187,29 @@ def _strip_equation_lhs(s: str) -> str:
   return s
 
 
+def _mixed_number_as_fraction(s: str) -> str:
+  """`7 3/4` -> `\\frac{31}{4}` (a proper fraction after the whole part), else `s` unchanged."""
+  match = _MIXED_NUMBER.match(s)
+  if not match:
+    return s
+  whole, num, den = map(int, match.group(2, 3, 4))
+  if not 0 < num < den:
+    return s
+  minus = "-" if match.group(1) == "-" else ""
+  return f"\\frac{{{minus}{whole * den + num}}}{{{den}}}"
+
+
 def normalize_answer(answer: str) -> str:
   """Canonical string form of a LaTeX answer (see module docstring for what is equated).
 
   Removes spaces, `\\left`/`\\right`, spacing commands, `$`, degree marks, `\\%`, unit
   `\\text{}`, trailing periods and thousands separators; maps `\\dfrac`/`\\tfrac` to `\\frac`,
-  brace-less `\\frac12`/`\\sqrt2`, `.5` -> `0.5`, `1.5e3` -> `1.5\\times10^{3}`, `x=3` -> `3`.
+  brace-less `\\frac12`/`\\sqrt2`, `.5` -> `0.5`, `1.5e3` -> `1.5\\times10^{3}`, `x=3` -> `3`,
+  the mixed number `7 3/4` -> `\\frac{31}{4}`, `\\varnothing`/`∅` -> `\\emptyset`.
   """
-  s = answer.strip().replace("\n", " ")
+  s = _mixed_number_as_fraction(answer.strip().replace("\n", " "))
+  for spelling in _EMPTY_SET:
+    s = s.replace(spelling, "\\emptyset")
   s = re.sub(r"\\(?:left|right)(?![a-zA-Z])", "", s)
   s = re.sub(r"\\big{1,2}[lr]?(?![a-zA-Z])|\\Big{1,2}[lr]?(?![a-zA-Z])", "", s)
   s = _SPACING.sub(lambda m: m.group(0) if m.group(0) == "\\\\" else "", s)

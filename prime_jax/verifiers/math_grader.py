@@ -1,7 +1,8 @@
 """Math outcome grading (spec §7): 1 iff the response's final answer equals the ground truth.
 
-Decision order: normalised strings equal -> math-verify symbolic equivalence (tuples, intervals,
-sets, matrices, equations, radicals, ...) -> numeric equality with relative tolerance 1e-4.
+Decision order: normalised strings equal (words case-insensitively: `Yes` = `\\text{YES}`) ->
+math-verify symbolic equivalence (tuples, intervals, sets, matrices, equations, radicals, ...)
+-> numeric equality with relative tolerance 1e-4.
 Integer ground truths must be matched exactly (a tolerance would accept 1000001 for 1000000).
 No time limits are set here: sympy can hang, so this runs in a worker process that the pool
 interrupts (alarm) and, if need be, kills at the item's time limit.
@@ -10,6 +11,7 @@ interrupts (alarm) and, if need be, kills at the item's time limit.
 from __future__ import annotations
 
 import math
+import re
 
 import sympy
 from math_verify import ExprExtractionConfig, LatexExtractionConfig, grader, parse, parser, verify
@@ -18,6 +20,7 @@ from prime_jax.verifiers.math_answer import extract_answer, had_percent, normali
 from prime_jax.verifiers.registry import ItemResult
 
 REL_TOL = 1e-4
+_WORD = re.compile(r"[A-Za-z]{2,}")  # a text answer; single letters stay case-sensitive variables
 _EXTRACTION = (LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig())
 # Timeouts are ours (see module docstring); silence math-verify's one-time warning about that.
 grader.TIMEOUT_WARNING_SHOWN = parser.TIMEOUT_WARNING_SHOWN = True
@@ -61,6 +64,8 @@ def answers_equivalent(pred: str, gold: str) -> str | None:
   if not norm_pred:
     return None
   if norm_pred == norm_gold:
+    return "exact"
+  if _WORD.fullmatch(norm_pred) and norm_pred.casefold() == norm_gold.casefold():
     return "exact"
   parsed_gold, parsed_pred = _parse(norm_gold), _parse(norm_pred)
   if parsed_gold and parsed_pred and verify(parsed_gold, parsed_pred, timeout_seconds=None):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import pickle
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 
@@ -34,6 +34,8 @@ class Ability:
   alarm at timeout_s. Either way the pool kills a worker that overruns by its grace period.
   preflight: called once in the caller's process before a batch (e.g. the sandbox isolation
   check); it raises to refuse grading rather than letting every item fail.
+  modes: named alternative score functions (math: 'strict', 'released'), chosen per call with
+  `grade(..., mode=...)`; `score_fn` is the one used without a mode.
   """
 
   name: str
@@ -41,6 +43,16 @@ class Ability:
   timeout_s: float
   self_timed: bool = False
   preflight: Callable[[], None] | None = None
+  modes: Mapping[str, ScoreFn] = field(default_factory=dict)
+
+  def mode_score_fn(self, mode: str | None) -> ScoreFn:
+    """The score function of `mode` (None: the default `score_fn`)."""
+    if mode is None:
+      return self.score_fn
+    if mode not in self.modes:
+      known = ", ".join(sorted(self.modes)) or "none"
+      raise ValueError(f"ability {self.name!r} has no mode {mode!r}; its modes: {known}")
+    return self.modes[mode]
 
 
 _REGISTRY: dict[str, Ability] = {}
@@ -53,6 +65,7 @@ def register_ability(
     timeout_s: float = 10.0,
     self_timed: bool = False,
     preflight: Callable[[], None] | None = None,
+    modes: Mapping[str, ScoreFn] | None = None,
     replace: bool = False,
 ) -> Ability:
   """Register (or with replace=True, re-register) an ability under `name`; returns it."""
@@ -60,21 +73,23 @@ def register_ability(
     raise ValueError(f"ability name must be a non-empty string, got {name!r}")
   if name in _REGISTRY and not replace:
     raise ValueError(f"ability {name!r} is already registered (pass replace=True to override)")
-  if not callable(score_fn):
-    raise TypeError(f"score_fn for ability {name!r} must be callable, got {type(score_fn)}")
+  modes = dict(modes or {})
+  for fn in (score_fn, *modes.values()):
+    if not callable(fn):
+      raise TypeError(f"score_fn for ability {name!r} must be callable, got {type(fn)}")
   if not (isinstance(timeout_s, (int, float)) and math.isfinite(timeout_s) and timeout_s > 0):
     raise ValueError(
         f"timeout_s for ability {name!r} must be a positive number, " f"got {timeout_s!r}"
     )
   try:
-    pickle.dumps(score_fn)
+    pickle.dumps((score_fn, modes))
   except Exception as exc:
     raise ValueError(
         f"score_fn for ability {name!r} must be picklable (a module-level function or a "
         f"functools.partial of one), because items are graded in worker processes: "
         f"{exc}"
     ) from exc
-  ability = Ability(name, score_fn, float(timeout_s), self_timed, preflight)
+  ability = Ability(name, score_fn, float(timeout_s), self_timed, preflight, modes)
   _REGISTRY[name] = ability
   return ability
 

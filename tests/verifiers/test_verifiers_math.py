@@ -96,6 +96,8 @@ def test_last_boxed(text, boxed):
         ("The answer is 12.", "12"),
         ("the answer is: 5\nmore text", "5"),
         ("answer is 1. Actually the answer is 2.", "2"),
+        ("Some reasoning.\nFinal Answer: 42", "42"),
+        ("**Answer:** $\\frac{1}{2}$", "\\frac{1}{2}"),
         ("nothing here", None),
     ],
 )
@@ -124,7 +126,37 @@ def test_extract_answer(response, answer):
         ("{{7}}", "7"),
         ("\\begin{pmatrix}1 \\\\ 2\\end{pmatrix}", "\\begin{pmatrix}1\\\\2\\end{pmatrix}"),
         ("a\\,b\\;c\\!d", "abcd"),
+        ("7 3/4", "\\frac{31}{4}"),  # a mixed number
+        ("-2 1/3", "\\frac{-7}{3}"),
+        ("73/4", "73/4"),  # no space: a plain fraction
+        ("7 5/4", "75/4"),  # not a proper fraction: not read as a mixed number
+        ("\\varnothing", "\\emptyset"),
+        ("36\\pi \\text{ cm}^2", "36\\pi"),  # a unit after a constant
     ],
 )
 def test_normalize_answer(raw, normalized):
   assert normalize_answer(raw) == normalized
+
+
+# The strict grader's fixes of issue 15 (each was graded 0 before).
+STRICT_FIXES = [
+    ("\\boxed{7 3/4}", "\\frac{31}{4}"),
+    ("\\boxed{\\varnothing}", "\\emptyset"),
+    ("\\boxed{Yes}", "\\text{YES}"),
+    ("Final Answer: 42", "42"),
+    ("\\boxed{36\\pi \\text{ cm}^2}", "36\\pi"),
+]
+
+
+def test_strict_fixes(pool):
+  responses, truths = zip(*STRICT_FIXES)
+  scores, _ = grade_with_stats("math", responses, truths, pool=pool, mode="strict")
+  assert scores.tolist() == [1.0] * len(STRICT_FIXES)
+  # ...without accepting what is still wrong
+  wrong = [
+      ("\\boxed{7 1/4}", "\\frac{31}{4}"),
+      ("\\boxed{No}", "\\text{YES}"),
+      ("\\boxed{x}", "X Y"),
+  ]
+  scores, _ = grade_with_stats("math", *zip(*wrong), pool=pool, mode="strict")
+  assert scores.tolist() == [0.0] * len(wrong)
