@@ -204,10 +204,7 @@ def arithmetic_config() -> ConfigDict:
           max_value=99,  # values stay in 0..max_value (two zero-padded digits)
           mul_min=2,
           mul_max=5,  # `*` operands
-          # Step mistakes in SFT demonstrations. At 0.1 the SFT sat on an edge (3 of seeds 0-9
-          # under greedy 0.70, ±1 slips learnt from the demonstrations); at 0.05 the targets are
-          # sharper and every seed lands in the band (experiments/results/sft_band/).
-          mistake_rate=0.05,
+          mistake_rate=0.1,  # step mistakes in SFT demonstrations (calibrated: SFT lands ~50%)
           num_train=20000,
           num_eval=256,
           system_prompt="none",
@@ -257,13 +254,14 @@ def arithmetic_credit_config() -> ConfigDict:
   and a group's 4 samples share most of their prefix, so outcome RLOO already credits the steps
   where samples diverge. Here chains are 6-8 steps (~75 response tokens), `free_order` writes the
   operands of `+` / `*` in a random order (outcome-irrelevant tokens: samples stop sharing
-  prefixes), and demonstrations err at 5 % of steps as in the default (about 30 % of them end wrong
-  over 6-8 steps; SFT still lands where the online filter keeps groups). Everything else, SFT length and model size included, is the
+  prefixes), and demonstrations err at 5 % of steps instead of 10 % so that SFT still lands in a
+  band where the online filter keeps groups (about 30 % of demonstrations end wrong, as at the
+  default's 3 steps x 10 %). Everything else, SFT length and model size included, is the
   default's, so re-tuning that carries over. `rl.process_reward="oracle"` on this base is the
   ceiling of what any PRM could give (experiments/variants.py: `oracle`).
   """
   c = arithmetic_config()
-  c.task.update(dict(min_ops=6, max_ops=8, free_order=True))
+  c.task.update(dict(min_ops=6, max_ops=8, free_order=True, mistake_rate=0.05))
   # Prompts `a=NN` + 8 x `;opNN` + `=` (37 characters, plus BOS and a newline); responses 8 lines
   # of 9 characters, the box (4 tokens) and EOS: 77 tokens at most.
   c.rl.update(dict(max_prompt_len=48, max_new_tokens=96))
