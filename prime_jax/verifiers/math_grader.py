@@ -82,17 +82,22 @@ def answers_equivalent(pred: str, gold: str) -> str | None:
   return None
 
 
+def check_text_pair(response, ground_truth) -> None:
+  """A TypeError unless both are str (every math grading mode's input contract)."""
+  if not isinstance(response, str) or not isinstance(ground_truth, str):
+    raise TypeError(
+        f"math grading needs str response and ground truth, got "
+        f"{type(response).__name__} and {type(ground_truth).__name__}"
+    )
+
+
 def score_math(response: str, ground_truth: str, timeout_s: float | None = None) -> ItemResult:
   """1.0 if the response's final answer equals `ground_truth` (LaTeX), else 0.0.
 
   timeout_s is enforced by the caller (worker alarm / kill); accepted for the ability API.
   """
   del timeout_s
-  if not isinstance(response, str) or not isinstance(ground_truth, str):
-    raise TypeError(
-        f"math grading needs str response and ground truth, got "
-        f"{type(response).__name__} and {type(ground_truth).__name__}"
-    )
+  check_text_pair(response, ground_truth)
   answer = extract_answer(response)
   if answer is None:
     return ItemResult(0.0, {"no_answer": 1})

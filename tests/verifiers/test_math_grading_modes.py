@@ -176,3 +176,10 @@ def test_released_pi_attempts_use_both_values():
   assert score_released_math("\\boxed{6.28}", "2\\pi").score == 1.0  # 2 * 3.14
   assert score_released_math(f"\\boxed{{{2 * math.pi:.6f}}}", "2\\pi").score == 1.0
   assert score_released_math("\\boxed{6.3}", "2\\pi").score == 0.0
+
+
+@pytest.mark.parametrize("score_fn", sorted(MATH_GRADERS.items()), ids=lambda item: item[0])
+@pytest.mark.parametrize("args", [(b"\\boxed{1}", "1"), ("\\boxed{1}", 1)])
+def test_every_mode_refuses_non_text_inputs_by_name(score_fn, args):
+  with pytest.raises(TypeError, match="needs str response and ground truth"):
+    score_fn[1](*args)

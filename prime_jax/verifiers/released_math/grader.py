@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+from prime_jax.verifiers.math_grader import check_text_pair
 from prime_jax.verifiers.registry import ItemResult
 from prime_jax.verifiers.released_math.extraction import released_answer
 from prime_jax.verifiers.released_math.prm800k import prm800k_equal
@@ -38,11 +39,7 @@ def score_released_math(
   timeout_s is enforced by the caller (worker alarm / kill), as for `strict`.
   """
   del timeout_s
-  if not isinstance(response, str) or not isinstance(ground_truth, str):
-    raise TypeError(
-        f"math grading needs str response and ground truth, got "
-        f"{type(response).__name__} and {type(ground_truth).__name__}"
-    )
+  check_text_pair(response, ground_truth)
   answer = released_answer(response)
   try:
     how = released_match(answer, ground_truth)
