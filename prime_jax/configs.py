@@ -145,6 +145,8 @@ def base_config() -> ConfigDict:
           gamma=1.0,
           gae_lambda=1.0,  # ppo estimator only
           rloo_form="code",  # code | paper
+          grpo_form="stable",  # stable | paper (Eq. 7, whose process term grows with the
+          # response length); grpo estimator only, docs/estimators.md
           # §5 policy loss
           clip_eps=0.2,
           loss_agg="seq-mean-token-mean",  # seq-mean-token-mean | token-mean

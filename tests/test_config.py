@@ -74,6 +74,7 @@ def test_spec_defaults():
       "rl.coef_out": 1.0,
       "rl.gamma": 1.0,
       "rl.rloo_form": "code",
+      "rl.grpo_form": "stable",
       "rl.clip_eps": 0.2,
       "rl.loss_agg": "seq-mean-token-mean",
       "rl.entropy_coef": 0.0,

@@ -12,7 +12,9 @@ import jax.numpy as jnp
 from prime_jax.algo.token_ops import group_rows, reverse_discounted_cumsum, whiten
 from prime_jax.algo.validation import (
     as_float_mask,
+    check_choice,
     check_group_size,
+    check_nonnegative,
     check_per_response,
     check_token_arrays,
     compute_dtype,
@@ -49,7 +51,10 @@ def reinforce_advantages(
   return advantages, advantages
 
 
-def _group_standardize(values: chex.Array, n: int, eps: float) -> tuple[chex.Array, chex.Array]:
+GRPO_FORMS = ("stable", "paper")
+
+
+def _group_mean_and_scale(values: chex.Array, n: int, eps: float) -> tuple[chex.Array, chex.Array]:
   """Per-group mean and (unbiased std + eps) of [N] values, broadcast back to [N]."""
   grouped = group_rows(values, n)
   mean = jnp.mean(grouped, axis=1, keepdims=True)
@@ -60,33 +65,62 @@ def _group_standardize(values: chex.Array, n: int, eps: float) -> tuple[chex.Arr
   )
 
 
+def _safe_divide(x: chex.Array, scale: chex.Array) -> chex.Array:
+  """x / scale, and 0 where scale is 0 (a group with no spread and eps = 0) instead of inf/NaN."""
+  return jnp.where(scale > 0, x / jnp.where(scale > 0, scale, 1), 0)
+
+
 def grpo_advantages(
     proc_scores: chex.Array,
     acc: chex.Array,
     mask: chex.Array,
     *,
     n: int,
+    form: str = "stable",
     coef_proc: float | chex.Array = 1.0,
     coef_out: float | chex.Array = 1.0,
     eps: float = 1e-6,
 ) -> tuple[chex.Array, chex.Array]:
   """GRPO (w/ PRIME): group-standardised outcome plus group-standardised process returns.
 
-      A[i,t] = c_p · Σ_{s>=t} (r_proc[i,s] − mean_j m_j) / (std_j m_j + eps)
+      A[i,t] = c_p · Σ_{s>=t} (r_proc[i,s] − mean_j m_j) / (σ_j + eps)
              + c_o · (acc_i − mean_j acc_j) / (std_j acc_j + eps)
-  over the group of i, with m_j the mean process reward of response j over its valid
-  tokens and std the unbiased standard deviation (torch.std, as verl's GRPO).
+  over the group of i, with m_j the mean process reward of response j over its valid tokens,
+  R_j = Σ_t r_proc[j,t] its total, std the unbiased standard deviation (torch.std, as verl's
+  GRPO) and
+      form="paper"  (the paper's Eq. 7):  σ_j = std_j m_j,
+      form="stable" (default):            σ_j = std_j R_j.
+  Eq. 7 divides per-token deviations by the spread of per-token *means* and sums them over
+  ~|y| tokens, so its process term grows like |y| against an O(1) outcome term (at small scale:
+  advantage std ~50, a collapsed run). With σ = std_j R_j the process term at t = 0 is the
+  group z-score of R_i when the group's lengths are equal, O(1) at any length. No released code
+  implements GRPO with PRIME; docs/estimators.md has the reasoning.
 
-  Args: proc_scores [N, T]; acc [N]; mask [N, T]; n samples per prompt.
-  Returns (advantages, returns), identical, [N, T].
+  Un-whitened, as Eq. 7 is written. A group whose spread is 0 gets a finite term: with eps > 0 the deviation is divided by eps
+  (exactly 0 when the group's rewards are all equal), with eps = 0 the term is 0.
+
+  Args:
+    proc_scores: [N, T] process rewards; ignored on padding.
+    acc: [N] outcome scores in [0, 1].
+    mask: [N, T] valid-token mask (bool or 0/1), right-padded.
+    n: samples per prompt, >= 2 (groups are contiguous rows).
+    form: "stable" or "paper" (the process term's scale, above).
+    coef_proc, coef_out: stream weights c_p, c_o.
+    eps: >= 0, added to each group std.
+  Returns:
+    (advantages, returns), identical, [N, T], 0 on padding.
   """
   scores, acc, valid = _check_streams(proc_scores, acc, mask)
   check_group_size(acc.shape[0], n)
-  response_means = jnp.sum(scores, axis=1) / jnp.maximum(jnp.sum(valid, axis=1), 1)
-  proc_mean, proc_scale = _group_standardize(response_means, n, eps)
-  standardized = (scores - proc_mean[:, None]) / proc_scale[:, None] * valid
-  out_mean, out_scale = _group_standardize(acc, n, eps)
-  outcome = (acc - out_mean) / out_scale
+  check_choice("form", form, GRPO_FORMS)
+  check_nonnegative("eps", eps)
+  totals = jnp.sum(scores, axis=1)  # R_j
+  response_means = totals / jnp.maximum(jnp.sum(valid, axis=1), 1)  # m_j
+  proc_mean, _ = _group_mean_and_scale(response_means, n, eps)
+  _, proc_scale = _group_mean_and_scale(response_means if form == "paper" else totals, n, eps)
+  standardized = _safe_divide(scores - proc_mean[:, None], proc_scale[:, None]) * valid
+  out_mean, out_scale = _group_mean_and_scale(acc, n, eps)
+  outcome = _safe_divide(acc - out_mean, out_scale)
   advantages = (
       coef_proc * reverse_discounted_cumsum(standardized) + coef_out * outcome[:, None]
   ) * valid

@@ -65,6 +65,7 @@ _CHOICES = dict(
     norm_scope=("shard", "global"),
     estimator=ESTIMATORS,
     rloo_form=("code", "paper"),
+    grpo_form=("stable", "paper"),
     loss_agg=("seq-mean-token-mean", "token-mean"),
     old_logp=("recompute", "sampler"),
 )
@@ -311,7 +312,7 @@ def make_update_step(
     if rl.estimator == "reinforce":
       return reinforce_advantages(scores, acc, mask, gamma=rl.gamma, **coefs)
     if rl.estimator == "grpo":
-      return grpo_advantages(scores, acc, mask, n=n, **coefs)
+      return grpo_advantages(scores, acc, mask, n=n, form=rl.grpo_form, **coefs)
     if rl.estimator == "ppo":  # "PPO w/ PRIME" adds the process rewards to the token rewards
       token_rewards = rl.coef_out * outcome_token_rewards(acc, mask) + rl.coef_proc * scores
       return gae_advantages(token_rewards, old_values, mask, gamma=rl.gamma, lam=rl.gae_lambda)

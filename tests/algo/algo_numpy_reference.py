@@ -178,18 +178,27 @@ def _mean_std(values):
   return mean, std
 
 
-def grpo_advantages(proc_scores, acc, lengths, n, coef_proc, coef_out, eps=1e-6):
+def grpo_advantages(proc_scores, acc, lengths, n, coef_proc, coef_out, eps=1e-6, form="stable"):
   out = np.zeros(proc_scores.shape)
   for group in groups(len(acc), n):
-    response_means = [sum(proc_scores[j, : lengths[j]]) / lengths[j] for j in group]
-    proc_mean, proc_std = _mean_std(response_means)
+    totals = [sum(proc_scores[j, : lengths[j]]) for j in group]
+    response_means = [totals[k] / lengths[j] for k, j in enumerate(group)]
+    proc_mean, _ = _mean_std(response_means)
+    _, proc_std = _mean_std(response_means if form == "paper" else totals)
     acc_mean, acc_std = _mean_std([acc[j] for j in group])
     for i in group:
-      normalized = [(proc_scores[i, s] - proc_mean) / (proc_std + eps) for s in range(lengths[i])]
-      outcome = (acc[i] - acc_mean) / (acc_std + eps)
+      normalized = [
+          _divide(proc_scores[i, s] - proc_mean, proc_std + eps) for s in range(lengths[i])
+      ]
+      outcome = _divide(acc[i] - acc_mean, acc_std + eps)
       for t in range(lengths[i]):
         out[i, t] = coef_proc * sum(normalized[t:]) + coef_out * outcome
   return out
+
+
+def _divide(x, scale):
+  """x / scale; 0 for a zero scale (a group without spread and eps = 0)."""
+  return x / scale if scale > 0 else 0.0
 
 
 def gae_advantages(token_rewards, values, lengths, gamma, lam):
