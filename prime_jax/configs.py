@@ -145,6 +145,8 @@ def base_config() -> ConfigDict:
           gamma=1.0,
           gae_lambda=1.0,  # ppo estimator only
           rloo_form="code",  # code | paper
+          whiten_advantages=True,  # whiten every estimator's advantages over the batch's valid
+          # tokens (the released RLOO pipeline's last step), so all Table 4 rows share it
           grpo_form="stable",  # stable | paper (Eq. 7, whose process term grows with the
           # response length); grpo estimator only, docs/estimators.md
           # §5 policy loss

@@ -75,6 +75,7 @@ def test_spec_defaults():
       "rl.gamma": 1.0,
       "rl.rloo_form": "code",
       "rl.grpo_form": "stable",
+      "rl.whiten_advantages": True,
       "rl.clip_eps": 0.2,
       "rl.loss_agg": "seq-mean-token-mean",
       "rl.entropy_coef": 0.0,

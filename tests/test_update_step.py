@@ -108,7 +108,7 @@ def logp(params, batch):
             norm_scope="global",
         ),
         dict(prm_update="none", ref_type="policy", granularity="whole"),
-        dict(estimator="reinforce"),
+        dict(estimator="reinforce", whiten_advantages=False),
         dict(estimator="grpo", entropy_coef=0.01, kl_coef=0.1, ppo_epochs=2, old_logp="sampler"),
         dict(estimator="prm_value"),
         dict(estimator="ppo"),
@@ -137,6 +137,12 @@ def test_step_runs_for_each_mode(rl):
   )
   assert int(prm.step) == prm_steps
   assert ("prm/loss_before" in metrics) == (prm_steps > 0)
+  if config.rl.whiten_advantages:  # every estimator's advantages, whitened over the batch
+    assert abs(float(metrics["advantages_mean"])) < 1e-5
+    assert abs(float(metrics["advantages_std"]) - 1) < 0.02
+  else:  # REINFORCE as written: the advantages are its returns
+    for stat in ("mean", "std", "min", "max"):
+      assert float(metrics[f"advantages_{stat}"]) == float(metrics[f"returns_{stat}"])
   if config.rl.estimator == "ppo":  # the value head (zero at init) learned something
     assert float(metrics["policy/value_loss"]) > 0
     assert np.abs(np.asarray(policy.params["value_proj"]["kernel"])).max() > 0

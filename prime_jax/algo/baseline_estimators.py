@@ -2,8 +2,10 @@
 PRIME's process rewards (coef_proc = 0 is the outcome-only variant).
 
 Every estimator returns (advantages, returns), each [N, T] and 0 on padding, like
-`prime_advantages`. Only GAE whitens (as PPO does); the others are the spec's formulas as
-written; apply `whiten` on top where wanted.
+`prime_advantages`. GAE whitens by default (as PPO does; `whiten_advantages=False` gives Â); the
+others are the formulas as written. The update step takes every estimator's advantages
+un-whitened and whitens them once, over the batch, when `rl.whiten_advantages` (the default), so
+all of Table 4's rows share one convention (docs/estimators.md).
 """
 
 import chex
@@ -96,7 +98,8 @@ def grpo_advantages(
   group z-score of R_i when the group's lengths are equal, O(1) at any length. No released code
   implements GRPO with PRIME; docs/estimators.md has the reasoning.
 
-  Un-whitened, as Eq. 7 is written. A group whose spread is 0 gets a finite term: with eps > 0 the deviation is divided by eps
+  Un-whitened: the update step whitens every estimator's advantages (`rl.whiten_advantages`).
+  A group whose spread is 0 gets a finite term: with eps > 0 the deviation is divided by eps
   (exactly 0 when the group's rewards are all equal), with eps = 0 the term is 0.
 
   Args:
@@ -134,6 +137,7 @@ def gae_advantages(
     *,
     gamma: float | chex.Array = 1.0,
     lam: float | chex.Array = 1.0,
+    whiten_advantages: bool = True,
 ) -> tuple[chex.Array, chex.Array]:
   """Generalised advantage estimation for PPO with a learned value head.
 
@@ -146,9 +150,11 @@ def gae_advantages(
     token_rewards: [N, T] per-token rewards.
     values: [N, T] value-head predictions V(y_<t) at each response position.
     mask: [N, T] valid-token mask (bool or 0/1), right-padded.
+    whiten_advantages: whiten Â over the batch's valid tokens (stock veRL's PPO); False
+      returns Â itself.
   Returns:
-    (advantages, returns): whitened Â over valid tokens, and the value targets Â + V;
-    both [N, T], 0 on padding.
+    (advantages, returns): Â (whitened by default) over valid tokens, and the value targets
+    Â + V; both [N, T], 0 on padding.
   """
   check_token_arrays(token_rewards=token_rewards, values=values, mask=mask)
   dtype = compute_dtype(token_rewards, values)
@@ -159,7 +165,7 @@ def gae_advantages(
   deltas = (rewards + gamma * next_values - values) * valid
   raw_advantages = reverse_discounted_cumsum(deltas, gamma * lam)
   returns = (raw_advantages + values) * valid
-  return whiten(raw_advantages, valid), returns
+  return (whiten(raw_advantages, valid) if whiten_advantages else raw_advantages), returns
 
 
 def prm_value_advantages(

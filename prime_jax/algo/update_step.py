@@ -5,7 +5,8 @@
 1. old log-probs of the policy (recomputed, or the sampler's when `rl.old_logp="sampler"`);
 2. reference log-probs (a frozen model, or the old log-probs when `rl.ref_type="policy"`);
 3. the implicit PRM per mini-batch, in batch order, for `rl.prm_update` in after | before | none;
-4. process rewards (granularity, scale, batch_norm) and advantages of the configured estimator;
+4. process rewards (granularity, scale, batch_norm) and advantages of the configured estimator,
+   whitened over the batch for every estimator when `rl.whiten_advantages` (docs/estimators.md);
 5. PPO-clip over shuffled policy mini-batches with gradient accumulation over micro-batches.
 Outcome-only runs (`coef_proc=0`, not `prm_value`) never run the PRM or the reference, nor do
 oracle runs (`rl.process_reward="oracle"`): their process scores arrive in the batch, from the
@@ -41,7 +42,7 @@ from prime_jax.algo.baseline_estimators import (
 from prime_jax.algo.policy_loss import aggregate_token_loss, ppo_clip_loss, value_loss
 from prime_jax.algo.prm_losses import prm_ce_loss, prm_dpo_loss, prm_pair_accuracy
 from prime_jax.algo.rewards import at_granularity, implicit_rewards, normalize_process_rewards
-from prime_jax.algo.token_ops import masked_mean, outcome_token_rewards
+from prime_jax.algo.token_ops import masked_mean, outcome_token_rewards, whiten
 from prime_jax.models.config import DecoderConfig
 from prime_jax.scoring import token_logprobs
 from prime_jax.sharding import activation_rules, logical_sharding, param_shardings, training_rules
@@ -130,6 +131,38 @@ def check_model_for(rl, model_config: DecoderConfig) -> None:
         f"estimator={rl.estimator!r} needs model_config.value_head="
         f"{rl.estimator == 'ppo'} (PPO's value head sits on the policy trunk)"
     )
+
+
+def estimator_advantages(rl, scores, q, acc, mask, old_values=None):
+  """(advantages, returns), each [N, T], of the estimator `rl.estimator`, whitened over the
+  batch's valid tokens when `rl.whiten_advantages`: one convention for every Table 4 row, so an
+  estimator's outcome-only and PRIME variants differ only in `rl.coef_proc` (docs/estimators.md).
+
+  Args:
+    rl: `config.rl`.
+    scores: [N, T] process rewards (normalised); q: [N, T] the PRM's log-ratio (prm_value only).
+    acc: [N] outcome scores; mask: [N, T] valid-token mask.
+    old_values: [N, T] the value head's predictions (ppo only).
+  """
+  n = rl.n_samples
+  coefs = dict(coef_proc=rl.coef_proc, coef_out=rl.coef_out)
+  if rl.estimator == "rloo":  # its un-whitened advantages are the RLOO returns
+    _, returns = prime_advantages(
+        scores, acc, mask, n=n, gamma=rl.gamma, form=rl.rloo_form, **coefs
+    )
+    raw = returns
+  elif rl.estimator == "reinforce":
+    raw, returns = reinforce_advantages(scores, acc, mask, gamma=rl.gamma, **coefs)
+  elif rl.estimator == "grpo":
+    raw, returns = grpo_advantages(scores, acc, mask, n=n, form=rl.grpo_form, **coefs)
+  elif rl.estimator == "ppo":  # "PPO w/ PRIME" adds the process rewards to the token rewards
+    token_rewards = rl.coef_out * outcome_token_rewards(acc, mask) + rl.coef_proc * scores
+    raw, returns = gae_advantages(
+        token_rewards, old_values, mask, gamma=rl.gamma, lam=rl.gae_lambda, whiten_advantages=False
+    )
+  else:
+    raw, returns = prm_value_advantages(q, acc, mask, beta=rl.beta)
+  return (whiten(raw, mask) if rl.whiten_advantages else raw), returns
 
 
 def _batch_sizes(num_rows: int, mini: int, micro: int, n: int, what: str) -> tuple[int, int]:
@@ -305,19 +338,6 @@ def make_update_step(
         logp = logp_after
     return prm_state, jax.lax.stop_gradient(logp), metrics
 
-  def advantages_of(scores, q, acc, mask, old_values):
-    coefs = dict(coef_proc=rl.coef_proc, coef_out=rl.coef_out)
-    if rl.estimator == "rloo":
-      return prime_advantages(scores, acc, mask, n=n, gamma=rl.gamma, form=rl.rloo_form, **coefs)
-    if rl.estimator == "reinforce":
-      return reinforce_advantages(scores, acc, mask, gamma=rl.gamma, **coefs)
-    if rl.estimator == "grpo":
-      return grpo_advantages(scores, acc, mask, n=n, form=rl.grpo_form, **coefs)
-    if rl.estimator == "ppo":  # "PPO w/ PRIME" adds the process rewards to the token rewards
-      token_rewards = rl.coef_out * outcome_token_rewards(acc, mask) + rl.coef_proc * scores
-      return gae_advantages(token_rewards, old_values, mask, gamma=rl.gamma, lam=rl.gae_lambda)
-    return prm_value_advantages(q, acc, mask, beta=rl.beta)
-
   def ppo_phase(state: TrainState, data: dict, rng):
     num_rows = data["acc"].shape[0]
     mini, micro = _batch_sizes(num_rows, rl.mini_batch, rl.micro_batch, n, "policy")
@@ -434,7 +454,7 @@ def make_update_step(
         shards = rl.norm_shards if rl.norm_scope == "shard" else 1
         scores = normalize_process_rewards(scores, mask, num_shards=shards)
       metrics.update(_stats("process_reward", scores, mask))
-    advantages, returns = advantages_of(scores, q, acc, mask, old_values)
+    advantages, returns = estimator_advantages(rl, scores, q, acc, mask, old_values)
     metrics.update(_stats("returns", returns, mask))
     metrics.update(_stats("advantages", advantages, mask))
 

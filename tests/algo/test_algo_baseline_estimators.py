@@ -214,3 +214,39 @@ def test_bad_inputs_are_named():
     grpo_advantages(batch["scores"], batch["acc"], batch["mask"], n=4, eps=-1e-6)
   with pytest.raises(ValueError, match="old_values"):
     value_loss(batch["values"], batch["values"], batch["mask"], old_values=jnp.ones(3))
+
+
+@pytest.mark.parametrize("estimator", ["rloo", "reinforce", "grpo", "ppo", "prm_value"])
+@pytest.mark.parametrize("whiten_advantages", [True, False])
+@pytest.mark.parametrize("coef_proc", [1.0, 0.0])
+def test_every_estimator_shares_one_whitening(estimator, whiten_advantages, coef_proc):
+  """The update step's advantages: each estimator's formula, un-whitened, then whitened over the
+  batch's valid tokens (rl.whiten_advantages), so PRIME and outcome-only rows differ only in
+  coef_proc."""
+  from prime_jax.algo.update_step import estimator_advantages
+  from prime_jax.configs import base_config
+
+  batch = random_batch(seed=250, n=4, bool_mask=True)
+  rl = base_config().rl
+  rl.update(dict(estimator=estimator, whiten_advantages=whiten_advantages, coef_proc=coef_proc))
+  scores, acc, lengths = f64(batch["scores"]), f64(batch["acc"]), batch["lengths"]
+  values = f64(batch["values"])
+  if estimator == "rloo":
+    raw = ref.prime_advantages(scores, acc, lengths, 4, coef_proc, 1.0)[1]
+  elif estimator == "reinforce":
+    raw = ref.reinforce_advantages(scores, acc, lengths, coef_proc, 1.0, 1.0)
+  elif estimator == "grpo":
+    raw = ref.grpo_advantages(scores, acc, lengths, 4, coef_proc, 1.0)
+  elif estimator == "ppo":
+    token_rewards = ref.outcome_stream(acc, lengths, scores.shape[1])[0]
+    token_rewards += coef_proc * np.where(batch["mask"], scores, 0)
+    returns = ref.gae_advantages(token_rewards, values, lengths, 1.0, 1.0)[1]
+    raw = np.where(batch["mask"], returns - values, 0)
+  else:
+    raw = ref.prm_value_advantages(scores, acc, lengths, rl.beta)
+  want = ref.whiten(raw, lengths) if whiten_advantages else raw
+  adv, _ = estimator_advantages(
+      rl, batch["scores"], batch["scores"], batch["acc"], batch["mask"], batch["values"]
+  )
+  np.testing.assert_allclose(np.asarray(adv), want, **TOL)
+  _assert_padding_zero(batch, adv)
