@@ -142,8 +142,11 @@ def base_config() -> ConfigDict:
           estimator="rloo",  # rloo | reinforce | grpo | ppo (GAE + value head) | prm_value
           coef_proc=1.0,
           coef_out=1.0,  # coef_proc=0: outcome-only
-          gamma=1.0,
-          gae_lambda=1.0,  # ppo estimator only
+          gamma_proc=1.0,  # discount of the process stream (released: reward_model_gamma)
+          gamma_out=1.0,  # discount of the outcome stream (released: verifier_gamma); rloo and
+          # reinforce estimators
+          gae_gamma=1.0,  # ppo estimator only: GAE's gamma and lambda (released: algorithm.gamma,
+          gae_lambda=1.0,  # algorithm.lam)
           rloo_form="code",  # code | paper
           whiten_advantages=True,  # whiten every estimator's advantages over the batch's valid
           # tokens (the released RLOO pipeline's last step), so all Table 4 rows share it

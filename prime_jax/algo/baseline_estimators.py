@@ -11,7 +11,12 @@ all of Table 4's rows share one convention (docs/estimators.md).
 import chex
 import jax.numpy as jnp
 
-from prime_jax.algo.token_ops import group_rows, reverse_discounted_cumsum, whiten
+from prime_jax.algo.token_ops import (
+    group_rows,
+    outcome_token_rewards,
+    reverse_discounted_cumsum,
+    whiten,
+)
 from prime_jax.algo.validation import (
     as_float_mask,
     check_choice,
@@ -39,16 +44,23 @@ def reinforce_advantages(
     *,
     coef_proc: float | chex.Array = 1.0,
     coef_out: float | chex.Array = 1.0,
-    gamma: float | chex.Array = 1.0,
+    gamma_proc: float | chex.Array = 1.0,
+    gamma_out: float | chex.Array = 1.0,
 ) -> tuple[chex.Array, chex.Array]:
-  """REINFORCE (w/ PRIME): A[i,t] = c_o·acc_i + c_p·Σ_{s>=t} γ^(s−t) r_proc[i,s].
+  """REINFORCE (w/ PRIME): each stream's discounted return, no baseline.
 
-  No baseline. Args: proc_scores [N, T] process rewards; acc [N] outcome scores; mask
-  [N, T] valid-token mask. Returns (advantages, returns), identical, [N, T].
+      A[i,t] = c_o · γ_out^(L_i−1−t) · acc_i + c_p · Σ_{s>=t} γ_proc^(s−t) r_proc[i,s]
+  (the outcome acc_i sits on the last valid token L_i − 1, so with γ_out = 1, the default, it
+  is acc_i on every token: the paper's A = r_o(y) + Σ γ^(s−t) r_proc).
+
+  Args: proc_scores [N, T] process rewards; acc [N] outcome scores; mask [N, T] valid-token
+  mask; coef_proc, coef_out the stream weights; gamma_proc, gamma_out their discounts.
+  Returns (advantages, returns), identical, [N, T].
   """
   scores, acc, valid = _check_streams(proc_scores, acc, mask)
+  outcome = reverse_discounted_cumsum(outcome_token_rewards(acc, valid), gamma_out)
   advantages = (
-      coef_out * acc[:, None] + coef_proc * reverse_discounted_cumsum(scores, gamma)
+      coef_out * outcome + coef_proc * reverse_discounted_cumsum(scores, gamma_proc)
   ) * valid
   return advantages, advantages
 

@@ -146,19 +146,23 @@ def estimator_advantages(rl, scores, q, acc, mask, old_values=None):
   """
   n = rl.n_samples
   coefs = dict(coef_proc=rl.coef_proc, coef_out=rl.coef_out)
+  gammas = dict(gamma_proc=rl.gamma_proc, gamma_out=rl.gamma_out)  # the two streams' discounts
   if rl.estimator == "rloo":  # its un-whitened advantages are the RLOO returns
-    _, returns = prime_advantages(
-        scores, acc, mask, n=n, gamma=rl.gamma, form=rl.rloo_form, **coefs
-    )
+    _, returns = prime_advantages(scores, acc, mask, n=n, form=rl.rloo_form, **gammas, **coefs)
     raw = returns
   elif rl.estimator == "reinforce":
-    raw, returns = reinforce_advantages(scores, acc, mask, gamma=rl.gamma, **coefs)
+    raw, returns = reinforce_advantages(scores, acc, mask, **gammas, **coefs)
   elif rl.estimator == "grpo":
     raw, returns = grpo_advantages(scores, acc, mask, n=n, form=rl.grpo_form, **coefs)
   elif rl.estimator == "ppo":  # "PPO w/ PRIME" adds the process rewards to the token rewards
     token_rewards = rl.coef_out * outcome_token_rewards(acc, mask) + rl.coef_proc * scores
     raw, returns = gae_advantages(
-        token_rewards, old_values, mask, gamma=rl.gamma, lam=rl.gae_lambda, whiten_advantages=False
+        token_rewards,
+        old_values,
+        mask,
+        gamma=rl.gae_gamma,
+        lam=rl.gae_lambda,
+        whiten_advantages=False,
     )
   else:
     raw, returns = prm_value_advantages(q, acc, mask, beta=rl.beta)

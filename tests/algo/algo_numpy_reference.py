@@ -151,12 +151,20 @@ def valid_mask(lengths, width):
 
 
 def prime_advantages(
-    proc_scores, acc, lengths, n, coef_proc=1.0, coef_out=1.0, gamma=1.0, form="code"
+    proc_scores,
+    acc,
+    lengths,
+    n,
+    coef_proc=1.0,
+    coef_out=1.0,
+    gamma_proc=1.0,
+    gamma_out=1.0,
+    form="code",
 ):
   width = proc_scores.shape[1]
   valid = valid_mask(lengths, width)
-  proc = rloo_returns(proc_scores, valid, n, gamma, form)
-  out = rloo_returns(*outcome_stream(acc, lengths, width), n, gamma, form)
+  proc = rloo_returns(proc_scores, valid, n, gamma_proc, form)
+  out = rloo_returns(*outcome_stream(acc, lengths, width), n, gamma_out, form)
   returns = np.zeros(proc_scores.shape)
   for i, length in enumerate(lengths):
     for t in range(length):
@@ -164,11 +172,12 @@ def prime_advantages(
   return whiten(returns, lengths), returns
 
 
-def reinforce_advantages(proc_scores, acc, lengths, coef_proc, coef_out, gamma):
+def reinforce_advantages(proc_scores, acc, lengths, coef_proc, coef_out, gamma_proc, gamma_out):
   out = np.zeros(proc_scores.shape)
   for i, length in enumerate(lengths):
     for t in range(length):
-      out[i, t] = coef_out * acc[i] + coef_proc * suffix_sum(proc_scores[i], t, length, gamma)
+      outcome = gamma_out ** (length - 1 - t) * acc[i]  # acc sits on the last valid token
+      out[i, t] = coef_out * outcome + coef_proc * suffix_sum(proc_scores[i], t, length, gamma_proc)
   return out
 
 

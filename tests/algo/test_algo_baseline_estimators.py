@@ -27,15 +27,15 @@ def _assert_padding_zero(batch, *arrays):
 
 
 @pytest.mark.parametrize("coefs", COEFS)
-@pytest.mark.parametrize("gamma", [1.0, 0.9])
-def test_reinforce_matches_reference(coefs, gamma):
+@pytest.mark.parametrize("gammas", [(1.0, 1.0), (0.9, 1.0), (1.0, 0.8)])
+def test_reinforce_matches_reference(coefs, gammas):
   batch = random_batch(seed=200, n=4)
-  traced = dict(coef_proc=coefs[0], coef_out=coefs[1], gamma=gamma)
+  traced = dict(coef_proc=coefs[0], coef_out=coefs[1], gamma_proc=gammas[0], gamma_out=gammas[1])
   adv, ret = call_jitted(
       reinforce_advantages, batch["scores"], batch["acc"], batch["mask"], traced=traced
   )
   want = ref.reinforce_advantages(
-      f64(batch["scores"]), f64(batch["acc"]), batch["lengths"], *coefs, gamma
+      f64(batch["scores"]), f64(batch["acc"]), batch["lengths"], *coefs, *gammas
   )
   np.testing.assert_allclose(np.asarray(adv), want, **TOL)
   np.testing.assert_array_equal(np.asarray(adv), np.asarray(ret))
@@ -229,12 +229,13 @@ def test_every_estimator_shares_one_whitening(estimator, whiten_advantages, coef
   batch = random_batch(seed=250, n=4, bool_mask=True)
   rl = base_config().rl
   rl.update(dict(estimator=estimator, whiten_advantages=whiten_advantages, coef_proc=coef_proc))
+  rl.update(dict(gamma_proc=0.9, gamma_out=0.8))  # the two streams' discounts reach RLOO, REINFORCE
   scores, acc, lengths = f64(batch["scores"]), f64(batch["acc"]), batch["lengths"]
   values = f64(batch["values"])
   if estimator == "rloo":
-    raw = ref.prime_advantages(scores, acc, lengths, 4, coef_proc, 1.0)[1]
+    raw = ref.prime_advantages(scores, acc, lengths, 4, coef_proc, 1.0, 0.9, 0.8)[1]
   elif estimator == "reinforce":
-    raw = ref.reinforce_advantages(scores, acc, lengths, coef_proc, 1.0, 1.0)
+    raw = ref.reinforce_advantages(scores, acc, lengths, coef_proc, 1.0, 0.9, 0.8)
   elif estimator == "grpo":
     raw = ref.grpo_advantages(scores, acc, lengths, 4, coef_proc, 1.0)
   elif estimator == "ppo":
