@@ -135,7 +135,9 @@ def base_config() -> ConfigDict:
           prm_lr=1e-6,
           prm_weight_decay=0.0,
           prm_grad_clip=10.0,
-          prm_mini_batch=256,  # responses per PRM optimiser step, in batch order
+          prm_mini_batch=256,  # responses per PRM optimiser step, not shuffled
+          prm_batch_order="strided",  # strided (released: PRM step k takes the k-th block of each
+          # of the norm_shards data-parallel shards) | contiguous (the k-th prm_mini_batch rows)
           prm_metrics_after=False,  # re-score after the PRM update to log its after-update loss and
           # accuracy (free with prm_update=before; an extra forward else)
           # §4 advantages

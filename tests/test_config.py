@@ -69,6 +69,7 @@ def test_spec_defaults():
       "rl.prm_weight_decay": 0.0,
       "rl.prm_grad_clip": 10.0,
       "rl.prm_mini_batch": 256,
+      "rl.prm_batch_order": "strided",
       "rl.estimator": "rloo",
       "rl.coef_proc": 1.0,
       "rl.coef_out": 1.0,

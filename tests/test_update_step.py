@@ -196,6 +196,37 @@ def test_after_mode_takes_each_mini_batch_rewards_before_its_update():
   assert largest_reward(prm_update="before", prm_mini_batch=16, micro_batch=8) > 1e-3
 
 
+def test_prm_mini_batches_are_strided_over_the_shards():
+  """rl.prm_batch_order="strided" (2 shards of 8 rows, 2 PRM steps): PRM step k takes the k-th
+  block of 4 rows of each shard, so its PRM ends where "contiguous" ends on the batch with its
+  rows laid out in that order (rows 0-3, 8-11, 4-7, 12-15); "contiguous" on the batch itself
+  takes other mini-batches and ends elsewhere."""
+  batch = make_batch(seed=4)
+  layout = np.r_[0:4, 8:12, 4:8, 12:16]
+  reordered = jax.tree_util.tree_map(lambda x: x[layout], batch)
+
+  def prm_after(order, b):
+    config = make_config(prm_batch_order=order, prm_lr=1e-2, lr=0.0)
+    policy, _, ref = make_states(config)
+    prm = make_states(config, seed=1)[1]  # away from the reference: both mini-batches learn
+    _, prm, m = make_update_step(config, None, MODEL)(policy, prm, ref, b, jax.random.key(0))
+    return prm.params, float(m["prm/loss_before"])
+
+  strided, contiguous_reordered, contiguous = (
+      prm_after("strided", batch),
+      prm_after("contiguous", reordered),
+      prm_after("contiguous", batch),
+  )
+  np.testing.assert_allclose(strided[1], contiguous_reordered[1], rtol=1e-6)
+  jax.tree_util.tree_map(
+      lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+      strided[0],
+      contiguous_reordered[0],
+  )
+  gaps = jax.tree_util.tree_map(lambda a, b: np.abs(a - b).max(), strided[0], contiguous[0])
+  assert max(jax.tree_util.tree_leaves(gaps)) > 1e-4
+
+
 def test_prm_pair_accuracy_rises_on_a_learnable_signal():
   """A PRM that starts away from the reference (so its initial ranking is arbitrary) learns
   that responses containing MARK are the correct ones."""

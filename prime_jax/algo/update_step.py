@@ -4,7 +4,9 @@
 
 1. old log-probs of the policy (recomputed, or the sampler's when `rl.old_logp="sampler"`);
 2. reference log-probs (a frozen model, or the old log-probs when `rl.ref_type="policy"`);
-3. the implicit PRM per mini-batch, in batch order, for `rl.prm_update` in after | before | none;
+3. the implicit PRM per mini-batch, for `rl.prm_update` in after | before | none; mini-batch k is
+   the k-th block of every data-parallel shard (`rl.prm_batch_order="strided"`, as released) or
+   the k-th contiguous block of the batch ("contiguous");
 4. process rewards (granularity, scale, batch_norm) and advantages of the configured estimator,
    whitened over the batch for every estimator when `rl.whiten_advantages` (docs/estimators.md);
 5. PPO-clip over shuffled policy mini-batches with gradient accumulation over micro-batches.
@@ -39,6 +41,7 @@ from prime_jax.algo.baseline_estimators import (
     prm_value_advantages,
     reinforce_advantages,
 )
+from prime_jax.algo.minibatches import PRM_BATCH_ORDERS, merge_minibatches, split_minibatches
 from prime_jax.algo.policy_loss import aggregate_token_loss, ppo_clip_loss, value_loss
 from prime_jax.algo.prm_losses import prm_ce_loss, prm_dpo_loss, prm_pair_accuracy
 from prime_jax.algo.rewards import at_granularity, implicit_rewards, normalize_process_rewards
@@ -59,6 +62,7 @@ _CHOICES = dict(
     process_reward=("prm", "oracle"),
     prm_update=("after", "before", "none"),
     prm_loss=("ce", "dpo"),
+    prm_batch_order=PRM_BATCH_ORDERS,
     ref_type=("freeze", "policy"),
     granularity=("token", "whole"),
     reward_scale=("none", "beta"),
@@ -110,6 +114,13 @@ def forward_passes(rl) -> list[tuple[str, str, int]]:
       out.append(("prm", "PRM re-score fwd", 1))
   out.append(("policy", "policy fwd+bwd", 3 * rl.ppo_epochs))
   return out
+
+
+def prm_order_shards(rl) -> int:
+  """The shards the PRM's mini-batches are strided over: the data-parallel shards that also scope
+  `batch_norm` (`rl.norm_shards`, whatever `rl.norm_scope`: the released run's 8 workers walk
+  their own rows either way), or 1 for `rl.prm_batch_order="contiguous"`."""
+  return rl.norm_shards if rl.prm_batch_order == "strided" else 1
 
 
 def check_rl_config(rl) -> None:
@@ -169,7 +180,7 @@ def estimator_advantages(rl, scores, q, acc, mask, old_values=None):
   return (whiten(raw, mask) if rl.whiten_advantages else raw), returns
 
 
-def _batch_sizes(num_rows: int, mini: int, micro: int, n: int, what: str) -> tuple[int, int]:
+def _batch_sizes(num_rows: int, mini: int, micro: int, what: str) -> tuple[int, int]:
   """Clamps (mini, micro) to the batch and checks they tile it; returns the clamped pair."""
   mini = min(mini, num_rows)
   micro = min(micro, mini)
@@ -178,8 +189,6 @@ def _batch_sizes(num_rows: int, mini: int, micro: int, n: int, what: str) -> tup
         f"{what}: {num_rows} responses cannot be split into mini-batches of "
         f"{mini} and micro-batches of {micro}"
     )
-  if what == "PRM" and mini % n:
-    raise ValueError(f"PRM mini-batch {mini} must hold whole groups of n={n}")
   return mini, micro
 
 
@@ -301,7 +310,7 @@ def make_update_step(
     if rl.prm_update == "none":
       logp = score_batch(prm_state.params, data)
       return prm_state, logp, {"prm/acc_before": pair_accuracy(logp)}
-    mini, micro = _batch_sizes(num_rows, rl.prm_mini_batch, rl.micro_batch, n, "PRM")
+    mini, micro = _batch_sizes(num_rows, rl.prm_mini_batch, rl.micro_batch, "PRM")
 
     def loss_fn(params, mb):
       logp = score(params, mb)[0]
@@ -321,10 +330,13 @@ def make_update_step(
       # by the PRM after the previous mini-batches' updates, before its own update.
       return apply_gradients(state, grads, prm_opt), (_merge(logp), loss, optax.global_norm(grads))
 
+    order = dict(num_shards=prm_order_shards(rl))
     prm_state, (logp, losses, grad_norms) = jax.lax.scan(
-        mini_step, prm_state, _split(data, num_rows // mini)
+        mini_step,
+        prm_state,
+        split_minibatches(data, num_minibatches=num_rows // mini, group_size=n, **order),
     )
-    logp = _merge(logp)
+    logp = merge_minibatches(logp, **order)
     # "before" metrics: each mini-batch scored by the PRM as it stood before its update.
     metrics = {
         "prm/loss_before": jnp.mean(losses),
@@ -344,7 +356,7 @@ def make_update_step(
 
   def ppo_phase(state: TrainState, data: dict, rng):
     num_rows = data["acc"].shape[0]
-    mini, micro = _batch_sizes(num_rows, rl.mini_batch, rl.micro_batch, n, "policy")
+    mini, micro = _batch_sizes(num_rows, rl.mini_batch, rl.micro_batch, "policy")
 
     def loss_fn(params, mb, denominator, num_tokens):
       logp, entropy, values = score(params, mb, with_entropy=True, with_values=is_ppo)

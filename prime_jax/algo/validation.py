@@ -54,6 +54,12 @@ def check_num_shards(num_rows: int, num_shards: int) -> None:
     )
 
 
+def check_positive_int(name: str, value) -> None:
+  """Checks a static count (a Python / numpy int) is >= 1."""
+  if not _is_int(value) or value < 1:
+    raise ValueError(f"`{name}` must be a positive int, got {value!r}")
+
+
 def check_nonnegative(name: str, value) -> None:
   """Checks a static (Python / numpy) number is >= 0; traced values pass unchecked."""
   if isinstance(value, numbers.Real) and not value >= 0:
