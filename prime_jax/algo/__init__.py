@@ -14,7 +14,12 @@ from prime_jax.algo.baseline_estimators import (
 )
 from prime_jax.algo.minibatches import merge_minibatches, split_minibatches
 from prime_jax.algo.policy_loss import aggregate_token_loss, ppo_clip_loss, value_loss
-from prime_jax.algo.prm_losses import prm_ce_loss, prm_dpo_loss, prm_pair_accuracy
+from prime_jax.algo.prm_losses import (
+    prm_ce_loss,
+    prm_dpo_loss,
+    prm_pair_accuracy,
+    prm_pair_accuracy_strict,
+)
 from prime_jax.algo.rewards import at_granularity, implicit_rewards, normalize_process_rewards
 from prime_jax.algo.token_ops import (
     last_token_mask,
@@ -38,6 +43,7 @@ __all__ = [
     "prm_ce_loss",
     "prm_dpo_loss",
     "prm_pair_accuracy",
+    "prm_pair_accuracy_strict",
     "prm_value_advantages",
     "reinforce_advantages",
     "reverse_discounted_cumsum",

@@ -82,7 +82,9 @@ def prm_dpo_loss(q, acc, lengths, beta, n):
   return total / len(acc)
 
 
-def prm_pair_accuracy(q_sum, acc, n):
+def prm_pair_accuracy(q_sum, acc, n, ties="released"):
+  """ties="released": a pair a < b is right iff (q_a − q_b > 0) == (acc_a − acc_b > 0), so a tie
+  is right exactly when acc_a < acc_b; ties="wrong": right iff the signs agree."""
   per_group = []
   for group in groups(len(acc), n):
     hit, weight = 0.0, 0.0
@@ -92,7 +94,11 @@ def prm_pair_accuracy(q_sum, acc, n):
           continue
         w = abs(acc[a] - acc[b])
         weight += w
-        if np.sign(q_sum[a] - q_sum[b]) == np.sign(acc[a] - acc[b]):
+        if ties == "released":
+          right = (q_sum[a] - q_sum[b] > 0) == (acc[a] - acc[b] > 0)
+        else:
+          right = np.sign(q_sum[a] - q_sum[b]) == np.sign(acc[a] - acc[b])
+        if right:
           hit += w
     per_group.append(hit / weight if weight > 0 else 0.5)
   return sum(per_group) / len(per_group)
