@@ -227,6 +227,50 @@ def test_prm_mini_batches_are_strided_over_the_shards():
   assert max(jax.tree_util.tree_leaves(gaps)) > 1e-4
 
 
+def test_dpo_compares_each_mini_batch_with_the_pre_update_pass():
+  """prm_loss="dpo" with 2 PRM steps (strided: rows 0-3, 8-11, then 4-7, 12-15): the step's PRM
+  loss and PRM match a plain loop that takes the others' Q from one pass of the PRM before the
+  updates (the port's Q_bc), and not the loop that takes them from the current PRM."""
+  from prime_jax.algo import implicit_rewards, prm_dpo_loss
+  from prime_jax.algo.update_step import forward_passes
+  from prime_jax.train_state import apply_gradients
+
+  config = make_config(prm_loss="dpo", prm_lr=1e-2, lr=0.0, micro_batch=8)
+  batch = make_batch(seed=6)
+  policy, _, ref = make_states(config)
+  prm = make_states(config, seed=1)[1]  # away from the reference: the others' Q are not 0
+  start = jax.tree_util.tree_map(jnp.array, prm)  # the step donates `prm`
+  _, prm, metrics = make_update_step(config, None, MODEL)(
+      policy, prm, ref, batch, jax.random.key(0)
+  )
+  mask = batch["response_mask"]
+  ref_logp = logp(ref, batch)
+
+  def q_of(params, rows=slice(None)):
+    sub = jax.tree_util.tree_map(lambda x: x[rows], batch)
+    return implicit_rewards(logp(params, sub), ref_logp[rows], mask[rows])
+
+  def loop(pre_update: bool):
+    state, losses = start, []
+    q_sum_before = jnp.sum(q_of(state.params), axis=1)
+    for rows in (np.r_[0:4, 8:12], np.r_[4:8, 12:16]):
+      before = q_sum_before[rows] if pre_update else None
+      loss = lambda p: prm_dpo_loss(
+          q_of(p, rows), batch["acc"][rows], mask[rows], beta=0.05, n=4, q_sum_before=before
+      )
+      value, grads = jax.value_and_grad(loss)(state.params)
+      state, losses = apply_gradients(state, grads, prm_optimizer(config.rl)), losses + [value]
+    return float(np.mean(losses)), state.params
+
+  (port_loss, port_params), (current_loss, _) = loop(True), loop(False)
+  np.testing.assert_allclose(float(metrics["prm/loss_before"]), port_loss, rtol=1e-5)
+  assert abs(port_loss - current_loss) > 1e-4, (port_loss, current_loss)
+  gaps = jax.tree_util.tree_map(lambda a, b: np.abs(a - b).max(), prm.params, port_params)
+  assert max(jax.tree_util.tree_leaves(gaps)) < 1e-5, gaps
+  # The pass is one more PRM forward over the batch, in the trainer's time split too.
+  assert ("prm", "PRM pre-update fwd (DPO's others)", 1) in forward_passes(config.rl)
+
+
 def test_prm_pair_accuracy_rises_on_a_learnable_signal():
   """A PRM that starts away from the reference (so its initial ranking is arbitrary) learns
   that responses containing MARK are the correct ones."""

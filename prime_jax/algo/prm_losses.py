@@ -41,19 +41,30 @@ def prm_ce_loss(q: chex.Array, acc: chex.Array, mask: chex.Array, *, beta) -> ch
   return -jnp.mean(acc * jax.nn.log_sigmoid(logits) + (1 - acc) * jax.nn.log_sigmoid(-logits))
 
 
-def prm_dpo_loss(q: chex.Array, acc: chex.Array, mask: chex.Array, *, beta, n: int) -> chex.Array:
+def prm_dpo_loss(
+    q: chex.Array,
+    acc: chex.Array,
+    mask: chex.Array,
+    *,
+    beta,
+    n: int,
+    q_sum_before: chex.Array | None = None,
+) -> chex.Array:
   """The pairwise-within-group PRM loss of the later PRIME port (`prm_loss=dpo`).
 
   With Q_i = β·Σ_t q[i,t]: a response with acc_i > 0 is pushed above the mean Q of its
   group's responses with lower acc; a response with acc_i = 0 is pushed below the mean Q
   of those with higher acc:
-      loss_i = −log σ(s_i · (Q_i − mean_{j∈C_i} sg(Q_j))),   s_i = +1 if acc_i > 0 else −1,
-  with the mean taken as 0 when C_i is empty. Other responses' Q are detached (sg), as in
-  the port, where they come from the pre-update forward.
+      loss_i = −log σ(s_i · (Q_i − mean_{j∈C_i} Q'_j)),   s_i = +1 if acc_i > 0 else −1,
+  with the mean taken as 0 when C_i is empty. The others' Q'_j = β·q_sum_before[j] come, as in
+  the port (its Q_bc), from a forward of the PRM before the step's updates, and carry no
+  gradient; without `q_sum_before` they are the detached Q_j of `q` itself (the same thing
+  when `q` is that forward's).
 
   Args:
     q: [N, T] log-ratio; acc: [N] labels in [0, 1]; mask: [N, T] valid-token mask.
     beta: the PRM β. n: samples per prompt (groups are contiguous rows).
+    q_sum_before: [N] Σ_t q[j,t] of each response under the PRM before this step's updates.
   Returns:
     scalar mean over the N responses.
   """
@@ -63,7 +74,12 @@ def prm_dpo_loss(q: chex.Array, acc: chex.Array, mask: chex.Array, *, beta, n: i
   reward = _sequence_reward(q, mask, beta)
   acc = acc.astype(reward.dtype)
   acc_g = group_rows(acc, n)
-  others = group_rows(jax.lax.stop_gradient(reward), n)
+  if q_sum_before is None:
+    others = reward
+  else:
+    check_per_response(num_rows, q_sum_before=q_sum_before)
+    others = beta * q_sum_before.astype(reward.dtype)
+  others = group_rows(jax.lax.stop_gradient(others), n)
   positive = acc_g > 0  # [B, n]
   # compared[b, i, j]: j is in C_i (strictly lower acc if acc_i > 0, else strictly higher).
   compared = jnp.where(

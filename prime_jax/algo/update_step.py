@@ -6,7 +6,8 @@
 2. reference log-probs (a frozen model, or the old log-probs when `rl.ref_type="policy"`);
 3. the implicit PRM per mini-batch, for `rl.prm_update` in after | before | none; mini-batch k is
    the k-th block of every data-parallel shard (`rl.prm_batch_order="strided"`, as released) or
-   the k-th contiguous block of the batch ("contiguous");
+   the k-th contiguous block of the batch ("contiguous"); with `rl.prm_loss="dpo"` the others'
+   Q of each group come from one forward of the PRM before the updates, as in the port;
 4. process rewards (granularity, scale, batch_norm) and advantages of the configured estimator,
    whitened over the batch for every estimator when `rl.whiten_advantages` (docs/estimators.md);
 5. PPO-clip over shuffled policy mini-batches with gradient accumulation over micro-batches.
@@ -110,6 +111,8 @@ def forward_passes(rl) -> list[tuple[str, str, int]]:
             1 if rl.prm_update == "none" else 3,
         )
     )
+    if rl.prm_update != "none" and rl.prm_loss == "dpo":
+      out.append(("prm", "PRM pre-update fwd (DPO's others)", 1))
     if rl.prm_update == "before" or rl.prm_metrics_after:
       out.append(("prm", "PRM re-score fwd", 1))
   out.append(("policy", "policy fwd+bwd", 3 * rl.ppo_epochs))
@@ -303,14 +306,20 @@ def make_update_step(
     """Returns (state, PRM log-probs used for the rewards [N, T], metrics)."""
     num_rows = data["acc"].shape[0]
 
+    def batch_q(logp):  # [N, T] q of the whole batch
+      return implicit_rewards(logp, data["ref_logp"], data["response_mask"])
+
     def pair_accuracy(logp):
-      q = implicit_rewards(logp, data["ref_logp"], data["response_mask"])
-      return prm_pair_accuracy(jnp.sum(q, axis=1), data["acc"], n=n)
+      return prm_pair_accuracy(jnp.sum(batch_q(logp), axis=1), data["acc"], n=n)
 
     if rl.prm_update == "none":
       logp = score_batch(prm_state.params, data)
       return prm_state, logp, {"prm/acc_before": pair_accuracy(logp)}
     mini, micro = _batch_sizes(num_rows, rl.prm_mini_batch, rl.micro_batch, "PRM")
+    if rl.prm_loss == "dpo":
+      # The port's Q_bc: the others' Q from a pass of the PRM before this step's updates, so
+      # every mini-batch compares against the same, pre-update, group values.
+      data = dict(data, q_sum_before=jnp.sum(batch_q(score_batch(prm_state.params, data)), 1))
 
     def loss_fn(params, mb):
       logp = score(params, mb)[0]
@@ -318,7 +327,9 @@ def make_update_step(
       if rl.prm_loss == "ce":
         loss = prm_ce_loss(q, mb["acc"], mb["response_mask"], beta=rl.beta)
       else:
-        loss = prm_dpo_loss(q, mb["acc"], mb["response_mask"], beta=rl.beta, n=n)
+        loss = prm_dpo_loss(
+            q, mb["acc"], mb["response_mask"], beta=rl.beta, n=n, q_sum_before=mb["q_sum_before"]
+        )
       # Both losses are means over the micro-batch: weight so the sum is the mini mean.
       return loss * (micro / mini), logp
 
@@ -345,7 +356,7 @@ def make_update_step(
     }
     if rl.prm_update == "before" or rl.prm_metrics_after:
       logp_after = score_batch(prm_state.params, data)
-      q_after = implicit_rewards(logp_after, data["ref_logp"], data["response_mask"])
+      q_after = batch_q(logp_after)
       metrics["prm/acc_after"] = pair_accuracy(logp_after)
       metrics["prm/loss_after"] = prm_ce_loss(
           q_after, data["acc"], data["response_mask"], beta=rl.beta

@@ -66,16 +66,18 @@ def prm_ce_loss(q, acc, lengths, beta):
   return total / len(acc)
 
 
-def prm_dpo_loss(q, acc, lengths, beta, n):
+def prm_dpo_loss(q, acc, lengths, beta, n, q_sum_before=None):
+  """The others' Q from q_sum_before (a pass before the update) when given, else from q."""
   reward = [beta * sum(float(q[i, t]) for t in range(lengths[i])) for i in range(len(acc))]
+  before = reward if q_sum_before is None else [beta * float(x) for x in q_sum_before]
   total = 0.0
   for group in groups(len(acc), n):
     for i in group:
       if acc[i] > 0:
-        chosen = [reward[j] for j in group if acc[j] < acc[i]]
+        chosen = [before[j] for j in group if acc[j] < acc[i]]
         sign = 1.0
       else:
-        chosen = [reward[j] for j in group if acc[j] > acc[i]]
+        chosen = [before[j] for j in group if acc[j] > acc[i]]
         sign = -1.0
       other = sum(chosen) / len(chosen) if chosen else 0.0
       total += -log_sigmoid(sign * (reward[i] - other))

@@ -102,6 +102,39 @@ def test_untrained_prm_scores_one_half_released_and_zero_strict():
     assert float(prm_pair_accuracy(jnp.zeros(4), jnp.array(order, jnp.float32), n=4)) == want
 
 
+@pytest.mark.parametrize("n", GROUP_SIZES)
+def test_prm_dpo_loss_with_pre_update_others_matches_reference(n):
+  """The others' Q from a pass before the update (q_sum_before), as the port's Q_bc: the loss
+  matches the reference, moves with q_sum_before, and sends no gradient into it."""
+  batch = random_batch(seed=35 + n, n=n)
+  q = _q(batch)
+  q_sum_before = (q.sum(axis=1) + np.random.default_rng(n).normal(size=len(q))).astype(np.float32)
+  got = call_jitted(
+      prm_dpo_loss,
+      q,
+      batch["acc"],
+      batch["mask"],
+      beta=BETA,
+      n=n,
+      traced=dict(q_sum_before=q_sum_before),
+  )
+  want = ref.prm_dpo_loss(f64(q), f64(batch["acc"]), batch["lengths"], BETA, n, f64(q_sum_before))
+  np.testing.assert_allclose(float(got), want, **TOL)
+  same_pass = prm_dpo_loss(
+      q, batch["acc"], batch["mask"], beta=BETA, n=n, q_sum_before=jnp.sum(jnp.asarray(q), 1)
+  )
+  np.testing.assert_allclose(
+      float(same_pass), float(prm_dpo_loss(q, batch["acc"], batch["mask"], beta=BETA, n=n)), **TOL
+  )
+  assert abs(float(got) - float(same_pass)) > 1e-4
+  grad = jax.grad(
+      lambda before: prm_dpo_loss(
+          q, batch["acc"], batch["mask"], beta=BETA, n=n, q_sum_before=before
+      )
+  )(jnp.asarray(q_sum_before))
+  assert np.all(np.asarray(grad) == 0)
+
+
 def test_prm_ce_loss_gradient_matches_finite_differences():
   batch = random_batch(seed=50, n=4)
   with jax.enable_x64(True):
