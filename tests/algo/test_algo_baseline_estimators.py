@@ -251,3 +251,28 @@ def test_every_estimator_shares_one_whitening(estimator, whiten_advantages, coef
   )
   np.testing.assert_allclose(np.asarray(adv), want, **TOL)
   _assert_padding_zero(batch, adv)
+
+
+@pytest.mark.parametrize("estimator", ["rloo", "reinforce", "grpo", "ppo", "prm_value"])
+@pytest.mark.parametrize("case", ["equal_rewards", "length_one"])
+def test_every_estimator_is_finite_on_degenerate_groups(estimator, case):
+  """n = 2 groups whose process rewards and outcomes are all equal, or whose responses are one
+  token long: finite advantages and returns, whitened or not."""
+  from prime_jax.algo.update_step import estimator_advantages
+  from prime_jax.configs import base_config
+
+  num_rows, width = 8, 5
+  lengths = np.full(num_rows, 1 if case == "length_one" else width)
+  mask = np.arange(width)[None, :] < lengths[:, None]
+  if case == "equal_rewards":
+    scores, acc = np.full((num_rows, width), 0.25, np.float32), np.ones(num_rows, np.float32)
+  else:
+    rng = np.random.default_rng(260)
+    scores = rng.normal(size=(num_rows, width)).astype(np.float32)
+    acc = rng.integers(0, 2, size=num_rows).astype(np.float32)
+  for whiten_advantages in (True, False):
+    rl = base_config().rl
+    rl.update(dict(estimator=estimator, n_samples=2, whiten_advantages=whiten_advantages))
+    out = estimator_advantages(rl, scores, scores, acc, mask, np.zeros_like(scores))
+    for x in out:
+      assert np.all(np.isfinite(np.asarray(x))) and np.all(np.asarray(x)[~mask] == 0)
