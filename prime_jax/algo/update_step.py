@@ -345,7 +345,10 @@ def make_update_step(
     prm_state, (logp, losses, grad_norms) = jax.lax.scan(
         mini_step,
         prm_state,
-        split_minibatches(data, num_minibatches=num_rows // mini, group_size=n, **order),
+        # Each mini-batch spread over the data-parallel devices, as the scan walks them.
+        constrain_micro(
+            split_minibatches(data, num_minibatches=num_rows // mini, group_size=n, **order)
+        ),
     )
     logp = merge_minibatches(logp, **order)
     # "before" metrics: each mini-batch scored by the PRM as it stood before its update.
