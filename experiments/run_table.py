@@ -727,8 +727,10 @@ def render_prm_accuracy(done: dict) -> list[str]:
       "",
       "`prm/acc_before`: share of (correct, incorrect) response pairs of a prompt whose "
       "implicit rewards rank the correct one higher, on each step's fresh rollouts, before "
-      "that step's PRM update (`prm/acc_after`: after it, double forward only). Mean over "
-      "the steps of each quarter, then mean ± std over seeds. 0.5 is chance.",
+      "that step's PRM update (`prm/acc_after`: after it, double forward only); the released "
+      "metric's tie rule (`prime_jax.algo.prm_pair_accuracy`: an untrained PRM scores about 0.5; "
+      "runs before it counted ties wrong). Mean over the steps of each quarter, then mean ± std "
+      "over seeds. 0.5 is chance.",
       "",
       "| variant | metric | steps 1–25% | 25–50% | 50–75% | 75–100% |",
       "|---|---|---|---|---|---|",

@@ -69,7 +69,9 @@ VARIANTS: dict[str, Variant] = {
         "RLOO with the outcome verifier only (process stream off)",
         "Table 1 'RLOO, outcome verifier only' (step 240); Table 4 'RLOO'",
     ),
-    # Table 4: other estimators, without and with PRIME's process rewards.
+    # Table 4: other estimators, without and with PRIME's process rewards. Every row's advantages
+    # are whitened over the batch (rl.whiten_advantages, the released RLOO convention), and an
+    # estimator's two rows differ only in rl.coef_proc (docs/estimators.md).
     "reinforce": Variant(
         {"rl.estimator": "reinforce", "rl.coef_proc": 0.0},
         "REINFORCE, outcome reward only",
@@ -84,7 +86,17 @@ VARIANTS: dict[str, Variant] = {
         {"rl.estimator": "grpo", "rl.coef_proc": 0.0}, "GRPO, outcome reward only", "Table 4 'GRPO'"
     ),
     "grpo_prime": Variant(
-        {"rl.estimator": "grpo"}, "GRPO with PRIME's process rewards", "Table 4 'GRPO w/ PRIME'"
+        {"rl.estimator": "grpo"},
+        "GRPO with PRIME's process rewards, stable form (rl.grpo_form=stable: the process term over "
+        "the group std of response totals, O(1) at any length)",
+        "Table 4 'GRPO w/ PRIME'",
+    ),
+    "grpo_prime_paper": Variant(
+        {"rl.estimator": "grpo", "rl.grpo_form": "paper"},
+        "GRPO with PRIME's process rewards as the paper's Eq. 7 writes it (process term over the "
+        "group std of per-token means, ~|y| times the outcome term), then whitened",
+        "Table 4 'GRPO w/ PRIME', Eq. 7 as written (not in run_table's table4: it collapsed at "
+        "small scale)",
     ),
     "ppo": Variant(
         {"rl.estimator": "ppo", "rl.coef_proc": 0.0},

@@ -139,16 +139,25 @@ def base_config() -> ConfigDict:
           prm_lr=1e-6,
           prm_weight_decay=0.0,
           prm_grad_clip=10.0,
-          prm_mini_batch=256,  # responses per PRM optimiser step, in batch order
+          prm_mini_batch=256,  # responses per PRM optimiser step, not shuffled
+          prm_batch_order="strided",  # strided (released: PRM step k takes the k-th block of each
+          # of the norm_shards data-parallel shards) | contiguous (the k-th prm_mini_batch rows)
           prm_metrics_after=False,  # re-score after the PRM update to log its after-update loss and
           # accuracy (free with prm_update=before; an extra forward else)
           # §4 advantages
           estimator="rloo",  # rloo | reinforce | grpo | ppo (GAE + value head) | prm_value
           coef_proc=1.0,
           coef_out=1.0,  # coef_proc=0: outcome-only
-          gamma=1.0,
-          gae_lambda=1.0,  # ppo estimator only
+          gamma_proc=1.0,  # discount of the process stream (released: reward_model_gamma)
+          gamma_out=1.0,  # discount of the outcome stream (released: verifier_gamma); rloo and
+          # reinforce estimators
+          gae_gamma=1.0,  # ppo estimator only: GAE's gamma and lambda (released: algorithm.gamma,
+          gae_lambda=1.0,  # algorithm.lam)
           rloo_form="code",  # code | paper
+          whiten_advantages=True,  # whiten every estimator's advantages over the batch's valid
+          # tokens (the released RLOO pipeline's last step), so all Table 4 rows share it
+          grpo_form="stable",  # stable | paper (Eq. 7, whose process term grows with the
+          # response length); grpo estimator only, docs/estimators.md
           # §5 policy loss
           clip_eps=0.2,
           loss_agg="seq-mean-token-mean",  # seq-mean-token-mean | token-mean

@@ -272,7 +272,7 @@ def pair_metrics(
       exactly the chance rate 1 / num_steps.
     q_after_bad, q_after_good: mean q over each response's tokens after t* (NaN if none).
     sum_q_good, sum_q_bad: Σ_t q; pair_correct: 1.0 iff sum_q_good > sum_q_bad (a tie is wrong,
-      as in `prime_jax.algo.prm_pair_accuracy`).
+      as in `prime_jax.algo.prm_pair_accuracy_strict`).
     beta_nll_ref: β·NLL_ref(good), the cap of the PRM's logit z = β·Σ q on the good response;
       p_correct_cap: sigmoid of it, the highest P(correct) the PRM can give that response.
   """

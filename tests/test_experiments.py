@@ -12,6 +12,7 @@ import sys
 
 import jax
 import ml_collections
+import numpy as np
 import pytest
 from absl import flags
 from ml_collections import config_flags
@@ -64,6 +65,7 @@ def test_the_variant_set_is_the_documented_one():
       "reinforce_prime",
       "grpo",
       "grpo_prime",
+      "grpo_prime_paper",
       "ppo",
       "ppo_prime",
       "prm_value",
@@ -83,6 +85,41 @@ def test_the_variant_set_is_the_documented_one():
 
   for table in run_table.TABLES.values():
     assert set(table.variants) <= set(NAMES)
+
+
+def test_table4_pairs_differ_only_in_coef_proc():
+  """An estimator's outcome-only and PRIME rows differ only in rl.coef_proc (0 vs the base's 1);
+  whitening (rl.whiten_advantages) and everything else are the base's for every row."""
+  from experiments import run_table
+
+  base = eurus2_7b_prime.base()
+  assert base.rl.whiten_advantages and base.rl.coef_proc == 1.0 and base.rl.grpo_form == "stable"
+  for baseline, treated in run_table.PAIRS["table4"]:
+    if treated == "prm_value":  # its own estimator, paired with RLOO
+      continue
+    gap = changed(variants.apply(base, baseline), variants.apply(base, treated))
+    assert gap == {"rl.coef_proc": 0.0}, (baseline, treated, gap)
+  for name in run_table.TABLES["table4"].variants:
+    assert "rl.whiten_advantages" not in variants.VARIANTS[name].overrides
+
+
+@pytest.mark.parametrize("base_file", [FULL, SMALL, CREDIT])
+def test_every_variant_tiles_its_prm_mini_batches(base_file):
+  """The released strided PRM order (rl.prm_batch_order) cuts every variant's batch into
+  norm_shards x K blocks of whole groups (full scale: 8 shards x 4 blocks of 32 responses)."""
+  from prime_jax.algo import split_minibatches
+  from prime_jax.algo.update_step import prm_order_shards
+
+  for name in NAMES:
+    rl = parse(f"{base_file}:{name}").rl
+    rows = rl.batch_prompts * rl.n_samples
+    order = split_minibatches(
+        np.arange(rows),
+        num_minibatches=rows // min(rl.prm_mini_batch, rows),
+        num_shards=prm_order_shards(rl),
+        group_size=rl.n_samples,
+    )
+    assert sorted(np.asarray(order).reshape(-1).tolist()) == list(range(rows)), name
 
 
 def test_the_full_scale_files_keep_their_meaning():

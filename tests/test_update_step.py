@@ -108,7 +108,7 @@ def logp(params, batch):
             norm_scope="global",
         ),
         dict(prm_update="none", ref_type="policy", granularity="whole"),
-        dict(estimator="reinforce"),
+        dict(estimator="reinforce", whiten_advantages=False),
         dict(estimator="grpo", entropy_coef=0.01, kl_coef=0.1, ppo_epochs=2, old_logp="sampler"),
         dict(estimator="prm_value"),
         dict(estimator="ppo"),
@@ -137,6 +137,12 @@ def test_step_runs_for_each_mode(rl):
   )
   assert int(prm.step) == prm_steps
   assert ("prm/loss_before" in metrics) == (prm_steps > 0)
+  if config.rl.whiten_advantages:  # every estimator's advantages, whitened over the batch
+    assert abs(float(metrics["advantages_mean"])) < 1e-5
+    assert abs(float(metrics["advantages_std"]) - 1) < 0.02
+  else:  # REINFORCE as written: the advantages are its returns
+    for stat in ("mean", "std", "min", "max"):
+      assert float(metrics[f"advantages_{stat}"]) == float(metrics[f"returns_{stat}"])
   if config.rl.estimator == "ppo":  # the value head (zero at init) learned something
     assert float(metrics["policy/value_loss"]) > 0
     assert np.abs(np.asarray(policy.params["value_proj"]["kernel"])).max() > 0
@@ -188,6 +194,81 @@ def test_after_mode_takes_each_mini_batch_rewards_before_its_update():
   assert largest_reward(prm_update="after", prm_mini_batch=16, micro_batch=8) < 1e-5
   assert largest_reward(prm_update="after", prm_mini_batch=8) > 1e-3
   assert largest_reward(prm_update="before", prm_mini_batch=16, micro_batch=8) > 1e-3
+
+
+def test_prm_mini_batches_are_strided_over_the_shards():
+  """rl.prm_batch_order="strided" (2 shards of 8 rows, 2 PRM steps): PRM step k takes the k-th
+  block of 4 rows of each shard, so its PRM ends where "contiguous" ends on the batch with its
+  rows laid out in that order (rows 0-3, 8-11, 4-7, 12-15); "contiguous" on the batch itself
+  takes other mini-batches and ends elsewhere."""
+  batch = make_batch(seed=4)
+  layout = np.r_[0:4, 8:12, 4:8, 12:16]
+  reordered = jax.tree_util.tree_map(lambda x: x[layout], batch)
+
+  def prm_after(order, b):
+    config = make_config(prm_batch_order=order, prm_lr=1e-2, lr=0.0)
+    policy, _, ref = make_states(config)
+    prm = make_states(config, seed=1)[1]  # away from the reference: both mini-batches learn
+    _, prm, m = make_update_step(config, None, MODEL)(policy, prm, ref, b, jax.random.key(0))
+    return prm.params, float(m["prm/loss_before"])
+
+  strided, contiguous_reordered, contiguous = (
+      prm_after("strided", batch),
+      prm_after("contiguous", reordered),
+      prm_after("contiguous", batch),
+  )
+  np.testing.assert_allclose(strided[1], contiguous_reordered[1], rtol=1e-6)
+  jax.tree_util.tree_map(
+      lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+      strided[0],
+      contiguous_reordered[0],
+  )
+  gaps = jax.tree_util.tree_map(lambda a, b: np.abs(a - b).max(), strided[0], contiguous[0])
+  assert max(jax.tree_util.tree_leaves(gaps)) > 1e-4
+
+
+def test_dpo_compares_each_mini_batch_with_the_pre_update_pass():
+  """prm_loss="dpo" with 2 PRM steps (strided: rows 0-3, 8-11, then 4-7, 12-15): the step's PRM
+  loss and PRM match a plain loop that takes the others' Q from one pass of the PRM before the
+  updates (the port's Q_bc), and not the loop that takes them from the current PRM."""
+  from prime_jax.algo import implicit_rewards, prm_dpo_loss
+  from prime_jax.algo.update_step import forward_passes
+  from prime_jax.train_state import apply_gradients
+
+  config = make_config(prm_loss="dpo", prm_lr=1e-2, lr=0.0, micro_batch=8)
+  batch = make_batch(seed=6)
+  policy, _, ref = make_states(config)
+  prm = make_states(config, seed=1)[1]  # away from the reference: the others' Q are not 0
+  start = jax.tree_util.tree_map(jnp.array, prm)  # the step donates `prm`
+  _, prm, metrics = make_update_step(config, None, MODEL)(
+      policy, prm, ref, batch, jax.random.key(0)
+  )
+  mask = batch["response_mask"]
+  ref_logp = logp(ref, batch)
+
+  def q_of(params, rows=slice(None)):
+    sub = jax.tree_util.tree_map(lambda x: x[rows], batch)
+    return implicit_rewards(logp(params, sub), ref_logp[rows], mask[rows])
+
+  def loop(pre_update: bool):
+    state, losses = start, []
+    q_sum_before = jnp.sum(q_of(state.params), axis=1)
+    for rows in (np.r_[0:4, 8:12], np.r_[4:8, 12:16]):
+      before = q_sum_before[rows] if pre_update else None
+      loss = lambda p: prm_dpo_loss(
+          q_of(p, rows), batch["acc"][rows], mask[rows], beta=0.05, n=4, q_sum_before=before
+      )
+      value, grads = jax.value_and_grad(loss)(state.params)
+      state, losses = apply_gradients(state, grads, prm_optimizer(config.rl)), losses + [value]
+    return float(np.mean(losses)), state.params
+
+  (port_loss, port_params), (current_loss, _) = loop(True), loop(False)
+  np.testing.assert_allclose(float(metrics["prm/loss_before"]), port_loss, rtol=1e-5)
+  assert abs(port_loss - current_loss) > 1e-4, (port_loss, current_loss)
+  gaps = jax.tree_util.tree_map(lambda a, b: np.abs(a - b).max(), prm.params, port_params)
+  assert max(jax.tree_util.tree_leaves(gaps)) < 1e-5, gaps
+  # The pass is one more PRM forward over the batch, in the trainer's time split too.
+  assert ("prm", "PRM pre-update fwd (DPO's others)", 1) in forward_passes(config.rl)
 
 
 def test_prm_pair_accuracy_rises_on_a_learnable_signal():

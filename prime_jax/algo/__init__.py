@@ -12,8 +12,14 @@ from prime_jax.algo.baseline_estimators import (
     prm_value_advantages,
     reinforce_advantages,
 )
+from prime_jax.algo.minibatches import merge_minibatches, split_minibatches
 from prime_jax.algo.policy_loss import aggregate_token_loss, ppo_clip_loss, value_loss
-from prime_jax.algo.prm_losses import prm_ce_loss, prm_dpo_loss, prm_pair_accuracy
+from prime_jax.algo.prm_losses import (
+    prm_ce_loss,
+    prm_dpo_loss,
+    prm_pair_accuracy,
+    prm_pair_accuracy_strict,
+)
 from prime_jax.algo.rewards import at_granularity, implicit_rewards, normalize_process_rewards
 from prime_jax.algo.token_ops import (
     last_token_mask,
@@ -29,6 +35,7 @@ __all__ = [
     "grpo_advantages",
     "implicit_rewards",
     "last_token_mask",
+    "merge_minibatches",
     "normalize_process_rewards",
     "outcome_token_rewards",
     "ppo_clip_loss",
@@ -36,10 +43,12 @@ __all__ = [
     "prm_ce_loss",
     "prm_dpo_loss",
     "prm_pair_accuracy",
+    "prm_pair_accuracy_strict",
     "prm_value_advantages",
     "reinforce_advantages",
     "reverse_discounted_cumsum",
     "rloo_returns",
+    "split_minibatches",
     "value_loss",
     "whiten",
 ]

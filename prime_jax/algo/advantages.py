@@ -74,13 +74,14 @@ def prime_advantages(
     n: int,
     coef_proc: float | chex.Array = 1.0,
     coef_out: float | chex.Array = 1.0,
-    gamma: float | chex.Array = 1.0,
+    gamma_proc: float | chex.Array = 1.0,
+    gamma_out: float | chex.Array = 1.0,
     form: str = "code",
 ) -> tuple[chex.Array, chex.Array]:
   """PRIME's advantages: RLOO on the process and outcome streams, summed, whitened.
 
-  returns = coef_proc · rloo_returns(proc_scores, mask) + coef_out · rloo_returns(acc on the
-  last valid token, that token); advantages = `whiten(returns, mask)` over all valid tokens of
+  returns = coef_proc · rloo_returns(proc_scores, mask, gamma_proc) + coef_out · rloo_returns(acc
+  on the last valid token, that token, gamma_out); advantages = `whiten(returns, mask)` over all valid tokens of
   the whole batch (unbiased variance, eps 1e-8, mean not added back). coef_proc = 0 is
   RLOO with the outcome verifier only.
 
@@ -88,8 +89,10 @@ def prime_advantages(
     proc_scores: [N, T] (normalised) process rewards; ignored on padding.
     acc: [N] outcome verifier scores in [0, 1].
     mask: [N, T] valid-token mask (bool or 0/1), right-padded.
-    n, gamma, form: as in `rloo_returns` (both streams).
+    n, form: as in `rloo_returns` (both streams).
     coef_proc, coef_out: stream weights c_p, c_o.
+    gamma_proc, gamma_out: each stream's discount (the released code's reward_model_gamma and
+      verifier_gamma, both 1).
   Returns:
     (advantages, returns), each [N, T], 0 on padding.
   """
@@ -97,12 +100,12 @@ def prime_advantages(
   check_per_response(num_rows, acc=acc)
   dtype = compute_dtype(proc_scores, acc)
   valid = as_float_mask(mask, dtype)
-  process = rloo_returns(proc_scores.astype(dtype), valid, n=n, gamma=gamma, form=form)
+  process = rloo_returns(proc_scores.astype(dtype), valid, n=n, gamma=gamma_proc, form=form)
   outcome = rloo_returns(
       outcome_token_rewards(acc.astype(dtype), valid),
       last_token_mask(valid),
       n=n,
-      gamma=gamma,
+      gamma=gamma_out,
       form=form,
   )
   returns = (coef_proc * process + coef_out * outcome) * valid

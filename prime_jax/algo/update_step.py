@@ -4,8 +4,12 @@
 
 1. old log-probs of the policy (recomputed, or the sampler's when `rl.old_logp="sampler"`);
 2. reference log-probs (a frozen model, or the old log-probs when `rl.ref_type="policy"`);
-3. the implicit PRM per mini-batch, in batch order, for `rl.prm_update` in after | before | none;
-4. process rewards (granularity, scale, batch_norm) and advantages of the configured estimator;
+3. the implicit PRM per mini-batch, for `rl.prm_update` in after | before | none; mini-batch k is
+   the k-th block of every data-parallel shard (`rl.prm_batch_order="strided"`, as released) or
+   the k-th contiguous block of the batch ("contiguous"); with `rl.prm_loss="dpo"` the others'
+   Q of each group come from one forward of the PRM before the updates, as in the port;
+4. process rewards (granularity, scale, batch_norm) and advantages of the configured estimator,
+   whitened over the batch for every estimator when `rl.whiten_advantages` (docs/estimators.md);
 5. PPO-clip over shuffled policy mini-batches with gradient accumulation over micro-batches.
 Outcome-only runs (`coef_proc=0`, not `prm_value`) never run the PRM or the reference, nor do
 oracle runs (`rl.process_reward="oracle"`): their process scores arrive in the batch, from the
@@ -38,10 +42,11 @@ from prime_jax.algo.baseline_estimators import (
     prm_value_advantages,
     reinforce_advantages,
 )
+from prime_jax.algo.minibatches import PRM_BATCH_ORDERS, merge_minibatches, split_minibatches
 from prime_jax.algo.policy_loss import aggregate_token_loss, ppo_clip_loss, value_loss
 from prime_jax.algo.prm_losses import prm_ce_loss, prm_dpo_loss, prm_pair_accuracy
 from prime_jax.algo.rewards import at_granularity, implicit_rewards, normalize_process_rewards
-from prime_jax.algo.token_ops import masked_mean, outcome_token_rewards
+from prime_jax.algo.token_ops import masked_mean, outcome_token_rewards, whiten
 from prime_jax.models.config import DecoderConfig
 from prime_jax.scoring import token_logprobs
 from prime_jax.sharding import activation_rules, logical_sharding, param_shardings, training_rules
@@ -58,6 +63,7 @@ _CHOICES = dict(
     process_reward=("prm", "oracle"),
     prm_update=("after", "before", "none"),
     prm_loss=("ce", "dpo"),
+    prm_batch_order=PRM_BATCH_ORDERS,
     ref_type=("freeze", "policy"),
     granularity=("token", "whole"),
     reward_scale=("none", "beta"),
@@ -65,6 +71,7 @@ _CHOICES = dict(
     norm_scope=("shard", "global"),
     estimator=ESTIMATORS,
     rloo_form=("code", "paper"),
+    grpo_form=("stable", "paper"),
     loss_agg=("seq-mean-token-mean", "token-mean"),
     old_logp=("recompute", "sampler"),
 )
@@ -104,10 +111,19 @@ def forward_passes(rl) -> list[tuple[str, str, int]]:
             1 if rl.prm_update == "none" else 3,
         )
     )
+    if rl.prm_update != "none" and rl.prm_loss == "dpo":
+      out.append(("prm", "PRM pre-update fwd (DPO's others)", 1))
     if rl.prm_update == "before" or rl.prm_metrics_after:
       out.append(("prm", "PRM re-score fwd", 1))
   out.append(("policy", "policy fwd+bwd", 3 * rl.ppo_epochs))
   return out
+
+
+def prm_order_shards(rl) -> int:
+  """The shards the PRM's mini-batches are strided over: the data-parallel shards that also scope
+  `batch_norm` (`rl.norm_shards`, whatever `rl.norm_scope`: the released run's 8 workers walk
+  their own rows either way), or 1 for `rl.prm_batch_order="contiguous"`."""
+  return rl.norm_shards if rl.prm_batch_order == "strided" else 1
 
 
 def check_rl_config(rl) -> None:
@@ -131,7 +147,43 @@ def check_model_for(rl, model_config: DecoderConfig) -> None:
     )
 
 
-def _batch_sizes(num_rows: int, mini: int, micro: int, n: int, what: str) -> tuple[int, int]:
+def estimator_advantages(rl, scores, q, acc, mask, old_values=None):
+  """(advantages, returns), each [N, T], of the estimator `rl.estimator`, whitened over the
+  batch's valid tokens when `rl.whiten_advantages`: one convention for every Table 4 row, so an
+  estimator's outcome-only and PRIME variants differ only in `rl.coef_proc` (docs/estimators.md).
+
+  Args:
+    rl: `config.rl`.
+    scores: [N, T] process rewards (normalised); q: [N, T] the PRM's log-ratio (prm_value only).
+    acc: [N] outcome scores; mask: [N, T] valid-token mask.
+    old_values: [N, T] the value head's predictions (ppo only).
+  """
+  n = rl.n_samples
+  coefs = dict(coef_proc=rl.coef_proc, coef_out=rl.coef_out)
+  gammas = dict(gamma_proc=rl.gamma_proc, gamma_out=rl.gamma_out)  # the two streams' discounts
+  if rl.estimator == "rloo":  # its un-whitened advantages are the RLOO returns
+    _, returns = prime_advantages(scores, acc, mask, n=n, form=rl.rloo_form, **gammas, **coefs)
+    raw = returns
+  elif rl.estimator == "reinforce":
+    raw, returns = reinforce_advantages(scores, acc, mask, **gammas, **coefs)
+  elif rl.estimator == "grpo":
+    raw, returns = grpo_advantages(scores, acc, mask, n=n, form=rl.grpo_form, **coefs)
+  elif rl.estimator == "ppo":  # "PPO w/ PRIME" adds the process rewards to the token rewards
+    token_rewards = rl.coef_out * outcome_token_rewards(acc, mask) + rl.coef_proc * scores
+    raw, returns = gae_advantages(
+        token_rewards,
+        old_values,
+        mask,
+        gamma=rl.gae_gamma,
+        lam=rl.gae_lambda,
+        whiten_advantages=False,
+    )
+  else:
+    raw, returns = prm_value_advantages(q, acc, mask, beta=rl.beta)
+  return (whiten(raw, mask) if rl.whiten_advantages else raw), returns
+
+
+def _batch_sizes(num_rows: int, mini: int, micro: int, what: str) -> tuple[int, int]:
   """Clamps (mini, micro) to the batch and checks they tile it; returns the clamped pair."""
   mini = min(mini, num_rows)
   micro = min(micro, mini)
@@ -140,8 +192,6 @@ def _batch_sizes(num_rows: int, mini: int, micro: int, n: int, what: str) -> tup
         f"{what}: {num_rows} responses cannot be split into mini-batches of "
         f"{mini} and micro-batches of {micro}"
     )
-  if what == "PRM" and mini % n:
-    raise ValueError(f"PRM mini-batch {mini} must hold whole groups of n={n}")
   return mini, micro
 
 
@@ -256,14 +306,20 @@ def make_update_step(
     """Returns (state, PRM log-probs used for the rewards [N, T], metrics)."""
     num_rows = data["acc"].shape[0]
 
+    def batch_q(logp):  # [N, T] q of the whole batch
+      return implicit_rewards(logp, data["ref_logp"], data["response_mask"])
+
     def pair_accuracy(logp):
-      q = implicit_rewards(logp, data["ref_logp"], data["response_mask"])
-      return prm_pair_accuracy(jnp.sum(q, axis=1), data["acc"], n=n)
+      return prm_pair_accuracy(jnp.sum(batch_q(logp), axis=1), data["acc"], n=n)
 
     if rl.prm_update == "none":
       logp = score_batch(prm_state.params, data)
       return prm_state, logp, {"prm/acc_before": pair_accuracy(logp)}
-    mini, micro = _batch_sizes(num_rows, rl.prm_mini_batch, rl.micro_batch, n, "PRM")
+    mini, micro = _batch_sizes(num_rows, rl.prm_mini_batch, rl.micro_batch, "PRM")
+    if rl.prm_loss == "dpo":
+      # The port's Q_bc: the others' Q from a pass of the PRM before this step's updates, so
+      # every mini-batch compares against the same, pre-update, group values.
+      data = dict(data, q_sum_before=jnp.sum(batch_q(score_batch(prm_state.params, data)), 1))
 
     def loss_fn(params, mb):
       logp = score(params, mb)[0]
@@ -271,7 +327,9 @@ def make_update_step(
       if rl.prm_loss == "ce":
         loss = prm_ce_loss(q, mb["acc"], mb["response_mask"], beta=rl.beta)
       else:
-        loss = prm_dpo_loss(q, mb["acc"], mb["response_mask"], beta=rl.beta, n=n)
+        loss = prm_dpo_loss(
+            q, mb["acc"], mb["response_mask"], beta=rl.beta, n=n, q_sum_before=mb["q_sum_before"]
+        )
       # Both losses are means over the micro-batch: weight so the sum is the mini mean.
       return loss * (micro / mini), logp
 
@@ -283,10 +341,16 @@ def make_update_step(
       # by the PRM after the previous mini-batches' updates, before its own update.
       return apply_gradients(state, grads, prm_opt), (_merge(logp), loss, optax.global_norm(grads))
 
+    order = dict(num_shards=prm_order_shards(rl))
     prm_state, (logp, losses, grad_norms) = jax.lax.scan(
-        mini_step, prm_state, _split(data, num_rows // mini)
+        mini_step,
+        prm_state,
+        # Each mini-batch spread over the data-parallel devices, as the scan walks them.
+        constrain_micro(
+            split_minibatches(data, num_minibatches=num_rows // mini, group_size=n, **order)
+        ),
     )
-    logp = _merge(logp)
+    logp = merge_minibatches(logp, **order)
     # "before" metrics: each mini-batch scored by the PRM as it stood before its update.
     metrics = {
         "prm/loss_before": jnp.mean(losses),
@@ -295,7 +359,7 @@ def make_update_step(
     }
     if rl.prm_update == "before" or rl.prm_metrics_after:
       logp_after = score_batch(prm_state.params, data)
-      q_after = implicit_rewards(logp_after, data["ref_logp"], data["response_mask"])
+      q_after = batch_q(logp_after)
       metrics["prm/acc_after"] = pair_accuracy(logp_after)
       metrics["prm/loss_after"] = prm_ce_loss(
           q_after, data["acc"], data["response_mask"], beta=rl.beta
@@ -304,22 +368,9 @@ def make_update_step(
         logp = logp_after
     return prm_state, jax.lax.stop_gradient(logp), metrics
 
-  def advantages_of(scores, q, acc, mask, old_values):
-    coefs = dict(coef_proc=rl.coef_proc, coef_out=rl.coef_out)
-    if rl.estimator == "rloo":
-      return prime_advantages(scores, acc, mask, n=n, gamma=rl.gamma, form=rl.rloo_form, **coefs)
-    if rl.estimator == "reinforce":
-      return reinforce_advantages(scores, acc, mask, gamma=rl.gamma, **coefs)
-    if rl.estimator == "grpo":
-      return grpo_advantages(scores, acc, mask, n=n, **coefs)
-    if rl.estimator == "ppo":  # "PPO w/ PRIME" adds the process rewards to the token rewards
-      token_rewards = rl.coef_out * outcome_token_rewards(acc, mask) + rl.coef_proc * scores
-      return gae_advantages(token_rewards, old_values, mask, gamma=rl.gamma, lam=rl.gae_lambda)
-    return prm_value_advantages(q, acc, mask, beta=rl.beta)
-
   def ppo_phase(state: TrainState, data: dict, rng):
     num_rows = data["acc"].shape[0]
-    mini, micro = _batch_sizes(num_rows, rl.mini_batch, rl.micro_batch, n, "policy")
+    mini, micro = _batch_sizes(num_rows, rl.mini_batch, rl.micro_batch, "policy")
 
     def loss_fn(params, mb, denominator, num_tokens):
       logp, entropy, values = score(params, mb, with_entropy=True, with_values=is_ppo)
@@ -433,7 +484,7 @@ def make_update_step(
         shards = rl.norm_shards if rl.norm_scope == "shard" else 1
         scores = normalize_process_rewards(scores, mask, num_shards=shards)
       metrics.update(_stats("process_reward", scores, mask))
-    advantages, returns = advantages_of(scores, q, acc, mask, old_values)
+    advantages, returns = estimator_advantages(rl, scores, q, acc, mask, old_values)
     metrics.update(_stats("returns", returns, mask))
     metrics.update(_stats("advantages", advantages, mask))
 

@@ -54,6 +54,18 @@ def check_num_shards(num_rows: int, num_shards: int) -> None:
     )
 
 
+def check_positive_int(name: str, value) -> None:
+  """Checks a static count (a Python / numpy int) is >= 1."""
+  if not _is_int(value) or value < 1:
+    raise ValueError(f"`{name}` must be a positive int, got {value!r}")
+
+
+def check_nonnegative(name: str, value) -> None:
+  """Checks a static (Python / numpy) number is >= 0; traced values pass unchecked."""
+  if isinstance(value, numbers.Real) and not value >= 0:
+    raise ValueError(f"`{name}` must be >= 0, got {value!r}")
+
+
 def _is_int(value) -> bool:
   # Static Python/numpy integers only: these choose shapes, so they cannot be traced.
   return isinstance(value, numbers.Integral) and not isinstance(value, bool)

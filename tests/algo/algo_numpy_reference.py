@@ -66,23 +66,27 @@ def prm_ce_loss(q, acc, lengths, beta):
   return total / len(acc)
 
 
-def prm_dpo_loss(q, acc, lengths, beta, n):
+def prm_dpo_loss(q, acc, lengths, beta, n, q_sum_before=None):
+  """The others' Q from q_sum_before (a pass before the update) when given, else from q."""
   reward = [beta * sum(float(q[i, t]) for t in range(lengths[i])) for i in range(len(acc))]
+  before = reward if q_sum_before is None else [beta * float(x) for x in q_sum_before]
   total = 0.0
   for group in groups(len(acc), n):
     for i in group:
       if acc[i] > 0:
-        chosen = [reward[j] for j in group if acc[j] < acc[i]]
+        chosen = [before[j] for j in group if acc[j] < acc[i]]
         sign = 1.0
       else:
-        chosen = [reward[j] for j in group if acc[j] > acc[i]]
+        chosen = [before[j] for j in group if acc[j] > acc[i]]
         sign = -1.0
       other = sum(chosen) / len(chosen) if chosen else 0.0
       total += -log_sigmoid(sign * (reward[i] - other))
   return total / len(acc)
 
 
-def prm_pair_accuracy(q_sum, acc, n):
+def prm_pair_accuracy(q_sum, acc, n, ties="released"):
+  """ties="released": a pair a < b is right iff (q_a − q_b > 0) == (acc_a − acc_b > 0), so a tie
+  is right exactly when acc_a < acc_b; ties="wrong": right iff the signs agree."""
   per_group = []
   for group in groups(len(acc), n):
     hit, weight = 0.0, 0.0
@@ -92,7 +96,11 @@ def prm_pair_accuracy(q_sum, acc, n):
           continue
         w = abs(acc[a] - acc[b])
         weight += w
-        if np.sign(q_sum[a] - q_sum[b]) == np.sign(acc[a] - acc[b]):
+        if ties == "released":
+          right = (q_sum[a] - q_sum[b] > 0) == (acc[a] - acc[b] > 0)
+        else:
+          right = np.sign(q_sum[a] - q_sum[b]) == np.sign(acc[a] - acc[b])
+        if right:
           hit += w
     per_group.append(hit / weight if weight > 0 else 0.5)
   return sum(per_group) / len(per_group)
@@ -151,12 +159,20 @@ def valid_mask(lengths, width):
 
 
 def prime_advantages(
-    proc_scores, acc, lengths, n, coef_proc=1.0, coef_out=1.0, gamma=1.0, form="code"
+    proc_scores,
+    acc,
+    lengths,
+    n,
+    coef_proc=1.0,
+    coef_out=1.0,
+    gamma_proc=1.0,
+    gamma_out=1.0,
+    form="code",
 ):
   width = proc_scores.shape[1]
   valid = valid_mask(lengths, width)
-  proc = rloo_returns(proc_scores, valid, n, gamma, form)
-  out = rloo_returns(*outcome_stream(acc, lengths, width), n, gamma, form)
+  proc = rloo_returns(proc_scores, valid, n, gamma_proc, form)
+  out = rloo_returns(*outcome_stream(acc, lengths, width), n, gamma_out, form)
   returns = np.zeros(proc_scores.shape)
   for i, length in enumerate(lengths):
     for t in range(length):
@@ -164,11 +180,12 @@ def prime_advantages(
   return whiten(returns, lengths), returns
 
 
-def reinforce_advantages(proc_scores, acc, lengths, coef_proc, coef_out, gamma):
+def reinforce_advantages(proc_scores, acc, lengths, coef_proc, coef_out, gamma_proc, gamma_out):
   out = np.zeros(proc_scores.shape)
   for i, length in enumerate(lengths):
     for t in range(length):
-      out[i, t] = coef_out * acc[i] + coef_proc * suffix_sum(proc_scores[i], t, length, gamma)
+      outcome = gamma_out ** (length - 1 - t) * acc[i]  # acc sits on the last valid token
+      out[i, t] = coef_out * outcome + coef_proc * suffix_sum(proc_scores[i], t, length, gamma_proc)
   return out
 
 
@@ -178,18 +195,27 @@ def _mean_std(values):
   return mean, std
 
 
-def grpo_advantages(proc_scores, acc, lengths, n, coef_proc, coef_out, eps=1e-6):
+def grpo_advantages(proc_scores, acc, lengths, n, coef_proc, coef_out, eps=1e-6, form="stable"):
   out = np.zeros(proc_scores.shape)
   for group in groups(len(acc), n):
-    response_means = [sum(proc_scores[j, : lengths[j]]) / lengths[j] for j in group]
-    proc_mean, proc_std = _mean_std(response_means)
+    totals = [sum(proc_scores[j, : lengths[j]]) for j in group]
+    response_means = [totals[k] / lengths[j] for k, j in enumerate(group)]
+    proc_mean, _ = _mean_std(response_means)
+    _, proc_std = _mean_std(response_means if form == "paper" else totals)
     acc_mean, acc_std = _mean_std([acc[j] for j in group])
     for i in group:
-      normalized = [(proc_scores[i, s] - proc_mean) / (proc_std + eps) for s in range(lengths[i])]
-      outcome = (acc[i] - acc_mean) / (acc_std + eps)
+      normalized = [
+          _divide(proc_scores[i, s] - proc_mean, proc_std + eps) for s in range(lengths[i])
+      ]
+      outcome = _divide(acc[i] - acc_mean, acc_std + eps)
       for t in range(lengths[i]):
         out[i, t] = coef_proc * sum(normalized[t:]) + coef_out * outcome
   return out
+
+
+def _divide(x, scale):
+  """x / scale; 0 for a zero scale (a group without spread and eps = 0)."""
+  return x / scale if scale > 0 else 0.0
 
 
 def gae_advantages(token_rewards, values, lengths, gamma, lam):

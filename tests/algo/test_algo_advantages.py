@@ -72,13 +72,16 @@ def test_prime_advantages_match_reference(n, form, coefs):
       traced=dict(coef_proc=coef_proc, coef_out=coef_out),
   )
   want_adv, want_ret = ref.prime_advantages(
-      f64(batch["scores"]), f64(batch["acc"]), batch["lengths"], n, coef_proc, coef_out, 1.0, form
+      f64(batch["scores"]), f64(batch["acc"]), batch["lengths"], n, coef_proc, coef_out, form=form
   )
   np.testing.assert_allclose(np.asarray(ret), want_ret, **TOL)
   np.testing.assert_allclose(np.asarray(adv), want_adv, **TOL)
 
 
-def test_prime_advantages_with_discount_match_reference():
+@pytest.mark.parametrize("gammas", [(0.95, 1.0), (1.0, 0.8), (0.9, 0.7)])
+def test_prime_advantages_with_two_discounts_match_reference(gammas):
+  """gamma_proc discounts the process stream only, gamma_out the outcome stream only."""
+  gamma_proc, gamma_out = gammas
   batch = random_batch(seed=85, n=4)
   adv, ret = call_jitted(
       prime_advantages,
@@ -87,10 +90,15 @@ def test_prime_advantages_with_discount_match_reference():
       batch["mask"],
       n=4,
       form="code",
-      traced=dict(gamma=0.95),
+      traced=dict(gamma_proc=gamma_proc, gamma_out=gamma_out),
   )
   want_adv, want_ret = ref.prime_advantages(
-      f64(batch["scores"]), f64(batch["acc"]), batch["lengths"], 4, gamma=0.95
+      f64(batch["scores"]),
+      f64(batch["acc"]),
+      batch["lengths"],
+      4,
+      gamma_proc=gamma_proc,
+      gamma_out=gamma_out,
   )
   np.testing.assert_allclose(np.asarray(ret), want_ret, **TOL)
   np.testing.assert_allclose(np.asarray(adv), want_adv, **TOL)
