@@ -270,10 +270,11 @@ def _sample_args(params, prompt_tokens, prompt_valid, key, *, model_config, conf
     context, lengths = jax.device_put(
         (context, lengths), (row_sharding(mesh, context.shape, rules), row_sharding(mesh, (b,)))
     )
-  return (params, context, lengths, key, state), _static(model_config, config, mesh, rules)
+  return (params, context, lengths, key, state), static_args(model_config, config, mesh, rules)
 
 
-def _static(model_config, config, mesh, rules) -> dict:
+def static_args(model_config, config, mesh, rules) -> dict:
+  """The static keyword arguments of the jitted sampler functions for params on `mesh`."""
   return dict(
       model_config=model_config,
       config=config,
@@ -348,7 +349,6 @@ def _choose_tokens(logits: jax.Array, keys: jax.Array, config: SamplingConfig):
   if config.greedy:
     tokens = jnp.argmax(logits, axis=-1)
   else:
-    draw = jax.vmap(jax.random.categorical)
     scaled = logits / config.temperature
     if config.top_k or config.top_p < 1:
       k = min(config.top_k or logits.shape[-1], logits.shape[-1])
@@ -357,12 +357,45 @@ def _choose_tokens(logits: jax.Array, keys: jax.Array, config: SamplingConfig):
         probs = jax.nn.softmax(top, axis=-1)
         mass_before = jnp.cumsum(probs, axis=-1) - probs  # the first token is always kept
         top = jnp.where(mass_before < config.top_p, top, -jnp.inf)
-      tokens = jnp.take_along_axis(index, draw(keys, top)[:, None], axis=-1)[:, 0]
+      tokens = jnp.take_along_axis(index, _draw(keys, top)[:, None], axis=-1)[:, 0]
     else:
-      tokens = draw(keys, scaled)
+      tokens = _draw(keys, scaled)
   tokens = tokens.astype(jnp.int32)
   picked = jnp.take_along_axis(logits, tokens[:, None], axis=-1)[:, 0]
   return tokens, picked - jax.nn.logsumexp(logits, axis=-1)
+
+
+_DRAW_CHUNK = 128
+
+
+def _draw(keys: jax.Array, logits: jax.Array) -> jax.Array:
+  """One index per row from softmax(logits) ([N, V], -inf allowed), row r with keys[r].
+
+  Inverse-CDF sampling with one uniform per row: the chunk of _DRAW_CHUNK entries whose
+  cumulative mass crosses u * total, then the entry inside it. Exact up to float32 rounding of the
+  cumulative sums. It draws one random number per row where the Gumbel-max trick
+  (`jax.random.categorical`) draws V: with V = 16384 those bits took ~14 of 63 ms of a decode
+  step's single-threaded CPU time on the sampler benchmark's 30.9M model (B = 32).
+  """
+  n, v = logits.shape
+  width = min(_DRAW_CHUNK, v)
+  chunks = -(-v // width)
+  probs = jnp.exp(logits - jnp.max(logits, axis=-1, keepdims=True))
+  probs = jnp.pad(probs, ((0, 0), (0, chunks * width - v))).reshape(n, chunks, width)
+  mass = probs.sum(axis=-1)  # [N, chunks]
+  cum = jnp.cumsum(mass, axis=-1)
+  target = jax.vmap(jax.random.uniform)(keys) * cum[:, -1]
+
+  def crossing(cumulative, masses, point):
+    """Index of the entry whose cumulative mass crosses `point`, clamped to the last entry with
+    mass (rounding can put `point` at or past the total)."""
+    last = masses.shape[-1] - 1 - jnp.argmax(masses[:, ::-1] > 0, axis=-1)
+    return jnp.minimum(jnp.sum(cumulative <= point[:, None], axis=-1), last)
+
+  chunk = crossing(cum, mass, target)
+  inside = jnp.take_along_axis(probs, chunk[:, None, None], axis=1)[:, 0]  # [N, width]
+  before = jnp.take_along_axis(cum - mass, chunk[:, None], axis=-1)[:, 0]
+  return chunk * width + crossing(jnp.cumsum(inside, axis=-1), inside, target - before)
 
 
 def _is_eos(tokens: jax.Array, eos_ids: tuple[int, ...]) -> jax.Array:

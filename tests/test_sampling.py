@@ -9,7 +9,14 @@ import torch
 from multidevice import run_with_devices
 
 from prime_jax.models import Decoder, load_hf_checkpoint, positions_from_mask
-from prime_jax.sampling import (SamplingConfig, _choose_tokens, _sample_jit, bucket_length, sample)
+from prime_jax.sampling import (
+    SamplingConfig,
+    _choose_tokens,
+    _draw,
+    _sample_jit,
+    bucket_length,
+    sample,
+)
 from prime_jax.scoring import pad_sequences, token_logprobs
 
 PROMPTS = [[5, 6, 7, 8, 9, 10], [11, 12, 13], [20, 21, 22, 23]]  # left-padded to 6
@@ -173,6 +180,24 @@ def test_choose_tokens_draws_from_the_filtered_distribution(temperature, top_k, 
   np.testing.assert_allclose(freq, expected, atol=0.012)  # > 5 sigma of a 40k-draw frequency
   log_softmax = logits - np.log(np.exp(logits).sum())
   np.testing.assert_allclose(logprobs, log_softmax[np.asarray(tokens)], atol=1e-6)
+
+
+def test_draw_follows_softmax_across_chunks_and_never_picks_masked_entries():
+  """The inverse-CDF draw over 300 entries (3 chunks of 128, the last padded), one whole chunk
+  and scattered entries at -inf: frequencies of 200k draws match softmax within 5 sigma."""
+  rng = np.random.default_rng(0)
+  logits = (2 * rng.standard_normal(300)).astype(np.float32)
+  logits[128:256] = -np.inf
+  logits[rng.choice(300, 20, replace=False)] = -np.inf
+  probs = np.exp(logits - logits[np.isfinite(logits)].max())
+  probs /= probs.sum()
+  rows = 200_000
+  tokens = np.asarray(
+      jax.jit(_draw)(jax.random.split(jax.random.key(1), rows), np.tile(logits, (rows, 1)))
+  )
+  freq = np.bincount(tokens, minlength=300) / rows
+  assert freq[~np.isfinite(logits)].sum() == 0
+  np.testing.assert_allclose(freq, probs, atol=5 * np.sqrt(probs.max() / rows))
 
 
 def test_prompt_widths_in_one_bucket_share_one_program(model):
