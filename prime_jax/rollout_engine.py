@@ -25,6 +25,7 @@ runs its admitted rows once (their first token).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Optional, Sequence
 
 import jax
@@ -38,7 +39,7 @@ from prime_jax.sampling import (
     Prefix,
     SampleOutput,
     SamplingConfig,
-    _static,
+    static_args,
     admit,
     bucket_length,
     decode,
@@ -47,6 +48,19 @@ from prime_jax.sampling import (
     row_sharding,
 )
 from prime_jax.sharding import DEFAULT_RULES
+
+# A prefill materialises [contexts, heads, width, width] f32 attention scores: admissions are
+# split so that one call's stay under this.
+_PREFILL_SCORES_BYTES = 1 << 30
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _row_keys(key: jax.Array, groups: int, n: int) -> jax.Array:
+  """[groups, n, key data]: sample i of group j draws with fold_in(fold_in(key, j), i)."""
+  fold = jax.vmap(jax.random.fold_in, (None, 0))
+  return jax.random.key_data(
+      jax.vmap(lambda k: fold(k, jnp.arange(n)))(fold(key, jnp.arange(groups)))
+  )
 
 
 @dataclasses.dataclass
@@ -139,9 +153,8 @@ class RolloutEngine:
     if not positions:
       return
     n = self.config.n_samples
-    group_keys = jax.vmap(jax.random.fold_in, (None, 0))(key, jnp.arange(len(positions)))
-    row_keys = jax.vmap(lambda k: jax.vmap(jax.random.fold_in, (None, 0))(k, jnp.arange(n)))
-    keys = np.asarray(jax.random.key_data(row_keys(group_keys)))
+    padded = 1 << max(0, len(positions) - 1).bit_length()  # a few shapes, a few compiles
+    keys = np.asarray(_row_keys(key, padded, n))
     for j, (position, prompt) in enumerate(zip(positions, prompts, strict=True)):
       if not 0 < len(prompt) <= self.prompt_width:
         raise ValueError(f"prompt of {len(prompt)} tokens; 1..{self.prompt_width} allowed")
@@ -161,7 +174,7 @@ class RolloutEngine:
       )
     self._admit_resumed(params)
     self._admit_new(params)
-    self._state, steps = decode(params, self._state, self.round_steps, **self._static(params))
+    self._state, steps = decode(params, self._state, self.round_steps, **self._jit_args(params))
     self.row_steps += self.rows * int(steps)
     self._collect()
     finished = [g for g in self._groups if g.done]
@@ -181,8 +194,8 @@ class RolloutEngine:
 
   # ------------------------------------------------------------------------------------------
 
-  def _static(self, params) -> dict:
-    return _static(self.model_config, self.config, params_mesh(params), self.rules)
+  def _jit_args(self, params) -> dict:
+    return static_args(self.model_config, self.config, params_mesh(params), self.rules)
 
   def _place(self, params, *arrays):
     mesh = params_mesh(params)
@@ -228,12 +241,30 @@ class RolloutEngine:
     self._admit(params, contexts, rows, samples, prefix, repeat=1)
 
   def _admit(self, params, contexts, rows, samples, prefix: Optional[Prefix], *, repeat: int):
-    """One `admit` call, its context count padded to a power of two (padding rows drop) and its
-    width to a bucket, so rounds reuse a few programs."""
-    g = len(contexts)
-    padded = 1 << max(0, g - 1).bit_length()
+    """`admit` calls over the contexts, as many per call as keep the prefill's attention scores
+    under _PREFILL_SCORES_BYTES (a resumed context can be prompt + budget long); each call's
+    count padded to a power of two (padding rows drop) and its width to a bucket, so rounds
+    reuse a few programs."""
     slots = self._state.cache[0][0].shape[2]
     width = min(bucket_length(max(len(c) for c in contexts)), slots)
+    scores = 4 * self.model_config.num_heads * width * width  # f32 scores of one context
+    per_call = 1 << (max(1, _PREFILL_SCORES_BYTES // scores).bit_length() - 1)
+    for lo in range(0, len(contexts), per_call):
+      part = slice(lo, lo + per_call)
+      rows_part = slice(lo * repeat, (lo + per_call) * repeat)
+      self._admit_call(
+          params,
+          contexts[part],
+          width,
+          rows[rows_part],
+          samples[rows_part],
+          None if prefix is None else Prefix(*(x[rows_part] for x in prefix)),
+          repeat=repeat,
+      )
+
+  def _admit_call(self, params, contexts, width, rows, samples, prefix, *, repeat):
+    g = len(contexts)
+    padded = 1 << max(0, g - 1).bit_length()
     context = np.full((padded, width), self.config.pad_id, np.int32)
     lengths = np.ones(padded, np.int32)
     for i, c in enumerate(contexts):
@@ -245,7 +276,6 @@ class RolloutEngine:
     if prefix is not None:
       pad = lambda x: np.concatenate([x, np.zeros((padded - g,) + x.shape[1:], x.dtype)])
       prefix = Prefix(*(pad(np.asarray(x)) for x in prefix))
-      prefix = prefix._replace(lengths=np.where(np.arange(padded) < g, prefix.lengths, 0))
       self._lengths[rows] = prefix.lengths[:g]
     else:
       self._lengths[rows] = 0
@@ -259,7 +289,7 @@ class RolloutEngine:
         jax.random.wrap_key_data(keys),
         None if prefix is None else Prefix(*self._place(params, *prefix)),
         repeat=repeat,
-        **self._static(params),
+        **self._jit_args(params),
     )
     self.row_steps += len(rows)
 
