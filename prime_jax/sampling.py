@@ -275,6 +275,12 @@ def _sample_args(params, prompt_tokens, prompt_valid, key, *, model_config, conf
 
 def static_args(model_config, config, mesh, rules) -> dict:
   """The static keyword arguments of the jitted sampler functions for params on `mesh`."""
+  if mesh is not None and mesh.size > 1 and config.attention != "xla":
+    # Under jit XLA would gather a sharded cache onto every device for the kernel's custom call.
+    raise ValueError(
+        f"attention={config.attention!r} runs on one device (no shard_map around the kernel "
+        f"yet); use 'xla' on this {mesh.size}-device mesh"
+    )
   return dict(
       model_config=model_config,
       config=config,

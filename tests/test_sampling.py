@@ -259,7 +259,8 @@ import json
 import jax, numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 from prime_jax.models import load_hf_checkpoint
-from prime_jax.sampling import SamplingConfig, _sample_args, _sample_jit, init_cache_like
+from prime_jax.sampling import (SamplingConfig, _sample_args, _sample_jit, init_cache_like,
+                                static_args)
 from prime_jax.scoring import pad_sequences
 from prime_jax.sharding import (DECODE_RULES, DEFAULT_RULES, make_mesh, param_shardings,
                                 reshard_params)
@@ -320,6 +321,11 @@ for axes, rules in [({"data": 8}, DEFAULT_RULES), ({"fsdp": 4, "tensor": 2}, DEF
         np.testing.assert_array_equal(out.lengths, reference[s].lengths)
         np.testing.assert_allclose(out.logprobs, reference[s].logprobs, atol=1e-5)
         checked.append([axes, rules is DECODE_RULES, s])
+    try:  # the Pallas kernel is not sharding-aware: refused on a mesh of several devices
+        static_args(config, SamplingConfig(max_new_tokens=4, attention="pallas_gpu"), mesh, rules)
+        raise AssertionError("pallas attention accepted on a sharded mesh")
+    except ValueError as e:
+        assert "runs on one device" in str(e)
 print(json.dumps(dict(checked=checked, lm_head=lm_head,
                       sampled_lengths=reference["sampled"].lengths.tolist())))
 """

@@ -13,14 +13,11 @@ some slot s > 0 but has position 0, exactly as Hugging Face computes `cumsum(att
 
 from __future__ import annotations
 
-from typing import Optional
-
 import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-
 from flax import struct
 
 from prime_jax.models.attention import chunk_attention, decode_attention, write_token
