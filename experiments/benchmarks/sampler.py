@@ -59,7 +59,7 @@ def decode_step_seconds(params, config, settings, rows, prompt_width, filled, re
     box[0], _ = decode(params, box[0], steps, **static)
     return box[0].lengths
 
-  run()  # compile
+  jax.block_until_ready(run())  # compile, and finish the prefills: dispatch is asynchronous
   return best_wall(run, repeats) / steps
 
 
