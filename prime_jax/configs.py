@@ -116,6 +116,17 @@ def base_config() -> ConfigDict:
           filter_truncated=False,  # also drop groups in which a response hit T_r
           max_empty_rounds=8,  # refill rounds without a passing group before giving up
           sample_batch_prompts=0,  # prompts drawn per sampling round (0 = batch_prompts)
+          # the sampler's engine (prime_jax.sampling, prime_jax.rollout_engine)
+          decode_attention="xla",  # xla (pure JAX, any backend) | pallas_gpu (the Pallas GPU
+          # decode kernel; GPU only) | pallas_interpret (that kernel interpreted: tests only)
+          decode_block=256,  # KV cache slots per attention block: a decode step reads the blocks
+          # that hold a written slot of some row, not the whole budget
+          partial_rollout_steps=0,  # 0 = off: a sampling round decodes until its longest response
+          # ends. k > 0: rounds of at most k decode steps over sample_batch_prompts x n_samples
+          # rows; finished groups are graded, unfinished ones keep their rows (and carry into the
+          # next RL step, re-prefilled under the new params: each token keeps the log-prob of the
+          # params that drew it), freed rows take new prompts. Less idling behind long responses,
+          # but a step's batch favours short responses and a carried response mixes two policies
           # §2 implicit process rewards
           process_reward="prm",  # prm: the implicit PRM's q (below) | oracle: the task's own
           # step oracle, -1 on the tokens of a response's first wrong step and 0 elsewhere

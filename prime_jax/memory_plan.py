@@ -2,7 +2,7 @@ r"""Per-device memory plan of a PRIME run from shapes alone: nothing is allocate
 
 `plan(config, mesh_axes, hardware, model_config)` builds an abstract mesh of the slice's devices
 (`jax.sharding.AbstractMesh`), takes the run's real shardings (`update_step_shardings` with the
-config's rule table, the KV cache's `_CACHE_AXES`) and the real optimiser states
+config's rule table, the KV cache's `CACHE_AXES`) and the real optimiser states
 (`create_train_state` with `policy_optimizer` / `prm_optimizer` under `jax.eval_shape`), and adds
 up the bytes one device holds, item by item:
 
@@ -375,21 +375,25 @@ def _states(config, model_config, mesh_sizes, rules):
 
 
 def cache_shape(model_config: DecoderConfig, rows: int, slots: int) -> tuple[int, ...]:
-  """Shape of each of the KV cache's k and v arrays (`prime_jax.models.decoder.init_cache`)."""
+  """Shape of each layer's k and v arrays (`prime_jax.models.decoder.init_cache`)."""
   from prime_jax.models.decoder import init_cache
 
-  return jax.eval_shape(lambda: init_cache(model_config, rows, slots))["k"].shape
+  one_layer = model_config.replace(num_layers=1)
+  k, _ = jax.eval_shape(lambda: init_cache(one_layer, rows, slots))[0]
+  return k.shape
 
 
 def cache_bytes(
     model_config: DecoderConfig, rows: int, slots: int, mesh: AbstractMesh, rules
 ) -> int:
-  """Per-device bytes of the sampler's KV cache (k + v), sharded as `prime_jax.sampling` does."""
-  from prime_jax.sampling import _CACHE_AXES
+  """Per-device bytes of the sampler's KV cache (k + v of every layer), sharded as
+  `prime_jax.sampling` does."""
+  from prime_jax.models.decoder import CACHE_AXES
   from prime_jax.sharding import logical_sharding
 
   shape = cache_shape(model_config, rows, slots)
-  return 2 * shard_bytes(shape, model_config.dtype, logical_sharding(mesh, _CACHE_AXES, rules))
+  per_array = shard_bytes(shape, model_config.dtype, logical_sharding(mesh, CACHE_AXES, rules))
+  return 2 * model_config.num_layers * per_array
 
 
 # ---------------------------------------------------------------------------------------------

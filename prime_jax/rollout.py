@@ -5,6 +5,10 @@ the data iterator; each round samples n responses per prompt, grades them with t
 registry and keeps the groups whose mean accuracy lies in [lo, hi]. Rounds repeat until B groups
 passed; passing groups beyond B go back to the buffer (re-sampled next step). Prompts are held as
 their records' positions in the train split, so the buffer is a list of integers.
+
+With partial rollouts (rl.partial_rollout_steps > 0, `prime_jax.rollout_engine`) a round decodes
+at most that many steps and grades the groups that finished; unfinished ones stay in the engine,
+across steps too, and rows freed by finished groups take new prompts.
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ from prime_jax import verifiers
 from prime_jax.data import Prompt, PromptEncoder, PromptIterator, Record
 from prime_jax.distributed import ProcessGroup, process_group, to_host
 from prime_jax.oracle_rewards import oracle_token_rewards
+from prime_jax.rollout_engine import RolloutEngine
 from prime_jax.sampling import SampleOutput, SamplingConfig, sample
+from prime_jax.sharding import DEFAULT_RULES
 from prime_jax.scoring import pad_sequences
 from prime_jax.tasks import StepOracle
 
@@ -121,6 +127,37 @@ def merge_grader_metrics(parts: Sequence[dict]) -> tuple[np.ndarray, dict]:
   return scores, merged
 
 
+def sampling_config(rl, tokenizer) -> SamplingConfig:
+  """The rollouts' sampling settings from the rl config."""
+  return SamplingConfig(
+      max_new_tokens=rl.max_new_tokens,
+      temperature=rl.temperature,
+      top_p=rl.top_p,
+      top_k=rl.top_k,
+      n_samples=rl.n_samples,
+      eos_ids=tuple(tokenizer.eos_ids),
+      pad_id=tokenizer.pad_id,
+      prompt_buckets=(rl.max_prompt_len,),
+      attention=rl.decode_attention,
+      attention_block=rl.decode_block,
+  )
+
+
+def make_engine(rl, model_config, tokenizer, rules=DEFAULT_RULES) -> Optional[RolloutEngine]:
+  """The partial-rollout engine a run keeps across steps, None when rl.partial_rollout_steps is
+  0 (off): rows for `sample_batch_prompts` (or `batch_prompts`) groups."""
+  if not rl.partial_rollout_steps:
+    return None
+  return RolloutEngine(
+      model_config=model_config,
+      config=sampling_config(rl, tokenizer),
+      rows=(rl.sample_batch_prompts or rl.batch_prompts) * rl.n_samples,
+      prompt_width=rl.max_prompt_len,
+      round_steps=rl.partial_rollout_steps,
+      rules=rules,
+  )
+
+
 def collect_rollouts(
     params,
     *,
@@ -134,6 +171,7 @@ def collect_rollouts(
     sample_fn: Callable[..., SampleOutput] = sample,
     processes: Optional[ProcessGroup] = None,
     oracle: Optional[StepOracle] = None,
+    engine: Optional[RolloutEngine] = None,
 ) -> tuple[RolloutBatch, list[int], dict]:
   """Samples until `rl.batch_prompts` groups pass the filter.
 
@@ -150,22 +188,16 @@ def collect_rollouts(
     oracle: the task's step oracle, for rl.process_reward="oracle": each process finds the
       first wrong step of its share's responses and the oracle token rewards are exchanged
       like the scores; the batch carries them as `process_rewards`.
+    engine: partial rollouts (`make_engine`; one process only): rounds capped at its
+      round_steps, groups still unfinished at the end stay in it for the next call (which
+      resumes them under the params it is given); `sample_fn` is then unused.
   Returns:
     (batch, the new refill buffer, metrics of the rounds: counts, pass rate, accuracy of all
-    samples, grader stats).
+    samples, grader stats, utilisation = useful tokens / (rows x steps run)).
   """
   processes = processes or process_group()
   n, want = rl.n_samples, rl.sample_batch_prompts or rl.batch_prompts
-  sampling = SamplingConfig(
-      max_new_tokens=rl.max_new_tokens,
-      temperature=rl.temperature,
-      top_p=rl.top_p,
-      top_k=rl.top_k,
-      n_samples=n,
-      eos_ids=tuple(tokenizer.eos_ids),
-      pad_id=tokenizer.pad_id,
-      prompt_buckets=(rl.max_prompt_len,),
-  )
+  sampling = sampling_config(rl, tokenizer)
   encoded: dict[int, Prompt] = {}  # this process's prompts, by source position
 
   def encode(positions: Sequence[int]) -> list[Prompt]:
@@ -184,24 +216,47 @@ def collect_rollouts(
   kept_rows: list[dict] = []
   kept_texts: list[str] = []
   surplus: list[int] = []
-  sampled_acc, dropped, rounds, empty = [], 0, 0, 0
+  sampled_acc, dropped, rounds, empty, drawn_total, graded = [], 0, 0, 0, 0, 0
   oracle_flagged = []  # [round] bool [rows]: the oracle found a wrong step
   grader_metrics: dict = {}
   seconds = {"sampling": 0.0, "grading": 0.0}
-  tokens_sampled = 0
-  while len(kept_positions) < rl.batch_prompts:
-    positions, buffer = buffer[:want], buffer[want:]
+  tokens_sampled, row_steps = 0, 0
+  engine_start = None if engine is None else (engine.useful_tokens, engine.row_steps)
+
+  def draw(count: int) -> list[int]:
+    nonlocal buffer, dropped, drawn_total
+    positions, buffer = buffer[:count], buffer[count:]
     drawn, num_dropped = encoder.draw_positions(
-        iterator, want - len(positions), lengths=prompt_lengths
+        iterator, count - len(positions), lengths=prompt_lengths
     )
-    positions += drawn
     dropped += num_dropped
-    mine = processes.share(len(positions))  # the groups this process reads and grades
-    own = encode([positions[g] for g in mine])
+    drawn_total += count
+    return positions + drawn
+
+  def padded(own: list[Prompt]) -> tuple[np.ndarray, np.ndarray]:
     tokens, valid = pad_sequences(
         [p.token_ids for p in own], length=rl.max_prompt_len, pad_id=tokenizer.pad_id, left=True
     )
-    tokens, valid = processes.allgather_rows(tokens), processes.allgather_rows(valid)
+    return processes.allgather_rows(tokens), processes.allgather_rows(valid)
+
+  def sample_round():
+    """This round's groups to grade: (source positions, this process's share of them (a
+    slice), its prompts, all prompts' tokens and mask [G, P], their samples [G * n rows]);
+    None when no group finished (partial rollouts)."""
+    nonlocal tokens_sampled, row_steps
+    start = time.perf_counter()
+    if engine is not None:
+      new = draw(engine.free_groups())
+      engine.add(new, [p.token_ids for p in encode(new)], jax.random.fold_in(key, rounds))
+      groups, out = engine.round(params)
+      seconds["sampling"] += time.perf_counter() - start
+      positions = [g.position for g in groups]
+      own = encode(positions)
+      return (positions, slice(0, len(positions)), own, *padded(own), out) if groups else None
+    positions = draw(want)
+    mine = processes.share(len(positions))  # the groups this process reads and grades
+    own = encode([positions[g] for g in mine])
+    tokens, valid = padded(own)
     start = time.perf_counter()
     out = sample_fn(
         params,
@@ -213,9 +268,20 @@ def collect_rollouts(
     )
     out = SampleOutput(*(to_host(x) for x in out))
     seconds["sampling"] += time.perf_counter() - start
+    # The loop ran every row until the longest one ended.
+    tokens_sampled += int(np.sum(out.lengths))
+    row_steps += len(out.lengths) * int(np.max(out.lengths))
+    return positions, mine, own, tokens, valid, out
+
+  while len(kept_positions) < rl.batch_prompts:
+    sampled = sample_round()
+    if sampled is None:
+      rounds += 1
+      continue
+    positions, mine, own, tokens, valid, out = sampled
     start = time.perf_counter()
     lengths = np.asarray(out.lengths)
-    tokens_sampled += int(lengths.sum())
+    graded += len(positions)
     texts = [tokenizer.decode(row[:length]) for row, length in zip(out.tokens, lengths)]
     records = [p.record for p in own]
     own_acc, own_metrics = grade_responses(records, texts[mine.start * n : mine.stop * n], n)
@@ -271,6 +337,10 @@ def collect_rollouts(
         kept_texts += [texts[i] for i in rows]
       else:
         surplus.append(positions[g])
+  if engine is not None:
+    engine.suspend()  # the unfinished groups resume under the next call's params
+    tokens_sampled = engine.useful_tokens - engine_start[0]
+    row_steps = engine.row_steps - engine_start[1]
   batch = RolloutBatch(
       kept_positions,
       texts=kept_texts,
@@ -281,16 +351,22 @@ def collect_rollouts(
       grader_metrics,
       **{
           "rollout/rounds": rounds,
-          "rollout/prompts_sampled": rounds * want,
-          "rollout/filter_pass_rate": (len(kept_positions) + len(surplus)) / (rounds * want),
+          "rollout/prompts_sampled": drawn_total,
+          "rollout/filter_pass_rate": (len(kept_positions) + len(surplus)) / graded,
           "rollout/acc_all_samples": float(all_acc.mean()),
           "rollout/prompts_dropped_too_long": dropped,
           "rollout/refill_buffer": len(buffer + surplus),
           "rollout/tokens_sampled": tokens_sampled,
+          # Useful tokens / (rows x steps run): below 1 while finished rows wait for others.
+          "rollout/row_steps": row_steps,
+          "rollout/utilisation": tokens_sampled / max(row_steps, 1),
           "time/sampling": seconds["sampling"],
+          "time/sampling_per_token": seconds["sampling"] / max(tokens_sampled, 1),
           "time/grading": seconds["grading"],
       },
   )
+  if engine is not None:
+    metrics["rollout/in_flight_groups"] = len(engine.in_flight())
   if oracle is not None:
     flagged = np.concatenate(oracle_flagged)
     metrics["rollout/oracle_wrong_step_frac"] = float(flagged.mean())

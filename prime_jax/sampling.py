@@ -1,12 +1,25 @@
-"""The sampling loop: one jitted program for policy rollouts, evaluation and the generate tool.
+"""The sampler: jitted pure functions over a `DecodeState` (a rollout engine), and `sample`.
 
-A left-padded prompt batch [B, P] is prefilled once, its KV cache is copied into the `n_samples`
-rows of each prompt (the samples of a prompt are contiguous: rows i*n .. i*n+n-1), and a
-`lax.while_loop` decodes one token per step over a preallocated cache that is donated to the jit.
-Each row stops at any EOS id; the loop ends when every row is done or `max_new_tokens` is reached.
+A `DecodeState` holds N rows: each row's response so far (tokens, temperature-1 log-probs), its
+PRNG key and its own KV cache, one (k, v) pair of [N, kv_heads, S, head_dim] buffers per layer.
+Rows use the ragged layout: a row's context (its prompt, then its response) starts at slot 0, so a
+token's slot is its RoPE position and row b's filled slots are [0, filled[b]).
 
-Shapes are static: the prompt width is rounded up to a bucket (`bucket_length`), so a training run
-compiles one program per (bucket, batch size, SamplingConfig) instead of one per batch.
+- `admit` prefills contexts into chosen rows (a prompt once for its n sample rows, or a prompt
+  plus a response prefix carried over from an earlier round) and draws each row's next token.
+- `decode` runs at most `max_steps` steps; a step feeds every live row its last token, writes that
+  token's keys and values in place and attends over the row's filled slots only
+  (`prime_jax.models.decoding`). Rows stop at any EOS id or at the budget; the loop stops early
+  when no row is live.
+
+`sample` is one jitted program: admit every prompt's n sample rows, decode to the budget.
+`prime_jax.partial_rollouts` drives `admit` and `decode` in capped rounds instead.
+
+Shapes are static: the context width is rounded up to a bucket (`bucket_length`), so a training
+run compiles one program per (bucket, batch size, SamplingConfig) instead of one per batch.
+
+Randomness is per row: row r's token t is drawn with fold_in(keys[r], t), whatever else is in
+the batch, so a row gives the same tokens sampled in one call or resumed over several.
 
 Log-probs are of the sampled token under the model's unmodified distribution (temperature 1, no
 top-k/top-p truncation), i.e. exactly what `prime_jax.scoring.token_logprobs` returns for the same
@@ -25,8 +38,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding
 
+from prime_jax.models.attention import DECODE_IMPLS
 from prime_jax.models.config import DecoderConfig
-from prime_jax.models.decoder import Decoder, KVCache, init_cache, positions_from_mask
+from prime_jax.models.decoder import CACHE_AXES, Decoder, KVCache, init_cache
+from prime_jax.models.decoding import decode_step, split_layers
 from prime_jax.sharding import (
     DEFAULT_RULES,
     activation_rules,
@@ -35,8 +50,6 @@ from prime_jax.sharding import (
     rules_for_mesh,
 )
 
-# Logical axes of a KV cache array [layers, batch, slots, kv_heads, head_dim].
-_CACHE_AXES = ("layers", "batch", "length", "kv_heads", "head_dim")
 _MIN_BUCKET = 16
 
 
@@ -47,7 +60,10 @@ class SamplingConfig:
   temperature 0 is greedy (top_k / top_p are then ignored); top_k 0 and top_p 1 disable those
   filters. Filters apply in HF's order: temperature, then top-k, then top-p (the smallest set of
   most likely tokens whose probability reaches top_p). `prompt_buckets` are the allowed padded
-  prompt widths (None: powers of two from 16, see `bucket_length`).
+  prompt widths (None: powers of two from 16, see `bucket_length`). `attention` and
+  `attention_block` choose the decode step's attention (`prime_jax.models.attention`): "xla"
+  (pure JAX, any backend), "pallas_gpu" (Triton kernel) or "pallas_interpret" (that kernel in
+  Pallas' interpreter: tests); keys are read in blocks of `attention_block` slots.
   """
 
   max_new_tokens: int
@@ -58,6 +74,8 @@ class SamplingConfig:
   eos_ids: tuple[int, ...] = ()
   pad_id: int = 0
   prompt_buckets: Optional[tuple[int, ...]] = None
+  attention: str = "xla"
+  attention_block: int = 256
 
   def __post_init__(self):
     object.__setattr__(self, "eos_ids", tuple(int(i) for i in self.eos_ids))
@@ -73,6 +91,10 @@ class SamplingConfig:
       raise ValueError(f"top_k must be >= 0 (0 = off), got {self.top_k}")
     if self.n_samples < 1:
       raise ValueError(f"n_samples must be >= 1, got {self.n_samples}")
+    if self.attention not in DECODE_IMPLS:
+      raise ValueError(f"attention must be one of {DECODE_IMPLS}, got {self.attention!r}")
+    if self.attention_block < 16:
+      raise ValueError(f"attention_block must be >= 16, got {self.attention_block}")
 
   @property
   def greedy(self) -> bool:
@@ -94,6 +116,44 @@ class SampleOutput(NamedTuple):
   mask: jax.Array
 
 
+class DecodeState(NamedTuple):
+  """N rows of the rollout engine; T = max_new_tokens, S cache slots per row.
+
+  cache: per layer (k, v), each [N, kv_heads, S, head_dim] in the compute dtype.
+  tokens: [N, T] int32 response tokens so far, `pad_id` after them.
+  logprobs: [N, T] float32 their temperature-1 log-probs, 0 after them.
+  lengths: [N] int32 response tokens drawn so far (the last is not yet in the cache).
+  filled: [N] int32 cache slots holding keys and values (context + response[:lengths - 1]).
+  live: [N] bool, still generating (no EOS yet, under the budget); False for idle rows.
+  keys: [N] PRNG keys; token t of row r is drawn with fold_in(keys[r], t).
+  """
+
+  cache: KVCache
+  tokens: jax.Array
+  logprobs: jax.Array
+  lengths: jax.Array
+  filled: jax.Array
+  live: jax.Array
+  keys: jax.Array
+
+  def output(self) -> SampleOutput:
+    mask = jnp.arange(self.tokens.shape[1])[None, :] < self.lengths[:, None]
+    return SampleOutput(self.tokens, self.logprobs, self.lengths, mask)
+
+
+class Prefix(NamedTuple):
+  """Responses carried into `admit` (partial rollouts): R rows, T columns.
+
+  tokens: [R, T] int32 the response so far, `pad_id` after it; logprobs: [R, T] float32, 0 after;
+  lengths: [R] int32 tokens so far, each in [1, T). The context given with them is the prompt
+  followed by these tokens.
+  """
+
+  tokens: jax.Array
+  logprobs: jax.Array
+  lengths: jax.Array
+
+
 def bucket_length(length: int, buckets: Optional[Sequence[int]] = None) -> int:
   """The padded width for `length`: the smallest bucket >= length.
 
@@ -107,6 +167,27 @@ def bucket_length(length: int, buckets: Optional[Sequence[int]] = None) -> int:
     if b >= length:
       return b
   return -(-length // buckets[-1]) * buckets[-1]
+
+
+def cache_length(prompt_width: int, config: SamplingConfig) -> int:
+  """Slots per row for prompts of `prompt_width` and the response budget, rounded up to a
+  multiple of the attention block when it spans more than one."""
+  slots = prompt_width + config.max_new_tokens
+  block = config.attention_block
+  return slots if slots <= block else -(-slots // block) * block
+
+
+def right_align(
+    tokens: np.ndarray, valid: np.ndarray, pad_id: int
+) -> tuple[np.ndarray, np.ndarray]:
+  """Left-padded [B, P] prompts -> (contexts [B, P] starting at slot 0, right-padded; lengths
+  [B] int32): the ragged layout of the cache. Host numpy."""
+  lengths = valid.sum(axis=1).astype(np.int32)
+  shift = (np.arange(tokens.shape[1])[None, :] + (tokens.shape[1] - lengths)[:, None]) % (
+      tokens.shape[1]
+  )
+  context = np.take_along_axis(tokens, shift, axis=1)
+  return np.where(np.arange(tokens.shape[1])[None, :] < lengths[:, None], context, pad_id), lengths
 
 
 def sample(
@@ -123,13 +204,14 @@ def sample(
 
   Args:
     params: decoder params, on one device or sharded on a mesh. On a mesh everything follows
-      `rules` on the params' mesh: the KV cache (batch over the `batch` rule's axes, kv heads over
+      `rules` on the params' mesh: the KV cache (rows over the `batch` rule's axes, kv heads over
       the `kv_heads` rule's), the prompts and outputs (rows over `batch`) and the decoder's
       activations. The params may be in any layout of that mesh, e.g. the sampler's
       (`prime_jax.sharding.reshard_params` with `sampler_rules(config)`): pass the same rules.
     prompt_tokens: [B, P] int token ids, left-padded.
     prompt_valid: [B, P] bool, True on real tokens; every row needs at least one.
-    key: PRNG key (ignored when greedy). Same key and inputs give the same tokens.
+    key: PRNG key (ignored when greedy). Same key and inputs give the same tokens; row r
+      (= prompt r // n_samples) draws with fold_in(key, r).
     model_config: the decoder's config.
     config: the sampling settings.
     rules: logical-axis rules of the sampler's layout (used when the params live on a mesh).
@@ -149,9 +231,8 @@ def sample(
   return out
 
 
-def _sample_args(params, prompt_tokens, prompt_valid, key, *, model_config, config, rules):
-  """Checks and pads the prompts, places them and a zeroed cache; returns `_sample_jit`'s
-  (positional args, static keyword args)."""
+def check_prompts(prompt_tokens, prompt_valid, model_config: DecoderConfig, config: SamplingConfig):
+  """Host checks of a left-padded prompt batch; returns it as (int32 tokens, bool valid) numpy."""
   prompt_tokens = np.asarray(prompt_tokens, np.int32)  # small: checked and padded on the host
   valid = np.asarray(prompt_valid, bool)
   if prompt_tokens.ndim != 2 or prompt_tokens.shape != valid.shape:
@@ -171,18 +252,36 @@ def _sample_args(params, prompt_tokens, prompt_valid, key, *, model_config, conf
         f"exceeds the model's context of {model_config.max_position_embeddings} "
         "positions"
     )
+  return prompt_tokens, valid
 
+
+def _sample_args(params, prompt_tokens, prompt_valid, key, *, model_config, config, rules):
+  """Checks and right-aligns the prompts, places them and a fresh state; returns `_sample_jit`'s
+  (positional args, static keyword args)."""
+  prompt_tokens, valid = check_prompts(prompt_tokens, prompt_valid, model_config, config)
   b, p = prompt_tokens.shape
   width = bucket_length(p, config.prompt_buckets)
   prompt_tokens = np.pad(prompt_tokens, ((0, 0), (width - p, 0)), constant_values=config.pad_id)
   valid = np.pad(valid, ((0, 0), (width - p, 0)))
-  shape = (b * config.n_samples, width + config.max_new_tokens)
-  cache = init_cache_like(params, model_config, *shape, rules=rules)
-  mesh = _params_mesh(params)
+  context, lengths = right_align(prompt_tokens, valid, config.pad_id)
+  state = new_state(params, model_config, config, b * config.n_samples, width, rules=rules)
+  mesh = params_mesh(params)
   if mesh is not None:  # prompt rows over the batch axes (where they divide)
-    rows = row_sharding(mesh, prompt_tokens.shape, rules)
-    prompt_tokens, valid = jax.device_put((prompt_tokens, valid), rows)
-  return (params, prompt_tokens, valid, key, cache), dict(
+    context, lengths = jax.device_put(
+        (context, lengths), (row_sharding(mesh, context.shape, rules), row_sharding(mesh, (b,)))
+    )
+  return (params, context, lengths, key, state), static_args(model_config, config, mesh, rules)
+
+
+def static_args(model_config, config, mesh, rules) -> dict:
+  """The static keyword arguments of the jitted sampler functions for params on `mesh`."""
+  if mesh is not None and mesh.size > 1 and config.attention != "xla":
+    # Under jit XLA would gather a sharded cache onto every device for the kernel's custom call.
+    raise ValueError(
+        f"attention={config.attention!r} runs on one device (no shard_map around the kernel "
+        f"yet); use 'xla' on this {mesh.size}-device mesh"
+    )
+  return dict(
       model_config=model_config,
       config=config,
       mesh=mesh,
@@ -190,7 +289,7 @@ def _sample_args(params, prompt_tokens, prompt_valid, key, *, model_config, conf
   )
 
 
-def _params_mesh(params):
+def params_mesh(params):
   """The mesh of sharded params, None for params on one device (or host numpy arrays)."""
   leaf_sharding = getattr(jax.tree.leaves(params)[0], "sharding", None)
   return leaf_sharding.mesh if isinstance(leaf_sharding, NamedSharding) else None
@@ -203,18 +302,45 @@ def init_cache_like(
 
   A mesh axis that does not divide its cache dimension is left out (that dimension replicated).
   """
-  mesh = _params_mesh(params)
+  mesh = params_mesh(params)
   if mesh is None:
     return init_cache(model_config, batch, length)
-  shape = (model_config.num_layers, batch, length, model_config.num_kv_heads, model_config.head_dim)
+  shape = (batch, model_config.num_kv_heads, length, model_config.head_dim)
   sharding = cache_sharding(mesh, shape, rules)
   zeros = lambda: jnp.zeros(shape, jnp.dtype(model_config.dtype), device=sharding)
-  return {"k": zeros(), "v": zeros()}
+  return tuple((zeros(), zeros()) for _ in range(model_config.num_layers))
+
+
+def new_state(
+    params,
+    model_config: DecoderConfig,
+    config: SamplingConfig,
+    rows: int,
+    prompt_width: int,
+    *,
+    rules=DEFAULT_RULES,
+) -> DecodeState:
+  """An idle `DecodeState` of `rows` rows for prompts up to `prompt_width` tokens, placed like
+  `params` (rows over the batch axes on a mesh)."""
+  slots = cache_length(prompt_width, config)
+  t = config.max_new_tokens
+  state = DecodeState(
+      cache=init_cache_like(params, model_config, rows, slots, rules=rules),
+      tokens=np.full((rows, t), config.pad_id, np.int32),
+      logprobs=np.zeros((rows, t), np.float32),
+      lengths=np.zeros((rows,), np.int32),
+      filled=np.zeros((rows,), np.int32),
+      live=np.zeros((rows,), bool),
+      keys=jax.random.split(jax.random.key(0), rows),  # placeholders until `admit`
+  )
+  mesh = params_mesh(params)
+  place = lambda x: jax.device_put(x, None if mesh is None else row_sharding(mesh, x.shape, rules))
+  return state._replace(**{f: place(getattr(state, f)) for f in DecodeState._fields[1:]})
 
 
 def cache_sharding(mesh, shape, rules=DEFAULT_RULES) -> NamedSharding:
-  """Where a KV cache array [layers, batch, slots, kv_heads, head_dim] of `shape` lives."""
-  return fit_to_shape(logical_sharding(mesh, _CACHE_AXES, rules), shape)
+  """Where one KV cache array [rows, kv_heads, slots, head_dim] of `shape` lives."""
+  return fit_to_shape(logical_sharding(mesh, CACHE_AXES, rules), shape)
 
 
 def row_sharding(mesh, shape, rules=DEFAULT_RULES) -> NamedSharding:
@@ -223,8 +349,9 @@ def row_sharding(mesh, shape, rules=DEFAULT_RULES) -> NamedSharding:
   return fit_to_shape(logical_sharding(mesh, ("batch", "length")[: len(shape)], rules), shape)
 
 
-def _choose_tokens(logits: jax.Array, key: jax.Array, config: SamplingConfig):
-  """One token per row from f32 logits [N, V]; returns (tokens [N], temperature-1 logprobs [N])."""
+def _choose_tokens(logits: jax.Array, keys: jax.Array, config: SamplingConfig):
+  """One token per row from f32 logits [N, V], row r drawing with keys[r] ([N] keys); returns
+  (tokens [N], temperature-1 logprobs [N])."""
   if config.greedy:
     tokens = jnp.argmax(logits, axis=-1)
   else:
@@ -236,13 +363,45 @@ def _choose_tokens(logits: jax.Array, key: jax.Array, config: SamplingConfig):
         probs = jax.nn.softmax(top, axis=-1)
         mass_before = jnp.cumsum(probs, axis=-1) - probs  # the first token is always kept
         top = jnp.where(mass_before < config.top_p, top, -jnp.inf)
-      choice = jax.random.categorical(key, top, axis=-1)
-      tokens = jnp.take_along_axis(index, choice[:, None], axis=-1)[:, 0]
+      tokens = jnp.take_along_axis(index, _draw(keys, top)[:, None], axis=-1)[:, 0]
     else:
-      tokens = jax.random.categorical(key, scaled, axis=-1)
+      tokens = _draw(keys, scaled)
   tokens = tokens.astype(jnp.int32)
   picked = jnp.take_along_axis(logits, tokens[:, None], axis=-1)[:, 0]
   return tokens, picked - jax.nn.logsumexp(logits, axis=-1)
+
+
+_DRAW_CHUNK = 128
+
+
+def _draw(keys: jax.Array, logits: jax.Array) -> jax.Array:
+  """One index per row from softmax(logits) ([N, V], -inf allowed), row r with keys[r].
+
+  Inverse-CDF sampling with one uniform per row: the chunk of _DRAW_CHUNK entries whose
+  cumulative mass crosses u * total, then the entry inside it. Exact up to float32 rounding of the
+  cumulative sums. It draws one random number per row where the Gumbel-max trick
+  (`jax.random.categorical`) draws V: with V = 16384 those bits took ~14 of 63 ms of a decode
+  step's single-threaded CPU time on the sampler benchmark's 30.9M model (B = 32).
+  """
+  n, v = logits.shape
+  width = min(_DRAW_CHUNK, v)
+  chunks = -(-v // width)
+  probs = jnp.exp(logits - jnp.max(logits, axis=-1, keepdims=True))
+  probs = jnp.pad(probs, ((0, 0), (0, chunks * width - v))).reshape(n, chunks, width)
+  mass = probs.sum(axis=-1)  # [N, chunks]
+  cum = jnp.cumsum(mass, axis=-1)
+  target = jax.vmap(jax.random.uniform)(keys) * cum[:, -1]
+
+  def crossing(cumulative, masses, point):
+    """Index of the entry whose cumulative mass crosses `point`, clamped to the last entry with
+    mass (rounding can put `point` at or past the total)."""
+    last = masses.shape[-1] - 1 - jnp.argmax(masses[:, ::-1] > 0, axis=-1)
+    return jnp.minimum(jnp.sum(cumulative <= point[:, None], axis=-1), last)
+
+  chunk = crossing(cum, mass, target)
+  inside = jnp.take_along_axis(probs, chunk[:, None, None], axis=1)[:, 0]  # [N, width]
+  before = jnp.take_along_axis(cum - mass, chunk[:, None], axis=-1)[:, 0]
+  return chunk * width + crossing(jnp.cumsum(inside, axis=-1), inside, target - before)
 
 
 def _is_eos(tokens: jax.Array, eos_ids: tuple[int, ...]) -> jax.Array:
@@ -251,101 +410,211 @@ def _is_eos(tokens: jax.Array, eos_ids: tuple[int, ...]) -> jax.Array:
   return jnp.isin(tokens, jnp.asarray(eos_ids, jnp.int32))
 
 
+def _step_keys(keys: jax.Array, t: jax.Array) -> jax.Array:
+  """[N] keys for each row's token t[r]."""
+  return jax.vmap(jax.random.fold_in)(keys, t)
+
+
+def _constrain(mesh, rules, state: DecodeState) -> DecodeState:
+  """Pins a state's layout (cache and rows over the batch axes) on a mesh; no-op without one."""
+  if mesh is None:
+    return state
+  pin = lambda shard: lambda x: jax.lax.with_sharding_constraint(x, shard(mesh, x.shape, rules))
+  return state._replace(
+      cache=jax.tree.map(pin(cache_sharding), state.cache),
+      **{f: pin(row_sharding)(getattr(state, f)) for f in DecodeState._fields[1:]},
+  )
+
+
 @functools.partial(
-    jax.jit, static_argnames=("model_config", "config", "mesh", "rules"), donate_argnames=("cache",)
+    jax.jit, static_argnames=("model_config", "config", "mesh", "rules"), donate_argnames=("state",)
 )
 def _sample_jit(
-    params, prompt_tokens, prompt_valid, key, cache, *, model_config, config, mesh=None, rules=()
+    params, context, context_lengths, key, state, *, model_config, config, mesh=None, rules=()
 ):
-  """The loop. prompt [B, P] (P already a bucket), cache [L, B*n, P+T, ...] zeroed and donated.
+  """Admits every prompt's n rows into the fresh, donated `state` and decodes to the budget.
 
-  Returns (SampleOutput, the cache) so the donated buffer is the loop's carry, updated in place.
-  With a mesh it runs under `activation_rules(mesh, rules)`, and pins the cache and the outputs
-  (rows over the batch axes) to the rules' layout.
+  context [B, W] right-padded prompts, context_lengths [B]. Returns (SampleOutput, the state).
   """
   with activation_rules(mesh, rules):
-    out, cache = _sample_loop(
-        params, prompt_tokens, prompt_valid, key, cache, model_config=model_config, config=config
+    rows = jnp.arange(state.tokens.shape[0])
+    state = _admit(
+        params,
+        state,
+        context,
+        context_lengths,
+        rows,
+        jax.vmap(jax.random.fold_in, (None, 0))(key, rows),
+        None,
+        repeat=config.n_samples,
+        model_config=model_config,
+        config=config,
     )
+    state, _ = _decode(
+        params, state, config.max_new_tokens - 1, model_config=model_config, config=config
+    )
+  state = _constrain(mesh, rules, state)
+  out = state.output()
   if mesh is not None:
     out = jax.tree.map(
         lambda x: jax.lax.with_sharding_constraint(x, row_sharding(mesh, x.shape, rules)), out
     )
-    cache = jax.tree.map(
-        lambda x: jax.lax.with_sharding_constraint(x, cache_sharding(mesh, x.shape, rules)), cache
+  return out, state
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=("repeat", "model_config", "config", "mesh", "rules"),
+    donate_argnames=("state",),
+)
+def admit(
+    params,
+    state: DecodeState,
+    context: jax.Array,
+    context_lengths: jax.Array,
+    rows: jax.Array,
+    keys: jax.Array,
+    prefix: Optional[Prefix] = None,
+    *,
+    repeat: int,
+    model_config: DecoderConfig,
+    config: SamplingConfig,
+    mesh=None,
+    rules=(),
+) -> DecodeState:
+  """Prefills G contexts into R = G * repeat rows of the donated `state`; see `_admit`."""
+  with activation_rules(mesh, rules):
+    state = _admit(
+        params,
+        state,
+        context,
+        context_lengths,
+        rows,
+        keys,
+        prefix,
+        repeat=repeat,
+        model_config=model_config,
+        config=config,
     )
-  return out, cache
+  return _constrain(mesh, rules, state)
 
 
-def _sample_loop(params, prompt_tokens, prompt_valid, key, cache, *, model_config, config):
+@functools.partial(
+    jax.jit, static_argnames=("model_config", "config", "mesh", "rules"), donate_argnames=("state",)
+)
+def decode(
+    params, state: DecodeState, max_steps, *, model_config, config, mesh=None, rules=()
+) -> tuple[DecodeState, jax.Array]:
+  """At most `max_steps` (a traced int: one program for any value) decode steps of the donated
+  `state`; returns (state, steps run). See `_decode`."""
+  with activation_rules(mesh, rules):
+    state, steps = _decode(params, state, max_steps, model_config=model_config, config=config)
+  return _constrain(mesh, rules, state), steps
+
+
+def _admit(
+    params, state, context, context_lengths, rows, keys, prefix, *, repeat, model_config, config
+):
+  """Prefills contexts into rows and draws each row's next token.
+
+  Args:
+    state: the engine; rows outside `rows` are untouched.
+    context: [G, W] int right-padded contexts (W <= the cache's slots): a prompt, or a prompt
+      then its response so far (`prefix`).
+    context_lengths: [G] int real tokens of each context, >= 1.
+    rows: [G * repeat] int the rows context g goes to (g * repeat .. g * repeat + repeat - 1);
+      a row index outside [0, N) drops that copy (padding of a fixed-size admission).
+    keys: [G * repeat] PRNG keys of those rows.
+    prefix: None (fresh prompts) or the rows' responses so far (`Prefix`, R = G * repeat).
+    repeat: rows per context (a fresh prompt's n samples share one prefill).
+  Returns:
+    The state with those rows live (unless their first token ends them).
+  """
+  g, w = context.shape
+  r, budget = g * repeat, state.tokens.shape[1]
+  chex.assert_shape([context_lengths], (g,))
+  chex.assert_shape([rows, keys], (r,))
+  if w > state.cache[0][0].shape[2]:
+    raise ValueError(f"contexts of width {w} do not fit the cache's {state.cache[0][0].shape[2]}")
   model = Decoder(model_config)
   variables = {"params": params}
-  n = config.n_samples
-  b, p = prompt_tokens.shape
-  rows, budget = b * n, config.max_new_tokens
-  chex.assert_shape(cache["k"], (model_config.num_layers, rows, p + budget, None, None))
-
-  # Prefill each prompt once, then copy its cache into its n sample rows at slots [0, P).
-  hidden, prefill = model.apply(
-      variables,
-      prompt_tokens,
-      positions_from_mask(prompt_valid),
-      prompt_valid,
-      cache=init_cache(model_config, b, p, cache["k"].dtype),
-      cache_offset=0,
-  )
-  cache = jax.tree.map(
-      lambda full, part: jax.lax.dynamic_update_slice_in_dim(
-          full, jnp.repeat(part, n, axis=1), 0, axis=2
-      ),
-      cache,
-      prefill,
-  )
-  logits = jnp.repeat(model.apply(variables, hidden[:, -1], method=Decoder.logits), n, axis=0)
-  # Response slots are all marked valid: causality already hides the ones not yet written.
-  kv_valid = jnp.concatenate(
-      [jnp.repeat(prompt_valid, n, axis=0), jnp.ones((rows, budget), bool)], axis=1
-  )
-  first_position = jnp.repeat(prompt_valid.sum(axis=1, dtype=jnp.int32), n)
-
-  token, logprob = _choose_tokens(logits, jax.random.fold_in(key, 0), config)
-  tokens = jnp.full((rows, budget), config.pad_id, jnp.int32).at[:, 0].set(token)
-  logprobs = jnp.zeros((rows, budget), jnp.float32).at[:, 0].set(logprob)
-  state = (
-      jnp.int32(1),
-      token,
-      _is_eos(token, config.eos_ids),
-      jnp.ones((rows,), jnp.int32),
-      tokens,
-      logprobs,
-      cache,
-  )
-
-  def not_finished(state):
-    t, _, done = state[:3]
-    return (t < budget) & ~jnp.all(done)
-
-  def step(state):
-    # Feed response token t-1 (slot P+t-1), then choose token t; finished rows emit padding.
-    t, prev, done, lengths, tokens, logprobs, cache = state
-    hidden, cache = model.apply(
-        variables,
-        prev[:, None],
-        (first_position + t - 1)[:, None],
-        kv_valid,
-        cache=cache,
-        cache_offset=p + t - 1,
+  valid = jnp.arange(w)[None, :] < context_lengths[:, None]
+  hidden, kv = model.apply(variables, context, jnp.broadcast_to(jnp.arange(w), (g, w)), valid)
+  last = jnp.take_along_axis(hidden, (context_lengths - 1)[:, None, None], axis=1)[:, 0]
+  logits = jnp.repeat(model.apply(variables, last, method=Decoder.logits), repeat, axis=0)
+  if prefix is None:
+    prefix = Prefix(
+        jnp.full((r, budget), config.pad_id, jnp.int32),
+        jnp.zeros((r, budget), jnp.float32),
+        jnp.zeros((r,), jnp.int32),
     )
-    logits = model.apply(variables, hidden[:, 0], method=Decoder.logits)
-    token, logprob = _choose_tokens(logits, jax.random.fold_in(key, t), config)
-    token = jnp.where(done, config.pad_id, token)
-    logprob = jnp.where(done, 0.0, logprob)
-    tokens = jax.lax.dynamic_update_slice_in_dim(tokens, token[:, None], t, axis=1)
-    logprobs = jax.lax.dynamic_update_slice_in_dim(logprobs, logprob[:, None], t, axis=1)
-    lengths = lengths + (~done).astype(jnp.int32)
-    done = done | _is_eos(token, config.eos_ids)
-    return t + 1, token, done, lengths, tokens, logprobs, cache
+  chex.assert_shape([prefix.tokens, prefix.logprobs], (r, budget))
+  token, logprob = _choose_tokens(logits, _step_keys(keys, prefix.lengths), config)
+  at = (jnp.arange(r), prefix.lengths)
+  lengths = prefix.lengths + 1
+  put = lambda full, part: full.at[rows].set(part, mode="drop")
+  return DecodeState(
+      cache=tuple(
+          tuple(
+              # [G, W, kv_heads, head_dim] -> the rows' slots [0, W): [R, kv_heads, W, head_dim].
+              full.at[rows, :, :w].set(
+                  jnp.repeat(part[layer].swapaxes(1, 2), repeat, axis=0).astype(full.dtype),
+                  mode="drop",
+              )
+              for full, part in zip(pair, (kv["k"], kv["v"]))
+          )
+          for layer, pair in enumerate(state.cache)
+      ),
+      tokens=put(state.tokens, prefix.tokens.at[at].set(token)),
+      logprobs=put(state.logprobs, prefix.logprobs.at[at].set(logprob)),
+      lengths=put(state.lengths, lengths),
+      filled=put(state.filled, jnp.repeat(context_lengths, repeat)),
+      live=put(state.live, ~_is_eos(token, config.eos_ids) & (lengths < budget)),
+      keys=put(state.keys, keys),
+  )
 
-  _, _, _, lengths, tokens, logprobs, cache = jax.lax.while_loop(not_finished, step, state)
-  mask = jnp.arange(budget)[None, :] < lengths[:, None]
-  return SampleOutput(tokens, logprobs, lengths, mask), cache
+
+def _decode(params, state, max_steps, *, model_config, config):
+  """Decode steps while some row is live, at most `max_steps`; returns (state, steps run).
+
+  A step feeds each live row its last token at slot filled (its position), writes that token's
+  keys and values there and draws the next token from attention over slots [0, filled + 1).
+  Idle and finished rows compute but write nothing and attend to one slot, so they neither touch
+  the cache nor lengthen the attention loop.
+  """
+  layers = split_layers(params, model_config)  # once per call: sliced weights in the loop copy
+  n, budget = state.tokens.shape
+  slots = state.cache[0][0].shape[2]
+  rows = jnp.arange(n)
+
+  def running(carry):
+    steps, st = carry
+    return (steps < max_steps) & jnp.any(st.live)
+
+  def step(carry):
+    steps, st = carry
+    logits, cache = decode_step(
+        params,
+        layers,
+        st.cache,
+        st.tokens[rows, st.lengths - 1],
+        jnp.where(st.live, st.filled, slots),
+        jnp.where(st.live, st.filled + 1, 1),
+        config=model_config,
+        block=config.attention_block,
+        impl=config.attention,
+    )
+    token, logprob = _choose_tokens(logits, _step_keys(st.keys, st.lengths), config)
+    column = jnp.where(st.live, st.lengths, budget)  # idle rows: out of range, dropped
+    lengths = st.lengths + st.live
+    return steps + 1, st._replace(
+        cache=cache,
+        tokens=st.tokens.at[rows, column].set(token, mode="drop"),
+        logprobs=st.logprobs.at[rows, column].set(logprob, mode="drop"),
+        lengths=lengths,
+        filled=st.filled + st.live,
+        live=st.live & ~_is_eos(token, config.eos_ids) & (lengths < budget),
+    )
+
+  steps, state = jax.lax.while_loop(running, step, (jnp.int32(0), state))
+  return state, steps

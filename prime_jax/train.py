@@ -50,7 +50,7 @@ from prime_jax.data import PromptEncoder, PromptFormat, PromptIterator, load_spl
 from prime_jax.data.storage import split_names
 from prime_jax.metrics_log import MetricsLog
 from prime_jax.models import load_hf_checkpoint, read_hf_config, save_hf_checkpoint
-from prime_jax.rollout import collect_rollouts
+from prime_jax.rollout import collect_rollouts, make_engine
 from prime_jax.sampling import sample
 from prime_jax.sharding import (
     make_mesh,
@@ -454,6 +454,8 @@ def train(config, workdir: str) -> dict:
   prm_share = sum(c for phase, _, c in passes if phase == "prm") / sum(c for *_, c in passes)
   checkpoint_s = 0.0
   sampler_layout = sampler_rules(config)
+  # Partial rollouts (rl.partial_rollout_steps): unfinished groups carry over between steps.
+  engine = make_engine(rl, run.model_config, run.tokenizer, sampler_layout)
   bar = console.progress(config.total_steps, "RL", initial=start)
   try:
     for step in range(start + 1, config.total_steps + 1):
@@ -472,6 +474,7 @@ def train(config, workdir: str) -> dict:
           key=jax.random.fold_in(key, 0),
           sample_fn=functools.partial(sample, rules=sampler_layout),
           oracle=oracle,
+          engine=engine,
       )
       t1 = time.perf_counter()
       inputs = distributed.host_to_global(batch.update_inputs(), shardings["batch"])
@@ -506,7 +509,8 @@ def train(config, workdir: str) -> dict:
             prm,
             dict(
                 iterator=run.iterator.state(),
-                buffer=buffer,
+                # Groups still in the engine restart from their prompts after a resume.
+                buffer=buffer + (engine.in_flight() if engine else []),
                 first_eval=first_eval,
                 last_eval=last_eval,
             ),

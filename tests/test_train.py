@@ -151,6 +151,7 @@ def check_finished_run(run: FinishedRun, base, *, prm: bool):
       assert np.isfinite(row[key]), (row["step"], key)
     assert row["rollout/rounds"] == 1 and row["rollout/filter_pass_rate"] == 1.0
     assert row["rollout/refill_buffer"] == 2
+    assert 0 < row["rollout/utilisation"] <= 1 and row["time/sampling_per_token"] > 0
     assert 0.0 <= row["acc_mean"] <= 1.0 and row["response_length_mean"] > 0
     assert ("prm/acc_before" in row) == prm
   # eval on step 0 (before RL), every eval_every steps and on the last step
@@ -290,6 +291,27 @@ def test_the_other_estimators_train_from_the_sft_checkpoint(base, tmp_path, esti
   assert np.isfinite(rows[1]["policy/loss"]) and 0.0 <= rows[1]["prm/acc_before"] <= 1.0
   if estimator == "ppo":
     assert np.isfinite(rows[1]["policy/value_loss"]) and rows[1]["policy/value_loss"] > 0
+
+
+@pytest.mark.slow
+def test_a_partial_rollout_run_carries_unfinished_groups_over_steps(base, tmp_path):
+  """rl.partial_rollout_steps=4: sampling rounds of 4 decode steps (responses run to 24 tokens);
+  groups still running when a step has its batch carry over, and the checkpoint's refill buffer
+  holds them too, so a resume restarts them from their prompts."""
+  overrides = {"rl.partial_rollout_steps": 4, "total_steps": 2, "eval_every": 0}
+  run = run_in_process(tiny_config(base, **OUTCOME_ONLY, **overrides), tmp_path / "run")
+  rows = read_metrics(str(run.workdir))[1:]
+  assert [r["step"] for r in rows] == [1, 2]
+  for row in rows:
+    assert all(np.isfinite(row[k]) for k in LOSSES), row
+    assert row["rollout/rounds"] > 1 and 0 < row["rollout/utilisation"] <= 1
+  assert any(row["rollout/in_flight_groups"] > 0 for row in rows)
+  checkpoints = Checkpointer(os.path.join(run.workdir, "checkpoints"))
+  args = ocp.args.Composite(run_state=ocp.args.JsonRestore())
+  saved = checkpoints.manager.restore(2, args=args)["run_state"]["buffer"]
+  checkpoints.close()
+  last = rows[-1]
+  assert len(saved) == last["rollout/refill_buffer"] + last["rollout/in_flight_groups"]
 
 
 @pytest.mark.slow

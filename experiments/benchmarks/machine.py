@@ -53,3 +53,30 @@ def matmul_peak(
 ) -> dict[tuple[int, int, int], tuple[float, float]]:
   """`matmul_rates` of each (m, k, n); the machine's peak is the largest of each column."""
   return {shape: matmul_rates(*shape, repeats=repeats, dtype=dtype) for shape in shapes}
+
+
+def best_wall(fn: Callable[[], object], repeats: int) -> float:
+  """Minimum wall seconds of `repeats` calls (the least disturbed by other processes)."""
+  return min(w for w, _ in timed_calls(fn, repeats))
+
+
+def memory_bandwidth() -> float:
+  """Bytes/s: the best of an XLA reduction over 1 GiB (read only) and a numpy copy (read +
+  write, both counted)."""
+  import numpy as np
+
+  x = jnp.ones((1 << 28,), jnp.float32)
+  total = jax.jit(jnp.sum)
+  total(x).block_until_ready()
+  read = x.nbytes / best_wall(lambda: total(x), 5)
+  del x
+  a = np.ones(1 << 27, np.float32)
+  b = np.empty_like(a)
+  copy = 2 * a.nbytes / min(_np_copy_seconds(a, b) for _ in range(5))
+  return max(read, copy)
+
+
+def _np_copy_seconds(a, b) -> float:
+  start = time.perf_counter()
+  b[...] = a
+  return time.perf_counter() - start

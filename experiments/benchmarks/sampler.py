@@ -1,12 +1,19 @@
-r"""Sampler throughput: prime_jax's jitted loop vs transformers `generate`, same weights, same CPU.
+r"""Sampler speed: prime_jax against transformers `generate` and against this machine's bounds.
 
-Builds a ~30M-parameter Qwen2-shaped model with random weights, saves it as a HF checkpoint, loads
-it into both, and times batch 32 x prompt 64 -> 128 new tokens, greedy and temperature 1 (no EOS:
-every row generates the full budget, so both sides produce the same number of tokens). Prints
-tokens/s for both and the ratio, and our decode-step time against the bound set by reading the
-weights (and the KV cache) once per step at this machine's memory bandwidth, measured in the run.
+Same random weights on both sides (a 30.9M Qwen2-shaped model saved as a HF checkpoint), same CPU,
+no EOS (every row generates the full budget on both sides, so both produce the same tokens).
 
-  .venv/bin/python experiments/benchmarks/sampler.py [--batch 32 --prompt 64 --new_tokens 128]
+  --case short  batch 32 x prompt 64 -> 128 new tokens, greedy and temperature 1.
+  --case long   batch 16 x prompt 512 -> 2,048 new tokens, greedy; then the decode step's time
+                against the filled length (prompt + tokens so far), and at filled length 512 with
+                the budget 4x smaller (a step must cost what has been written, not the budget).
+
+Every run prints tokens/s of both and the ratio, and the decode step against its bounds (matmul
+FLOPs at XLA's measured f32 matmul rate, bytes read at the measured memory bandwidth;
+`decode_bounds`). Check the load average it prints: timings on a busy machine are not results.
+
+  .venv/bin/python experiments/benchmarks/sampler.py --case short --repeats 3
+  .venv/bin/python experiments/benchmarks/sampler.py --case long --repeats 1
 """
 
 from __future__ import annotations
@@ -15,80 +22,55 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
-from prime_jax.models import (
-    DecoderConfig,
-    init_params,
-    load_hf_checkpoint,  # noqa: E402
-    save_hf_checkpoint,
-)
-from prime_jax.sampling import SamplingConfig, sample  # noqa: E402
+from decode_bounds import MODEL, bound_line, step_bytes, step_flops  # noqa: E402
+from machine import best_wall, matmul_rates, memory_bandwidth  # noqa: E402
+from prime_jax.models import init_params, load_hf_checkpoint, save_hf_checkpoint  # noqa: E402
+from prime_jax.sampling import SamplingConfig, admit, decode, new_state, sample  # noqa: E402
 
-# Qwen2 architecture (q/k/v biases, GQA, SwiGLU, tied embeddings as in the small Qwen2.5 models).
-MODEL = DecoderConfig(
-    vocab_size=16384,
-    hidden_size=512,
-    num_layers=8,
-    num_heads=8,
-    num_kv_heads=2,
-    head_dim=64,
-    intermediate_size=1408,
-    qkv_bias=True,
-    tie_embeddings=True,
-    rope_theta=1e6,
-    max_position_embeddings=4096,
-    model_type="qwen2",
-)
+CASES = {"short": dict(batch=32, prompt=64, new_tokens=128), "long": dict(batch=16, prompt=512)}
+CASES["long"]["new_tokens"] = 2048
 
 
-def best_of(fn, repeats):
-  """Minimum wall time of `repeats` calls (the least disturbed by other processes on the CPU)."""
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return min(times)
+def decode_step_seconds(params, config, settings, rows, prompt_width, filled, repeats, steps=16):
+  """Wall seconds of one decode step of `rows` rows whose contexts hold `filled` tokens (random
+  ids), in a state sized for `prompt_width` + the settings' budget: best of `repeats` calls of
+  `steps` steps (filled grows by `steps` per call)."""
+  state = new_state(params, config, settings, rows, prompt_width)
+  context = np.random.default_rng(1).integers(3, config.vocab_size, (rows, filled), np.int32)
+  static = dict(model_config=config, config=settings)
+  keys = jax.random.split(jax.random.key(0), rows)
+  # Prefilled a few rows at a time: a prefill holds [rows, heads, filled, filled] f32 scores.
+  chunk = max(1, (1 << 28) // (4 * config.num_heads * filled * filled))
+  for lo in range(0, rows, chunk):
+    part = np.arange(lo, min(rows, lo + chunk))
+    lengths = np.full(len(part), filled, np.int32)
+    state = admit(params, state, context[part], lengths, part, keys[part], repeat=1, **static)
+  box = [state]
 
+  def run():
+    box[0], _ = decode(params, box[0], steps, **static)
+    return box[0].lengths
 
-def memory_bandwidth() -> float:
-  """Bytes/s: the best of an XLA reduction over 1 GiB (read only) and a numpy copy (read+write)."""
-  x = jnp.ones((1 << 28,), jnp.float32)
-  total = jax.jit(jnp.sum)
-  total(x).block_until_ready()
-  read = x.nbytes / best_of(lambda: total(x).block_until_ready(), 5)
-  del x
-  a = np.ones(1 << 27, np.float32)
-  b = np.empty_like(a)
-  copy = 2 * a.nbytes / best_of(lambda: np.copyto(b, a), 5)
-  return max(read, copy)
-
-
-def matmul_flops_per_s(m: int, k: int, n: int) -> float:
-  """FLOP/s of an XLA f32 [m, k] @ [k, n] matmul on this machine."""
-  x, w = jnp.ones((m, k), jnp.float32), jnp.ones((k, n), jnp.float32)
-  dot = jax.jit(jnp.dot)
-  dot(x, w).block_until_ready()
-  return 2 * m * k * n / best_of(lambda: dot(x, w).block_until_ready(), 10)
+  jax.block_until_ready(run())  # compile, and finish the prefills: dispatch is asynchronous
+  return best_wall(run, repeats) / steps
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--batch", type=int, default=32)
-  parser.add_argument("--prompt", type=int, default=64)
-  parser.add_argument("--new_tokens", type=int, default=128)
+  parser.add_argument("--case", choices=sorted(CASES), default="short")
   parser.add_argument("--repeats", type=int, default=2)
+  parser.add_argument("--attention", default="xla", help="SamplingConfig.attention")
+  parser.add_argument("--block", type=int, default=256, help="SamplingConfig.attention_block")
   args = parser.parse_args()
-  b, p, t = args.batch, args.prompt, args.new_tokens
+  b, p, t = (CASES[args.case][k] for k in ("batch", "prompt", "new_tokens"))
   torch.set_num_threads(os.cpu_count())
   print(
       f"CPU: {os.cpu_count()} cores, load average at start {os.getloadavg()[0]:.1f}; "
@@ -96,8 +78,8 @@ def main():
       f"transformers {transformers.__version__}"
   )
   print(
-      f"model: {MODEL.num_params / 1e6:.1f}M params (Qwen2-shaped, f32), batch {b}, "
-      f"prompt {p}, {t} new tokens"
+      f"case {args.case}: {MODEL.num_params / 1e6:.1f}M params (Qwen2-shaped, f32), batch {b}, "
+      f"prompt {p}, {t} new tokens; attention {args.attention}, block {args.block}"
   )
 
   directory = tempfile.mkdtemp(prefix="sampler_bench_")
@@ -108,9 +90,11 @@ def main():
   prompts = np.random.default_rng(0).integers(3, MODEL.vocab_size, (b, p)).astype(np.int32)
   valid = np.ones((b, p), bool)
 
-  def ours(settings, key=0):
-    out = sample(params, prompts, valid, jax.random.key(key), model_config=config, config=settings)
-    return jax.block_until_ready(out)
+  def settings(**kw):
+    return SamplingConfig(attention=args.attention, attention_block=args.block, **kw)
+
+  def ours(sampling):
+    return sample(params, prompts, valid, jax.random.key(0), model_config=config, config=sampling)
 
   def theirs(do_sample):
     # Plain temperature-1 sampling: HF's default top_k=50 switched off, as in our settings.
@@ -124,55 +108,62 @@ def main():
           **sampling,
       )
 
-  tokens = b * t
-  results = {}
-  for name, temperature in (("greedy", 0.0), ("temperature 1", 1.0)):
-    settings = SamplingConfig(max_new_tokens=t, temperature=temperature)
-    start = time.perf_counter()
-    out = ours(settings)
-    first_call = time.perf_counter() - start
-    assert int(out.lengths.min()) == t
+  modes = (("greedy", 0.0),) if args.case == "long" else (("greedy", 0.0), ("temperature 1", 1.0))
+  totals = {}
+  for name, temperature in modes:
+    sampling = settings(max_new_tokens=t, temperature=temperature)
+    first = best_wall(lambda: ours(sampling), 1)
+    assert int(jax.device_get(ours(sampling).lengths).min()) == t
     # Interleaved, so both sides see the same mix of load from other processes; best of each.
     ours_s, theirs_s = float("inf"), float("inf")
     for _ in range(args.repeats):
-      ours_s = min(ours_s, best_of(lambda: ours(settings), 1))
-      theirs_s = min(theirs_s, best_of(lambda: theirs(temperature > 0), 1))
-    results[name] = ours_s
+      ours_s = min(ours_s, best_wall(lambda: ours(sampling), 1))
+      theirs_s = min(theirs_s, best_wall(lambda: theirs(temperature > 0), 1))
+    totals[name] = ours_s
     print(
-        f"{name:>14}: prime_jax {tokens / ours_s:6.0f} tok/s ({ours_s:.2f} s; first call "
-        f"incl. compile {first_call:.1f} s) | transformers {tokens / theirs_s:5.0f} tok/s "
-        f"({theirs_s:.2f} s) | ratio {theirs_s / ours_s:.1f}x",
+        f"{name:>14}: prime_jax {b * t / ours_s:6.0f} tok/s ({ours_s:.2f} s; first call incl."
+        f" compile {first:.1f} s) | transformers {b * t / theirs_s:5.0f} tok/s ({theirs_s:.2f} s)"
+        f" | ratio {theirs_s / ours_s:.2f}x",
         flush=True,
     )
 
-  # Decode-step time: the full run minus a 1-token run (prefill + first token), per extra step.
-  one_token = SamplingConfig(max_new_tokens=1, temperature=0.0)
-  ours(one_token)
-  prefill_s = best_of(lambda: ours(one_token), args.repeats)
-  step_s = (results["greedy"] - prefill_s) / (t - 1)
   bandwidth = memory_bandwidth()
-  weight_bytes = MODEL.num_params * 4  # every param read once per step (lm_head = tied embedding)
-  kv_bytes = 2 * MODEL.num_layers * b * (p + t) * MODEL.num_kv_heads * MODEL.head_dim * 4
-  read_bound_s = (weight_bytes + kv_bytes) / bandwidth
-  flops = 2 * MODEL.num_params * b  # matmul FLOPs per decode step (attention over <200 keys aside)
-  peak = matmul_flops_per_s(1024, 1024, 1024)
-  decode_shape = matmul_flops_per_s(b, MODEL.hidden_size, MODEL.intermediate_size)
+  peak, _ = matmul_rates(1024, 1024, 1024)
+  decode_rate, _ = matmul_rates(b, MODEL.hidden_size, MODEL.intermediate_size)
   print(
-      f"prefill + first token: {prefill_s * 1e3:.0f} ms; decode step: {step_s * 1e3:.1f} ms "
-      f"= {flops / step_s / 1e9:.0f} GFLOP/s on its {flops / 1e9:.1f} GFLOP of matmuls"
+      f"machine: {bandwidth / 1e9:.1f} GB/s memory, XLA f32 matmul {peak / 1e9:.0f} GFLOP/s"
+      f" (1024^3), {decode_rate / 1e9:.0f} GFLOP/s decode-shaped ([{b},{MODEL.hidden_size}]x"
+      f"[{MODEL.hidden_size},{MODEL.intermediate_size}])"
   )
-  print(
-      f"weight-read bound: {bandwidth / 1e9:.1f} GB/s measured -> "
-      f"{read_bound_s * 1e3:.1f} ms/step "
-      f"({weight_bytes / 1e6:.0f} MB weights + {kv_bytes / 1e6:.0f} MB KV cache at full length); "
-      f"decode step = {step_s / read_bound_s:.1f}x this bound"
-  )
-  print(
-      f"compute bound: XLA f32 matmul {peak / 1e9:.0f} GFLOP/s (1024^3), "
-      f"{decode_shape / 1e9:.0f} GFLOP/s ([{b},{MODEL.hidden_size}]x[{MODEL.hidden_size},"
-      f"{MODEL.intermediate_size}]) -> {flops / peak * 1e3:.1f} ms/step; decode step = "
-      f"{step_s / (flops / peak):.1f}x this bound"
-  )
+  if args.case == "short":
+    # Decode step: the full greedy run minus a 1-token run (prefill + first token), per step.
+    one = settings(max_new_tokens=1, temperature=0.0)
+    ours(one)
+    step_s = (totals["greedy"] - best_wall(lambda: ours(one), args.repeats)) / (t - 1)
+    flops, nbytes = step_flops(MODEL, b, p + t // 2), step_bytes(MODEL, b, p + t // 2)
+    print(f"decode step {step_s * 1e3:.2f} ms (mean over filled lengths {p}..{p + t})")
+    print("  " + bound_line(step_s, flops, peak, nbytes, bandwidth))
+    print(f"  at the decode-shaped matmul rate: step = {step_s / (flops / decode_rate):.1f}x")
+  else:
+    print(f"decode step against the filled length (prompt width {p}, budget {t}):")
+    by_filled = {}
+    for filled in (p, p + t // 4, p + t // 2, p + 3 * t // 4, p + t - 128):
+      step_s = by_filled[filled] = decode_step_seconds(
+          params, config, settings(max_new_tokens=t, temperature=0.0), b, p, filled, args.repeats
+      )
+      flops, nbytes = step_flops(MODEL, b, filled), step_bytes(MODEL, b, filled)
+      print(
+          f"  filled {filled:5d}: {step_s * 1e3:6.2f} ms | "
+          + bound_line(step_s, flops, peak, nbytes, bandwidth),
+          flush=True,
+      )
+    small = decode_step_seconds(
+        params, config, settings(max_new_tokens=t // 4, temperature=0.0), b, p, p, args.repeats
+    )
+    print(
+        f"filled {p}, budget {t // 4} (4x smaller): {small * 1e3:.2f} ms; budget {t} / budget "
+        f"{t // 4} = {by_filled[p] / small:.2f}x"
+    )
   print(f"load average at end {os.getloadavg()[0]:.1f}")
 
 

@@ -1,8 +1,10 @@
 """One Flax Linen causal decoder (LLaMA / Qwen2 family) for policy, reference and implicit PRM.
 
-Pure functional: `Decoder(config).apply({"params": params}, ...)` with a plain params pytree and an
-explicit KV cache argument; nothing is stored in the module. Layers run under `nn.scan` with params
-stacked on a leading `layers` axis, so compile time does not grow with depth.
+Pure functional: `Decoder(config).apply({"params": params}, ...)` with a plain params pytree;
+nothing is stored in the module. Layers run under `nn.scan` with params stacked on a leading
+`layers` axis, so compile time does not grow with depth. The sampler's decode step applies the same
+`DecoderLayer` to one layer's params at a time with a `LayerCache` (`prime_jax.models.decoding`):
+a scan would slice every layer's weights and cache out of the stacked arrays at every token.
 
 Sequences are addressed by *slot* (index along the time axis of the batch or the KV cache) and by
 *position* (the RoPE position id). Left padding makes them differ: a row's first real token sits at
@@ -11,19 +13,38 @@ some slot s > 0 but has position 0, exactly as Hugging Face computes `cumsum(att
 
 from __future__ import annotations
 
-from typing import Optional
-
 import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import struct
 
+from prime_jax.models.attention import chunk_attention, decode_attention, write_token
 from prime_jax.models.config import DecoderConfig
 
-KVCache = dict  # {"k": [L, B, S_max, kv_heads, head_dim], "v": same}, in the compute dtype.
+# The sampler's KV cache: one (keys, values) pair per layer, each [B, kv_heads, S, head_dim] in the
+# compute dtype (separate buffers, so a decode step updates and reads each in place).
+KVCache = tuple
+CACHE_AXES = ("batch", "kv_heads", "length", "head_dim")  # logical axes of one cache array
 
-_MASKED = -0.7 * float(np.finfo(np.float32).max)  # finite, so fully padded query rows stay NaN-free
+
+@struct.dataclass
+class LayerCache:
+  """One layer's cache in a decode step: one new token per row, written then attended from.
+
+  k, v: [B, kv_heads, S, head_dim]. slots: [B] int, where row b's token goes (its position in the
+  ragged layout, where a row's context starts at slot 0); a slot outside [0, S) writes nothing.
+  lengths: [B] int, row b attends to slots [0, lengths[b]) (its token's slot included).
+  block / impl: `prime_jax.models.attention.decode_attention`'s.
+  """
+
+  k: jax.Array
+  v: jax.Array
+  slots: jax.Array
+  lengths: jax.Array
+  block: int = struct.field(pytree_node=False, default=256)
+  impl: str = struct.field(pytree_node=False, default="xla")
 
 
 def _param(init, *axes):
@@ -154,44 +175,27 @@ class Attention(nn.Module):
   config: DecoderConfig
 
   @nn.compact
-  def __call__(self, x, cos, sin, attn_mask, layer_cache, cache_offset):
+  def __call__(self, x, cos, sin, kv):
+    """x [B, S, hidden] -> ([B, S, hidden], (keys, values)).
+
+    kv is either a [B, S, S] bool mask (attention within the chunk; the chunk's keys and values
+    [B, S, kv_heads, head_dim] are returned for a prefill to store) or a `LayerCache` (S = 1: the
+    token is written into the cache, which is returned updated, and attends over its filled slots).
+    """
     c = self.config
-    dtype = jnp.dtype(c.dtype)
     q = apply_rope(HeadsProjection(c.num_heads, "heads", c, name="q_proj")(x), cos, sin)
     k = apply_rope(HeadsProjection(c.num_kv_heads, "kv_heads", c, name="k_proj")(x), cos, sin)
     v = HeadsProjection(c.num_kv_heads, "kv_heads", c, name="v_proj")(x)
-
-    new_cache = None
-    if layer_cache is not None:
-      # Write this chunk's keys/values at slots [offset, offset + S) and attend over the whole cache.
-      kv_axes = ("batch", "length", "kv_heads", "head_dim")
-      k = nn.with_logical_constraint(
-          jax.lax.dynamic_update_slice_in_dim(
-              layer_cache[0], k.astype(layer_cache[0].dtype), cache_offset, axis=1
-          ),
-          kv_axes,
+    if isinstance(kv, LayerCache):
+      k, v = (
+          nn.with_logical_constraint(write_token(cache, new[:, 0], kv.slots), CACHE_AXES)
+          for cache, new in ((kv.k, k), (kv.v, v))
       )
-      v = nn.with_logical_constraint(
-          jax.lax.dynamic_update_slice_in_dim(
-              layer_cache[1], v.astype(layer_cache[1].dtype), cache_offset, axis=1
-          ),
-          kv_axes,
-      )
-      new_cache = (k, v)
-
-    b, s = q.shape[:2]
-    groups = c.num_heads // c.num_kv_heads
-    q = q.reshape(b, s, c.num_kv_heads, groups, c.head_dim)
-    scores = jnp.einsum(
-        "bsngd,btnd->bngst", q, k.astype(dtype), preferred_element_type=jnp.float32
-    ) / np.sqrt(c.head_dim)
-    scores = jnp.where(attn_mask[:, None, None, :, :], scores, _MASKED)
-    probs = jax.nn.softmax(scores, axis=-1).astype(dtype)
-    out = jnp.einsum("bngst,btnd->bsngd", probs, v.astype(dtype))
-    out = nn.with_logical_constraint(
-        out.reshape(b, s, c.num_heads, c.head_dim), ("batch", "length", "heads", "head_dim")
-    )
-    return OutProjection(c, name="o_proj")(out), new_cache
+      out = decode_attention(q[:, 0], k, v, kv.lengths, block=kv.block, impl=kv.impl)[:, None]
+    else:
+      out = chunk_attention(q, k, v, kv)
+    out = nn.with_logical_constraint(out, ("batch", "length", "heads", "head_dim"))
+    return OutProjection(c, name="o_proj")(out), (k, v)
 
 
 class MLP(nn.Module):
@@ -215,26 +219,24 @@ class MLP(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-  """Pre-norm block; scanned over layers, so it takes and returns the residual stream as carry."""
+  """Pre-norm block; scanned over layers, so it takes and returns the residual stream as carry.
+
+  Returns (x, (keys, values)): see `Attention`.
+  """
 
   config: DecoderConfig
 
   @nn.compact
-  def __call__(self, x, layer_cache, cos, sin, attn_mask, cache_offset):
+  def __call__(self, x, cos, sin, kv):
     c = self.config
     dtype = jnp.dtype(c.dtype)
-    h, new_cache = Attention(c, name="self_attn")(
-        RMSNorm(c.rms_norm_eps, dtype, name="input_layernorm")(x),
-        cos,
-        sin,
-        attn_mask,
-        layer_cache,
-        cache_offset,
+    h, kv = Attention(c, name="self_attn")(
+        RMSNorm(c.rms_norm_eps, dtype, name="input_layernorm")(x), cos, sin, kv
     )
     x = x + h
     x = x + MLP(c, name="mlp")(RMSNorm(c.rms_norm_eps, dtype, name="post_attention_layernorm")(x))
     x = nn.with_logical_constraint(x, ("batch", "length", "act_embed"))
-    return x, new_cache
+    return x, kv
 
 
 _REMAT_POLICIES = {
@@ -264,7 +266,7 @@ class Decoder(nn.Module):
         layer,
         variable_axes={"params": 0},
         split_rngs={"params": True},
-        in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
+        in_axes=(nn.broadcast, nn.broadcast, nn.broadcast),
         length=c.num_layers,
         metadata_params={nn.PARTITION_NAME: "layers"},
     )(c)
@@ -286,41 +288,33 @@ class Decoder(nn.Module):
           bias_init=_param(nn.initializers.zeros, None),
       )
 
-  def __call__(
-      self,
-      tokens: jax.Array,
-      positions: jax.Array,
-      kv_valid: jax.Array,
-      cache: Optional[KVCache] = None,
-      cache_offset: jax.Array | int = 0,
-  ):
-    """Runs the decoder on a chunk of S tokens.
+  def __call__(self, tokens: jax.Array, positions: jax.Array, kv_valid: jax.Array):
+    """Runs the decoder on S tokens, each attending to the valid tokens at slots <= its own.
 
     Args:
       tokens: [B, S] int token ids.
       positions: [B, S] int RoPE position ids.
-      kv_valid: [B, S_kv] bool, which key slots hold real tokens (S_kv = S without a cache,
-        the cache length with one). A query at slot q attends to valid keys at slots <= q.
-      cache: optional KV cache (see `init_cache`); the chunk is written at `cache_offset`.
-      cache_offset: slot of the chunk's first token in the cache (scalar int).
+      kv_valid: [B, S] bool, which slots hold real tokens.
     Returns:
-      (hidden [B, S, hidden_size] in the compute dtype, updated cache or None).
+      (hidden [B, S, hidden_size] in the compute dtype, {"k", "v"}: every layer's keys and values
+      [L, B, S, kv_heads, head_dim], which a prefill stores; unused, XLA drops them).
     """
     chex.assert_rank([tokens, positions, kv_valid], 2)
-    chex.assert_equal_shape([tokens, positions])
-    b, s = tokens.shape
-    s_kv = kv_valid.shape[1]
-    if cache is None and s_kv != s:
-      raise ValueError(f"without a cache kv_valid must cover the S={s} tokens, got S_kv={s_kv}")
-    q_slot = cache_offset + jnp.arange(s)
-    attn_mask = (jnp.arange(s_kv)[None, :] <= q_slot[:, None])[None] & kv_valid[:, None, :]
+    chex.assert_equal_shape([tokens, positions, kv_valid])
+    s = tokens.shape[1]
+    attn_mask = (jnp.arange(s)[None, :] <= jnp.arange(s)[:, None])[None] & kv_valid[:, None, :]
     cos, sin = rope_tables(self.config, positions)
-    x = self.embed_tokens(tokens)
-    x = nn.with_logical_constraint(x, ("batch", "length", "act_embed"))
-    layer_cache = None if cache is None else (cache["k"], cache["v"])
-    x, new_cache = self.layers(x, layer_cache, cos, sin, attn_mask, cache_offset)
-    x = self.norm(x)
-    return x, (None if new_cache is None else {"k": new_cache[0], "v": new_cache[1]})
+    x, (k, v) = self.layers(self.embed(tokens), cos, sin, attn_mask)
+    return self.norm(x), {"k": k, "v": v}
+
+  def embed(self, tokens: jax.Array) -> jax.Array:
+    """[B, S] token ids -> [B, S, hidden_size] embeddings in the compute dtype."""
+    return nn.with_logical_constraint(self.embed_tokens(tokens), ("batch", "length", "act_embed"))
+
+  def head(self, x: jax.Array) -> jax.Array:
+    """The last layer's residual stream [..., hidden_size] -> float32 logits [..., vocab]
+    (final norm, then `logits`): the sampler's layer loop ends here."""
+    return self.logits(self.norm(x))
 
   def forward_logits(self, tokens: jax.Array, positions: jax.Array, kv_valid: jax.Array):
     """Full [B, S, vocab] float32 logits without a cache (tests, init; training scores in chunks)."""
@@ -344,10 +338,10 @@ class Decoder(nn.Module):
 
 
 def init_cache(config: DecoderConfig, batch: int, length: int, dtype=None) -> KVCache:
-  """A zeroed KV cache for `batch` rows and `length` slots."""
-  shape = (config.num_layers, batch, length, config.num_kv_heads, config.head_dim)
+  """A zeroed KV cache for `batch` rows and `length` slots: per layer (k, v), see `KVCache`."""
+  shape = (batch, config.num_kv_heads, length, config.head_dim)
   dtype = jnp.dtype(dtype or config.dtype)
-  return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
+  return tuple((jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)) for _ in range(config.num_layers))
 
 
 def init_params(config: DecoderConfig, rng: jax.Array):

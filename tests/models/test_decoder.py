@@ -17,11 +17,11 @@ from prime_jax.models import (
     CheckpointError,
     Decoder,
     config_from_hf,
-    init_cache,
     load_hf_checkpoint,
     positions_from_mask,
     save_hf_checkpoint,
 )
+from prime_jax.models.decoding import decode_step, split_layers
 
 
 def _batch(seed=0, b=3, s=24, pads=(0, 5, 11)):
@@ -178,22 +178,53 @@ def test_missing_directory(tmp_path):
     load_hf_checkpoint(str(tmp_path / "nope"))
 
 
-def test_chunked_cache_prefill_equals_full_forward(tiny_hf):
+@pytest.mark.parametrize(
+    "impl,block", [("xla", 16), ("xla", 64), ("pallas_interpret", 16)], ids=lambda v: str(v)
+)
+def test_decode_steps_equal_full_forward(tiny_hf, impl, block):
+  """Prefill rows of different lengths, then feed the rest one token per step at each row's own
+  slot (rows that are done idle at an out-of-range slot): every step's logits equal the uncached
+  forward pass's. Block 16 reads the 48-slot cache in 3 blocks under a dynamic trip count, 64 in
+  one; pallas_interpret is the Pallas GPU kernel in the interpreter."""
   directory, _ = tiny_hf("qwen2")
   config, params = load_hf_checkpoint(directory)
-  tokens, valid = _batch(s=20)
-  full = _ours(config, params, tokens, valid)
-  model, valid_j = Decoder(config), jnp.asarray(valid)
-  positions = positions_from_mask(valid_j)
-  cache = init_cache(config, 3, 32)
-  kv_valid = jnp.zeros((3, 32), bool).at[:, :20].set(valid_j)
-  outs = []
-  for lo, hi in [(0, 7), (7, 8), (8, 20)]:  # uneven chunks, including a single decode step
-    hidden, cache = model.apply(
-        {"params": params}, jnp.asarray(tokens[:, lo:hi]), positions[:, lo:hi], kv_valid, cache, lo
+  b, total, slots = 3, 40, 48
+  tokens = np.random.default_rng(1).integers(3, TINY_VOCAB, (b, total))
+  full = _ours(config, params, tokens, np.ones((b, total), bool))  # [B, total, V]
+  context = np.array([5, 17, 33])  # row b's first context[b] tokens are prefilled
+  model = Decoder(config)
+  hidden, kv = model.apply(
+      {"params": params},
+      jnp.asarray(tokens),
+      jnp.broadcast_to(jnp.arange(total), (b, total)),
+      jnp.arange(total)[None, :] < jnp.asarray(context)[:, None],
+  )
+  cache = tuple(
+      tuple(
+          jnp.zeros((b, config.num_kv_heads, slots, config.head_dim))
+          .at[:, :, :total]
+          .set(part[layer].swapaxes(1, 2))
+          for part in (kv["k"], kv["v"])
+      )
+      for layer in range(config.num_layers)
+  )
+  # Keys past each row's context hold the forward's values for later tokens: they must be ignored.
+  layers = split_layers(params, config)
+  step = jax.jit(
+      lambda c, t, s: decode_step(
+          params, layers, c, t, s, s + 1, config=config, block=block, impl=impl
+      )
+  )
+  for offset in range(total - context.min()):
+    slot = context + offset
+    live = slot < total
+    logits, cache = step(
+        cache,
+        jnp.asarray(tokens[np.arange(b), np.minimum(slot, total - 1)]),
+        jnp.asarray(np.where(live, slot, slots)),
     )
-    outs.append(np.asarray(model.apply({"params": params}, hidden, method=Decoder.logits)))
-  np.testing.assert_allclose(np.concatenate(outs, 1)[valid], full[valid], atol=1e-5, rtol=0)
+    expected = full[np.arange(b), np.minimum(slot, total - 1)]
+    np.testing.assert_allclose(np.asarray(logits)[live], expected[live], atol=1e-5, rtol=0)
 
 
 def test_remat_policies_keep_gradients(tiny_hf):
