@@ -69,11 +69,14 @@ def _key_names(path) -> tuple[str, ...]:
 
 
 def _shape_mismatches(saved, expected, prefix: str) -> list[str]:
+  """Entries missing from the checkpoint, of another shape, or in it but not in the config
+  (another model or algorithm: e.g. PPO's value head)."""
   saved_leaves = {_key_names(p): v for p, v in jax.tree_util.tree_leaves_with_path(saved)}
+  expected_leaves = {_key_names(p): v for p, v in jax.tree_util.tree_leaves_with_path(expected)}
   problems = []
-  for path, want in jax.tree_util.tree_leaves_with_path(expected):
-    name = prefix + "/" + "/".join(_key_names(path))
-    got = saved_leaves.get(_key_names(path))
+  for path, want in expected_leaves.items():
+    name = prefix + "/" + "/".join(path)
+    got = saved_leaves.get(path)
     if got is None:
       problems.append(f"{name}: missing from the checkpoint")
     elif tuple(got.shape) != tuple(want.shape):
@@ -81,6 +84,8 @@ def _shape_mismatches(saved, expected, prefix: str) -> list[str]:
           f"{name}: checkpoint has shape {tuple(got.shape)}, "
           f"the config expects {tuple(want.shape)}"
       )
+  for path in saved_leaves.keys() - expected_leaves.keys():
+    problems.append(f"{prefix}/{'/'.join(path)}: in the checkpoint, not in the config")
   return problems
 
 

@@ -157,6 +157,21 @@ def test_a_checkpoint_of_another_shape_is_a_mismatch_and_nothing_moves(directory
   assert tree_digest(directory) == before
 
 
+def test_a_checkpoint_with_an_entry_the_config_lacks_is_a_mismatch(directory):
+  """Another algorithm's checkpoint (e.g. PPO's, with a value head) restored by a run without
+  it: orbax would fail on the tree structure, which must not read as damage."""
+  before = tree_digest(directory)
+  checkpointer = Checkpointer(str(directory))
+  with pytest.raises(CheckpointMismatchError) as e:
+    checkpointer.restore_latest(abstract({"w": state(0)["w"]}), abstract(state(0)))
+  checkpointer.close()
+  assert str(e.value) == (
+      f"checkpoint step 3 in {directory} does not fit the config: policy/step: in the "
+      "checkpoint, not in the config"
+  )
+  assert tree_digest(directory) == before
+
+
 def test_a_model_never_saved_is_a_mismatch_not_damage(tmp_path):
   checkpointer = Checkpointer(str(tmp_path))
   checkpointer.save(1, state(1), None, {"step": 1})  # an outcome-only run: no PRM
