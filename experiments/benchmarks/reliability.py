@@ -61,6 +61,7 @@ def run_suite(pytest_args: list[str], env: dict) -> tuple[list[dict], dict, dict
         *pytest_args,
     ]
     load_before, start, cpu = os.getloadavg(), time.perf_counter(), _children_cpu_s()
+    date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     done = subprocess.run(command, cwd=REPO, env={**os.environ, **env, FIGURES_ENV: figures_path})
     facts = dict(
         command=" ".join(["pytest", "tests/faults", *pytest_args]),
@@ -71,7 +72,7 @@ def run_suite(pytest_args: list[str], env: dict) -> tuple[list[dict], dict, dict
         load_avg_after=[round(x, 2) for x in os.getloadavg()],
         cpus=os.cpu_count(),
         machine=f"{platform.machine()} {platform.processor() or ''}".strip(),
-        date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        date=date,  # when it started
         returncode=done.returncode,
     )
     rows = []
