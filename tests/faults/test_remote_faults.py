@@ -109,3 +109,15 @@ def test_copies_up_are_retried_file_by_file(flaky, tmp_path):
   paths.copy_tree(tmp_path, f"{WORKDIR}/up", last=("done.json",))
   for name in ("a.bin", "b.bin", "done.json"):
     assert paths.epath.Path(f"{WORKDIR}/up/{name}").read_text() == name
+
+
+def test_moving_aside_on_gcs_keeps_every_object(flaky):
+  """GCS has no rename: moving a damaged directory aside copies its objects, then removes the
+  originals; nothing is lost on the way."""
+  for name in ("a", "sub/b"):
+    paths.epath.Path(f"{WORKDIR}/checkpoints/3/{name}").parent.mkdir(parents=True, exist_ok=True)
+    paths.epath.Path(f"{WORKDIR}/checkpoints/3/{name}").write_text(name)
+  moved = paths.move_aside(f"{WORKDIR}/checkpoints/3", "corrupt-3")
+  assert re.fullmatch(rf"{WORKDIR}/checkpoints/corrupt-3-\d{{8}}T\d{{6}}Z", str(moved)), moved
+  assert not paths.epath.Path(f"{WORKDIR}/checkpoints/3").exists()
+  assert (moved / "a").read_text() == "a" and (moved / "sub" / "b").read_text() == "sub/b"
