@@ -106,8 +106,8 @@ def test_a_malformed_row_is_an_error_naming_the_file_and_row(data_dir, kind, fig
   assert tree_digest(data_dir) == before
   figures(
       fault=f"prepared data: {kind} (row {BAD_ROW} of a shard)",
-      outcome="reading it stops the run with one line naming the shard file, the row and the "
-      "field; the checkpoint before it is kept",
+      outcome="reading it raises a DataError, one line naming the shard file, the row and the "
+      "field (the trainer stops with it); the data files are left as they are",
       recover_s=seconds,
       lost="nothing (the data must be fixed or prepared again)",
   )
@@ -132,8 +132,8 @@ def test_a_damaged_shard_is_an_error_naming_the_file_and_row(data_dir, figures):
   assert path.read_bytes() == bytes(data)
   figures(
       fault="prepared data: an ArrayRecord shard with 64 bytes flipped",
-      outcome="the first unreadable row stops the run with one line naming the file, the row "
-      "and the reader's error (a chunk hash mismatch)",
+      outcome="the first unreadable row raises a DataError, one line naming the file, the row "
+      "and the reader's error (a chunk hash mismatch); the file is left as it is",
       recover_s=seconds,
       lost="nothing (the data must be prepared again)",
   )

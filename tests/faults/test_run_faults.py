@@ -81,6 +81,12 @@ def entries(workdir, prefix):
   return sorted(p for p in os.listdir(os.path.join(workdir, "checkpoints")) if p.startswith(prefix))
 
 
+def recomputed(start: int) -> str:
+  """What a rerun from checkpoint `start` of the 3-step run costs."""
+  steps = {3: "", 2: "; step 3 is recomputed"}.get(start, f"; steps {start + 1}-3 are recomputed")
+  return "nothing" + steps
+
+
 def assert_recovered(workdir, prime_run):
   """The finished rerun holds what the uninterrupted run does: metrics, summary, exports and
   the last three checkpoints."""
@@ -226,7 +232,7 @@ def test_a_kill_at_a_random_time_loses_nothing(cli, prime_run, base, tmp_path, s
           "rerun starts anew"
       ),
       recover_s=seconds,
-      lost=f"nothing; steps {start + 1}-3 are recomputed" if start < 3 else "nothing",
+      lost=recomputed(start),
   )
 
 
