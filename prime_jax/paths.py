@@ -8,7 +8,11 @@ gs:// workdir (it also brings google-cloud-storage, which orbax needs for gs:// 
 
 GCS objects are written whole (no append, no rename), so what the trainer has to write through
 local-only code (HF exports, tfds files, TensorBoard events) is written to a local scratch
-directory first and copied up with `copy_tree`.
+directory first and copied up with `copy_tree`, each file's copy retried with backoff on a
+transient error (`prime_jax.io_errors`).
+
+Something damaged is never deleted: `move_aside` renames it to `<name>-<UTC time>` beside
+where it was, so that the user can look at it (or salvage it) later.
 """
 
 from __future__ import annotations
@@ -17,9 +21,12 @@ import atexit
 import os
 import shutil
 import tempfile
+import time
 from typing import Iterable
 
 from etils import epath
+
+from prime_jax import io_errors
 
 
 def is_remote(path: str | os.PathLike) -> bool:
@@ -45,4 +52,21 @@ def copy_tree(src: str | os.PathLike, dst: str | os.PathLike, *, last: Iterable[
     if entry.is_dir():
       copy_tree(entry, dst / entry.name)
     else:
-      entry.copy(dst / entry.name, overwrite=True)
+      io_errors.retry(
+          lambda entry=entry: entry.copy(dst / entry.name, overwrite=True),
+          f"copying {entry} to {dst / entry.name}",
+      )
+
+
+def move_aside(path: str | os.PathLike, name: str) -> epath.Path:
+  """Renames `path` (a file or directory, local or remote) to `<name>-<UTC time>` in the same
+  directory, never over an existing entry; returns the new path. On GCS, which has no rename,
+  this copies the objects and then removes the originals."""
+  path = epath.Path(path)
+  stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+  target = path.parent / f"{name}-{stamp}"
+  suffix = 1
+  while target.exists():  # two moves within a second
+    target = path.parent / f"{name}-{stamp}.{suffix}"
+    suffix += 1
+  return path.rename(target)

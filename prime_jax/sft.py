@@ -15,8 +15,10 @@ What it does:
      `rl.n_samples` samples per prompt at `rl.temperature`, and the share of those groups the online
      filter (`rl.filter_lo..filter_hi`) would keep;
   4. writes a Hugging Face checkpoint directory (config.json + safetensors, the tokenizer files,
-     `metrics.jsonl` with the loss curve and `SFT_INFO` with the evaluation), atomically: the
-     directory appears complete or not at all. An existing finished directory is reused.
+     `metrics.jsonl` with the loss curve, `manifest.json` with every file's size and digest and
+     `SFT_INFO` with the evaluation), atomically: the directory appears complete or not at all.
+     An existing finished directory is reused when it is intact; a damaged one (a file cut
+     short, missing or changed) is moved aside to `corrupt-<name>-<time>` and trained again.
 
 Prompts are rendered by `prime_jax.data.PromptEncoder` with `config.task`'s format, exactly as RL
 renders them.
@@ -44,7 +46,7 @@ import optax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from prime_jax import configs, console, verifiers
+from prime_jax import configs, console, model_files, paths, verifiers
 from prime_jax.data import PromptEncoder, PromptFormat, Record
 from prime_jax.distributed import to_host
 from prime_jax.models import DecoderConfig, init_params, save_hf_checkpoint
@@ -85,6 +87,17 @@ def _identity(config: ml_collections.ConfigDict) -> dict:
       for k, v in flatten(plain[key], key).items()
       if k not in _NOT_IDENTITY
   }
+
+
+def _damage(checkpoint_dir: Path) -> list[str]:
+  """Why a finished SFT checkpoint cannot be used as it is (empty: it is intact)."""
+  try:
+    info = json.loads((checkpoint_dir / SFT_INFO).read_text())
+  except ValueError:  # cut short, or not text
+    info = None
+  if not (isinstance(info, dict) and isinstance(info.get("config"), dict)):
+    return [f"{SFT_INFO} is unreadable"]
+  return model_files.problems(checkpoint_dir)
 
 
 def _check_reusable(checkpoint_dir: Path, config: ml_collections.ConfigDict) -> None:
@@ -292,14 +305,22 @@ def evaluate(
 def run_sft(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> Path:
   """Trains, evaluates and saves the SFT model; returns its HF checkpoint directory.
 
-  A finished checkpoint (one holding SFT_INFO) is returned as it is, after checking it was
-  trained with the same seed/task/sft/policy settings.
+  A finished checkpoint (one holding SFT_INFO) is returned as it is, after checking it is
+  intact and was trained with the same seed/task/sft/policy settings. A damaged one is moved
+  aside, never deleted, and trained again: SFT is a function of the config and the seed.
   """
   out_dir = sft_checkpoint_dir(config, workdir)
   if is_finished(out_dir):
-    _check_reusable(out_dir, config)
-    logging.info("SFT checkpoint %s exists; skipping SFT", out_dir)
-    return out_dir
+    damage = _damage(out_dir)
+    if not damage:
+      _check_reusable(out_dir, config)
+      logging.info("SFT checkpoint %s exists; skipping SFT", out_dir)
+      return out_dir
+    moved = paths.move_aside(out_dir, f"corrupt-{out_dir.name}")
+    console.say(
+        f"the SFT checkpoint {out_dir} is damaged ({'; '.join(damage[:3])}): moved aside to "
+        f"{moved}; training it again"
+    )
   if config.policy.checkpoint:
     raise ValueError(
         "SFT trains from a random init: policy.checkpoint must be empty "
@@ -381,6 +402,7 @@ def run_sft(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> Pa
       num_params=model_config.num_params,
       config=_identity(config),
   )
+  model_files.write_manifest(tmp_dir)
   (tmp_dir / SFT_INFO).write_text(json.dumps(info, indent=2))
   shutil.rmtree(out_dir, ignore_errors=True)  # an unfinished earlier attempt
   os.replace(tmp_dir, out_dir)

@@ -4,7 +4,10 @@ Spec §1: sample -> grade -> online filter with a refill buffer -> one jitted up
 PRM, advantages, PPO) -> eval every `eval_every` steps -> orbax checkpoint every `ckpt_every`.
 Without --config it runs the embedded default (`prime_jax.configs.arithmetic_config()`): SFT of a
 tiny model on the synthetic arithmetic task, then PRIME, on a CPU. Re-running with the same
---workdir resumes from the last checkpoint and reproduces the uninterrupted run's metrics.
+--workdir resumes from the newest intact checkpoint (a damaged one is moved aside:
+`prime_jax.checkpointing`) and reproduces the uninterrupted run's metrics; a fault that needs the
+user (a full disk, bad data, another model's checkpoints) stops the run with one line naming the
+problem. What each fault costs: docs/reliability.md.
 
 Several processes (hosts) run the same command (`prime_jax.distributed`: --coordinator_address,
 --num_processes, --process_id, or auto-detected on Cloud TPU VMs) on a --workdir they all see.
@@ -35,7 +38,7 @@ from absl import app, flags, logging
 from etils import epath
 from ml_collections import config_flags
 
-from prime_jax import console, distributed, paths, prm_credit, verifiers
+from prime_jax import console, distributed, model_files, paths, prm_credit, verifiers
 from prime_jax.algo.update_step import (
     forward_passes,
     make_update_step,
@@ -45,10 +48,22 @@ from prime_jax.algo.update_step import (
     update_step_shardings,
     uses_prm,
 )
-from prime_jax.checkpointing import Checkpointer
-from prime_jax.data import PromptEncoder, PromptFormat, PromptIterator, load_split, write_records
+from prime_jax.checkpointing import (
+    CheckpointMismatchError,
+    Checkpointer,
+    CheckpointSaveError,
+    NoIntactCheckpointError,
+)
+from prime_jax.data import (
+    DataError,
+    PromptEncoder,
+    PromptFormat,
+    PromptIterator,
+    load_split,
+    write_records,
+)
 from prime_jax.data.storage import split_names
-from prime_jax.metrics_log import MetricsLog
+from prime_jax.metrics_log import MetricsFileError, MetricsLog
 from prime_jax.models import load_hf_checkpoint, read_hf_config, save_hf_checkpoint
 from prime_jax.rollout import collect_rollouts, make_engine
 from prime_jax.sampling import sample
@@ -72,6 +87,18 @@ DEFAULT_CONFIG = os.path.join(
 
 # Metrics that must be finite for the run to go on (spec: a NaN loss stops the run).
 _LOSS_KEYS = ("policy/loss", "prm/loss_before", "policy/grad_norm")
+# Faults that stop a run with one line naming the problem (the traceback is logged at INFO, shown
+# with --verbosity=0). What was written stays; rerunning resumes from the last intact checkpoint.
+_ONE_LINE_STOPS = (
+    CheckpointMismatchError,
+    CheckpointSaveError,
+    NoIntactCheckpointError,
+    model_files.DamagedModelError,
+    DataError,
+    MetricsFileError,
+    FloatingPointError,
+    OSError,  # a full disk, a file that cannot be read, storage that kept failing
+)
 _TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
@@ -141,6 +168,7 @@ def _initial_checkpoint(config, workdir: str) -> str:
         "config.policy.checkpoint is empty and config.sft.enabled is False: "
         "nothing to start RL from"
     )
+  model_files.check(config.policy.checkpoint, "policy.checkpoint")
   return config.policy.checkpoint
 
 
@@ -273,6 +301,8 @@ def initial_states(run: Run, shardings: dict):
   policy = jax.device_put(create_train_state(params, policy_optimizer(rl)), shardings["policy"])
   prm = ref = None
   if shardings["prm"] is not None:
+    if run.config.prm.checkpoint:
+      model_files.check(run.config.prm.checkpoint, "prm.checkpoint")
     prm_params = _load_params(run, run.config.prm.checkpoint or run.checkpoint_dir)
     prm = jax.device_put(create_train_state(prm_params, prm_optimizer(rl)), shardings["prm"])
   if shardings["ref"] is not None:
@@ -332,6 +362,23 @@ def _buffer_from_state(state: dict, num_records: int) -> list[int]:
   return list(buffer)
 
 
+def _abstract(state):
+  """`jax.ShapeDtypeStruct`s (with shardings) of a TrainState's arrays: a restore target."""
+  if state is None:
+    return None
+  return jax.tree_util.tree_map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state
+  )
+
+
+def _last_logged_step(log: MetricsLog) -> int:
+  """The last step whose metrics are all in metrics.jsonl (-1: none), as process 0, which
+  writes them, sees it: every process resumes from the same checkpoint."""
+  mine = log.last_complete_step() if log.enabled else None
+  step = distributed.process_group().allgather(mine)[0]
+  return -1 if step is None else step
+
+
 def _check_finite(step: int, metrics: dict, checkpointer: Checkpointer) -> None:
   bad = {k: metrics[k] for k in _LOSS_KEYS if k in metrics and not math.isfinite(metrics[k])}
   if bad:
@@ -360,8 +407,9 @@ def _export(run: Run, policy, prm) -> None:
       src = os.path.join(run.checkpoint_dir, f)
       if os.path.exists(src):
         shutil.copy(src, local)
+    model_files.write_manifest(local)  # last: a reader can tell a whole export from a torn one
     if local != out:
-      paths.copy_tree(local, out)
+      paths.copy_tree(local, out, last=(model_files.MANIFEST,))
 
 
 def eval_line(step: int, results: dict) -> str:
@@ -413,8 +461,9 @@ def train(config, workdir: str) -> dict:
   log = MetricsLog(workdir, enabled=distributed.is_primary())
   base_key = jax.random.key(config.seed)
   buffer: list[int] = []  # positions of held-over prompts in the train split
-  start = checkpointer.latest_step()
-  if start is None:
+  logged = _last_logged_step(log)
+  restored = checkpointer.restore_latest(_abstract(policy), _abstract(prm), last_logged_step=logged)
+  if restored is None:
     log.remove()  # metrics of a run that died before its first checkpoint
     first_eval = evaluate(
         run,
@@ -433,19 +482,18 @@ def train(config, workdir: str) -> dict:
     )
     start, last_eval = 0, first_eval
   else:
-    abstract = (
-        lambda s: None
-        if s is None
-        else jax.tree_util.tree_map(
-            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), s
-        )
-    )
-    policy, prm, state = checkpointer.restore(start, abstract(policy), abstract(prm))
+    for line in restored.set_aside:
+      console.say(line)
+    start, policy, prm, state = restored.step, restored.policy, restored.prm, restored.run_state
     run.iterator.restore(state["iterator"])
     buffer = _buffer_from_state(state, len(run.iterator.source))
     first_eval = state["first_eval"]
     # The latest eval: a rerun of a finished workdir reports the run's table, not step 0's.
     last_eval = state.get("last_eval", first_eval)
+    if logged < start:  # no intact checkpoint at or before the last metrics row was left
+      console.say(
+          f"{log.path} ends at step {logged}: the metrics of steps {logged + 1}-{start} are lost"
+      )
     log.truncate_after(start)
     console.say(f"resumed from step {start}")
 
@@ -525,9 +573,11 @@ def train(config, workdir: str) -> dict:
       )
   finally:  # also on errors: the last checkpoint commits and the files close cleanly
     bar.close()
-    checkpointer.wait()
-    checkpointer.close()
-    log.close()
+    try:
+      checkpointer.wait()  # raises if the last save failed
+    finally:
+      checkpointer.close()
+      log.close()
   _export(run, policy, prm)
   if distributed.is_primary():
     table = _summary_table(first_eval, last_eval)
@@ -575,7 +625,11 @@ def main(argv):
     )
   except ValueError as e:
     raise app.UsageError(str(e)) from None
-  train(flags.FLAGS.config, flags.FLAGS.workdir)
+  try:
+    train(flags.FLAGS.config, flags.FLAGS.workdir)
+  except _ONE_LINE_STOPS as e:
+    logging.info("the run stopped", exc_info=True)
+    sys.exit(f"prime_jax.train: {type(e).__name__}: {e}")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,11 @@ Reading (`load_split`) gives each process a strided slice, records process_index
 process_index + process_count, ...: disjoint, together covering the split, sizes within one of
 each other, and balanced in content even when the source file is sorted (say all math rows,
 then all code rows). A process opens the split's shards but reads only the records it asks for.
+
+Every record read is checked again (`Record.validate`): a shard damaged on disk, or written by
+something other than `SplitWriter`, may hold a row that is unreadable, lacks a field, is not
+UTF-8 or has an empty ground truth. Such a row, or a shard that cannot be opened, is a
+`DataError` naming the shard file and the row in it.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from typing import Iterable, Mapping, Sequence
 
 import tensorflow_datasets as tfds
 
+from prime_jax import io_errors
 from prime_jax.data.records import FIELDS, MalformedRecord, Record
 
 DATASET_NAME = "prime_records"
@@ -202,25 +208,51 @@ def split_names(data_dir: str | os.PathLike) -> list[str]:
 class RecordSource(Sequence[Record]):
   """Random access to one process's records of a split: `len(source)`, `source[i]`.
 
-  Holds the tfds data source of the whole split and the positions of this process's slice.
+  Holds the tfds data source of the whole split, the positions of this process's slice and the
+  split's shards (file, number of records), to name the file and row of a bad record.
   """
 
-  def __init__(self, data_source, positions: range, *, split: str):
+  def __init__(
+      self, data_source, positions: range, *, split: str, shards: Sequence[tuple[str, int]] = ()
+  ):
     self._source = data_source
     self._positions = positions
+    self._shards = list(shards)
     self.split = split
 
   def __len__(self) -> int:
     return len(self._positions)
 
   def __getitem__(self, index: int) -> Record:
-    example = self._source[self._positions[index]]  # IndexError past the end ends iteration
-    return _record(example)
+    return self._read([self._positions[index]])[0]  # IndexError past the end ends iteration
 
   def __getitems__(self, indices: Sequence[int]) -> list[Record]:
     """Several records in one batched read (several times faster than one at a time)."""
-    examples = self._source.__getitems__([self._positions[i] for i in indices])
-    return [_record(example) for example in examples]
+    return self._read([self._positions[i] for i in indices])
+
+  def _read(self, positions: list[int]) -> list[Record]:
+    try:
+      examples = self._source.__getitems__(positions)
+    except Exception as e:  # pylint: disable=broad-except
+      if len(positions) == 1:
+        raise DataError(f"{self.where(positions[0])} cannot be read: {io_errors.describe(e)}")
+      return [self._read([p])[0] for p in positions]  # one at a time: find the bad row
+    return [self._record(p, example) for p, example in zip(positions, examples)]
+
+  def _record(self, position: int, example: Mapping[str, bytes]) -> Record:
+    try:
+      return Record(**{name: _text(example, name) for name in FIELDS}).validate()
+    except MalformedRecord as e:
+      raise DataError(f"{self.where(position)}: {e}") from None
+
+  def where(self, position: int) -> str:
+    """'FILE row R (record P of split S)' for a position in the split."""
+    row = position
+    for path, length in self._shards:
+      if row < length:
+        return f"{path} row {row} (record {position} of split {self.split!r})"
+      row -= length
+    return f"record {position} of split {self.split!r}"
 
   def __repr__(self) -> str:
     return (
@@ -228,8 +260,26 @@ class RecordSource(Sequence[Record]):
     )
 
 
-def _record(example: Mapping[str, bytes]) -> Record:
-  return Record(**{name: example[name].decode("utf-8") for name in FIELDS})
+def _text(example: Mapping[str, bytes], name: str) -> str:
+  value = example.get(name) if isinstance(example, Mapping) else None
+  if value is None:
+    raise MalformedRecord(f"field {name} is missing")
+  try:
+    return value.decode("utf-8")
+  except UnicodeDecodeError as e:
+    raise MalformedRecord(f"{name} is not valid UTF-8 (byte {e.start})") from None
+
+
+def _shard_problem(paths: Sequence[str]) -> str:
+  """The first shard that array_record cannot open, and why."""
+  from array_record.python import array_record_module
+
+  for path in paths:
+    try:
+      array_record_module.ArrayRecordReader(os.fspath(path)).close()
+    except Exception as e:  # pylint: disable=broad-except
+      return f"{path}: {io_errors.describe(e)}"
+  return "no single shard fails on its own"
 
 
 def load_split(
@@ -251,11 +301,20 @@ def load_split(
   splits = _existing_splits(directory)
   if split not in splits:
     raise DataError(f"{data_dir} has no split {split!r}; it has {sorted(splits)}")
-  source = tfds.builder_from_directory(str(directory)).as_data_source(split=split)
-  total = len(source)
+  shards = [(os.fspath(p), n) for p, n in zip(splits[split].filepaths, splits[split].shard_lengths)]
+  try:
+    source = tfds.builder_from_directory(str(directory)).as_data_source(split=split)
+    total = len(source)
+  except Exception as e:  # pylint: disable=broad-except
+    raise DataError(
+        f"split {split!r} of {data_dir} cannot be opened ({io_errors.describe(e)}): "
+        f"{_shard_problem([path for path, _ in shards])}"
+    ) from None
   if total < process_count:
     raise DataError(
         f"split {split!r} of {data_dir} has {total} records, fewer than the "
         f"{process_count} processes reading it"
     )
-  return RecordSource(source, range(process_index, total, process_count), split=split)
+  return RecordSource(
+      source, range(process_index, total, process_count), split=split, shards=shards
+  )

@@ -3,9 +3,13 @@
 Each worker (a fresh interpreter: the trainer may hold threads and accelerators, so no fork)
 scores one item at a time. An item that overruns its limit is interrupted by an alarm in the
 worker (unless its ability times itself); a worker that still has not answered `hard_grace_s`
-later is killed and replaced. A worker is also replaced after `max_items_per_worker` items
-(sympy caches grow) or when it dies. No item outcome ever raises in the caller: timeouts,
-scorer exceptions and worker deaths score 0 and are reported in the outcome's status.
+later is killed and replaced. The limit counts from when the worker starts on the item, which it
+reports: a fresh worker's start-up (an interpreter, its imports, the scorer's module: seconds,
+a minute and more on a loaded machine) is not the item's time. A worker that has not started on
+its item within `start_timeout_s` is killed and replaced like a hung one. A worker is also
+replaced after `max_items_per_worker` items (sympy caches grow) or when it dies. No item outcome
+ever raises in the caller: timeouts, scorer exceptions and worker deaths score 0 and are reported
+in the outcome's status.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from prime_jax.verifiers import cgroups
 from prime_jax.verifiers.registry import ItemResult
 
 ITEM_STATUSES = ("ok", "timeout", "error", "worker_died")
+_STARTED = "started"  # a worker's note that it has the item and starts its clock
 
 
 class _ItemTimeout(BaseException):
@@ -82,6 +87,7 @@ def _worker_main(conn, address_space_bytes: int | None) -> None:
       return
     if task is None:
       return
+    conn.send(_STARTED)  # the task is unpickled (the scorer's module imported): the clock runs
     try:
       reply = _score_one(*task)
     except _ItemTimeout:  # the alarm fired just after the scorer returned
@@ -126,6 +132,7 @@ class _Worker:
     self.items_done = 0
     self.index = None  # item being scored, when it started, when the worker will be killed
     self.started = self.deadline = None
+    self.running = False  # whether the worker reported it started on the item
 
   def kill(self) -> None:
     if self.process.poll() is None:
@@ -148,6 +155,7 @@ class WorkerPool:
 
   num_workers: parallel workers (default: CPU count). max_items_per_worker: recycle period.
   hard_grace_s: how long past its time limit a worker may stay silent before it is killed.
+  start_timeout_s: how long a worker may take to start on an item (start-up included).
   address_space_bytes: RLIMIT_AS of each worker (bounds sympy blow-ups; None for no limit).
   """
 
@@ -157,13 +165,22 @@ class WorkerPool:
       *,
       max_items_per_worker: int = 1000,
       hard_grace_s: float = 2.0,
+      start_timeout_s: float = 300.0,
       address_space_bytes: int | None = 8 << 30,
   ):
     self.num_workers = num_workers or os.cpu_count() or 1
-    if self.num_workers < 1 or max_items_per_worker < 1 or hard_grace_s <= 0:
-      raise ValueError("num_workers and max_items_per_worker must be >= 1 and " "hard_grace_s > 0")
+    if (
+        self.num_workers < 1
+        or max_items_per_worker < 1
+        or hard_grace_s <= 0
+        or start_timeout_s <= 0
+    ):
+      raise ValueError(
+          "num_workers and max_items_per_worker must be >= 1, hard_grace_s and start_timeout_s > 0"
+      )
     self.max_items_per_worker = max_items_per_worker
     self.hard_grace_s = hard_grace_s
+    self.start_timeout_s = start_timeout_s
     self.address_space_bytes = address_space_bytes
     self._workers: list[_Worker] = []
     self._lock = threading.Lock()  # one batch at a time; callers may share a pool
@@ -198,9 +215,9 @@ class WorkerPool:
         for worker in self._workers:
           if worker.index is None and pending:
             i = pending.popleft()
-            worker.index = i
+            worker.index, worker.running = i, False
             worker.started = time.monotonic()
-            worker.deadline = worker.started + timeout_s + self.hard_grace_s
+            worker.deadline = worker.started + self.start_timeout_s
             try:
               worker.conn.send((score_fn, responses[i], ground_truths[i], timeout_s, self_timed))
             except (BrokenPipeError, OSError):
@@ -217,13 +234,19 @@ class WorkerPool:
           i = worker.index
           if worker.conn in ready or worker.conn.poll():
             try:
-              status, score, counters, message, seconds = worker.conn.recv()
+              reply = worker.conn.recv()
             except (EOFError, OSError):
               outcomes[i] = ItemOutcome(
                   "worker_died", message="worker exited", seconds=time.monotonic() - worker.started
               )
               self._finish(worker, busy, killed=True)
               continue
+            if reply == _STARTED:
+              worker.running = True
+              worker.started = time.monotonic()
+              worker.deadline = worker.started + timeout_s + self.hard_grace_s
+              continue
+            status, score, counters, message, seconds = reply
             outcomes[i] = ItemOutcome(status, score, counters, message, seconds)
             worker.items_done += 1
             self._finish(
@@ -238,11 +261,13 @@ class WorkerPool:
             )
             self._finish(worker, busy, killed=True)
           elif time.monotonic() >= worker.deadline:
+            message = (
+                f"worker hung past {timeout_s:g} s + {self.hard_grace_s:g} s grace; killed"
+                if worker.running
+                else f"worker did not start on the item within {self.start_timeout_s:g} s; killed"
+            )
             outcomes[i] = ItemOutcome(
-                "timeout",
-                message=f"worker hung past {timeout_s:g} s + "
-                f"{self.hard_grace_s:g} s grace; killed",
-                seconds=time.monotonic() - worker.started,
+                "timeout", message=message, seconds=time.monotonic() - worker.started
             )
             self._finish(worker, busy, killed=True)
     except BaseException:  # e.g. KeyboardInterrupt: leave no half-used workers behind
