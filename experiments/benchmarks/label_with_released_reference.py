@@ -8,14 +8,15 @@
 `--verl_wheel` is the wheel or the directory it was unpacked into. Each input row
 {"response", "ground_truth", ...} is written back with "released" = 1.0 if
 `verl.utils.reward_score.prime_math.compute_score(response, ground_truth)` says correct, else
-0.0, and "released_extracted" = the answer it extracted. Only prime_math is loaded (see
-released_reference.py); the grader runs in a worker process that is killed and replaced when an
-item overruns `--time_limit`, and a timeout, a crash or an exception scores 0, as in verl (whose
-reward manager scores a grader failure 0). The answer text is evaluated by the released code
-(`eval`, `parse_expr`): label only pairs you trust.
+0.0, and "released_extracted" = the answer it extracted (a label already in the row is kept
+as "released_before"). Only prime_math is loaded (see released_reference.py); the grader runs
+in a worker process that is killed and replaced when an item overruns `--time_limit`; a
+timeout, a crash or an exception scores 0 (compute_score itself scores an exception in its
+tolerant test 0). The answer text is evaluated by the released code (`eval`, `parse_expr`):
+label only pairs you trust.
 
-`--timeout_shim alarm` makes `timeout_limit` usable as a context manager too (PRIME's original
-alarm helper); the default, `verl`, keeps verl 0.9.1's semantics, where the context-manager use
+`--timeout_shim alarm` makes `timeout_limit` usable as a context manager too (a SIGALRM limit
+per step, as docs/math_grading.md describes the released grader's sympy steps); the default, `verl`, keeps verl 0.9.1's semantics, where the context-manager use
 in `symbolic_equal` fails and that step never accepts (see results.md).
 """
 
@@ -110,6 +111,8 @@ def main() -> None:
   try:
     for row in rows:
       label, extracted, failure = grader.grade(row["response"], row["ground_truth"])
+      if args.key in row:  # a label written by hand (the corpus): kept for comparison
+        row[f"{args.key}_before"] = row[args.key]
       row[args.key] = label
       row[f"{args.key}_extracted"] = extracted
       if failure is not None:

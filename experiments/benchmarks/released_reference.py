@@ -54,8 +54,9 @@ class _AlarmLimit:
   """`timeout_limit` usable both as a decorator factory and as a context manager.
 
   Used only with `--timeout_shim alarm`, to see which labels depend on the context-manager use
-  failing in verl 0.9.1: as a context manager it behaves like the `signal.alarm` helper PRIME's
-  original grader used (`seconds=True` -> a 1 s alarm), so `symbolic_equal` runs its steps.
+  failing in verl 0.9.1: as a context manager it sets a SIGALRM limit (`seconds=True`, what
+  compute_score passes, is 1 s), so `symbolic_equal` runs its parse, simplify and N steps with
+  per-step limits, the behaviour docs/math_grading.md describes for the released grader.
   """
 
   def __init__(self, seconds: float, use_signals: bool = False):
