@@ -6,7 +6,8 @@ Grades every row of a labelled JSONL file (default: tests/verifiers/math_grading
 rows {"category", "response", "ground_truth", "strict"?, "released"?}) with each mode, prints per
 category how many of that mode's labels it reproduces, and items/s over `--repeat` passes (the
 first, warm-up pass of each mode is not timed). A file labelled by the released PRIME grader
-(key "released") measures `released` against it on pairs it has never seen.
+(key "released", or the one `--released_key` names) measures `released` against it on pairs it
+has never seen.
 """
 
 from __future__ import annotations
@@ -60,8 +61,18 @@ def main() -> None:
   parser.add_argument("--inputs", default=DEFAULT_INPUTS)
   parser.add_argument("--workers", type=int, default=2)
   parser.add_argument("--repeat", type=int, default=3, help="timed passes over the file")
+  parser.add_argument(
+      "--released_key",
+      default="released",
+      help="the key of the labels `released` is measured against (e.g. released_alarm)",
+  )
   args = parser.parse_args()
   rows = load(args.inputs)
+  for row in rows:
+    label = row.get(args.released_key)
+    row.pop("released", None)
+    if label is not None:
+      row["released"] = label
   responses = [r["response"] for r in rows]
   truths = [r["ground_truth"] for r in rows]
   scores = {}
