@@ -1,6 +1,10 @@
 """CLI: grade a JSONL file of {"response", "ground_truth"} rows and print scores and a summary.
 
-python -m prime_jax.verifiers --ability math --inputs FILE.jsonl [--timeout-s 10] [--workers 2]
+python -m prime_jax.verifiers --ability math --inputs FILE.jsonl [--mode released] [--timeout-s 10]
+    [--workers 2]
+
+--mode picks one of the ability's grading modes (math: strict, the default, or released;
+docs/math_grading.md).
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import sys
 
 from prime_jax.verifiers.grading import grade_with_stats
 from prime_jax.verifiers.pool import WorkerPool
-from prime_jax.verifiers.registry import registered_abilities
+from prime_jax.verifiers.registry import get_ability, registered_abilities
 
 
 def read_rows(path: str) -> tuple[list[str], list[str]]:
@@ -47,14 +51,16 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--inputs", required=True, help="JSONL with response, ground_truth")
   parser.add_argument("--timeout-s", type=float, default=None, help="per-item limit")
   parser.add_argument("--workers", type=int, default=None, help="worker processes")
+  parser.add_argument("--mode", default=None, help="grading mode (math: strict | released)")
   args = parser.parse_args(argv)
   try:
+    get_ability(args.ability).mode_score_fn(args.mode)  # an unknown mode: a usage error, up front
     responses, truths = read_rows(args.inputs)
   except (OSError, ValueError) as exc:
     parser.error(str(exc))
   with WorkerPool(args.workers) as pool:
     scores, stats = grade_with_stats(
-        args.ability, responses, truths, timeout_s=args.timeout_s, pool=pool
+        args.ability, responses, truths, timeout_s=args.timeout_s, pool=pool, mode=args.mode
     )
   for i, (score, status) in enumerate(zip(scores, stats.statuses, strict=True)):
     print(json.dumps({"index": i, "score": round(float(score), 6), "status": status}))

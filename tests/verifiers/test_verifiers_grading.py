@@ -176,3 +176,29 @@ def test_cli_names_a_bad_input_line(tmp_path):
       timeout=120,
   )
   assert out.returncode == 2 and "in.jsonl:2" in out.stderr
+
+
+def test_cli_grades_in_the_mode_it_is_given(tmp_path):
+  # `released` keeps what follows the last `=` in the box (docs/math_grading.md), so an equation
+  # is graded by its right-hand side: `x^2+y^2=25` against itself is wrong there, right in strict.
+  path = tmp_path / "in.jsonl"
+  path.write_text('{"response": "\\\\boxed{x^2+y^2=25}", "ground_truth": "x^2+y^2=25"}\n')
+
+  def run(*mode):
+    return subprocess.run(
+        [sys.executable, "-m", "prime_jax.verifiers", "--ability", "math", "--inputs", str(path)]
+        + list(mode),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+  scores = {}
+  for mode in ("strict", "released"):
+    out = run("--mode", mode)
+    assert out.returncode == 0, out.stderr
+    scores[mode] = json.loads(out.stdout.splitlines()[0])["score"]
+  assert scores == {"strict": 1.0, "released": 0.0}
+  out = run("--mode", "lenient")
+  assert out.returncode == 2 and "no mode 'lenient'" in out.stderr
