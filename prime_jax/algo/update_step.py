@@ -35,7 +35,6 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from prime_jax.algo.advantages import prime_advantages
 from prime_jax.algo.baseline_estimators import (
     gae_advantages,
     grpo_advantages,
@@ -44,8 +43,9 @@ from prime_jax.algo.baseline_estimators import (
 )
 from prime_jax.algo.minibatches import PRM_BATCH_ORDERS, merge_minibatches, split_minibatches
 from prime_jax.algo.policy_loss import aggregate_token_loss, ppo_clip_loss, value_loss
-from prime_jax.algo.prm_losses import prm_ce_loss, prm_dpo_loss, prm_pair_accuracy
-from prime_jax.algo.rewards import at_granularity, implicit_rewards, normalize_process_rewards
+from prime_jax.algo.prime import implicit_rewards, prime_advantages, prm_ce_loss
+from prime_jax.algo.prm_losses import prm_dpo_loss, prm_pair_accuracy
+from prime_jax.algo.rewards import at_granularity, normalize_process_rewards
 from prime_jax.algo.token_ops import masked_mean, outcome_token_rewards, whiten
 from prime_jax.models.config import DecoderConfig
 from prime_jax.scoring import token_logprobs
