@@ -58,8 +58,8 @@ def implicit_rewards(
   """Step 1, the implicit process reward: r_φ(y_t) = β · log π_φ(y_t | y_<t) / π_ref(y_t | y_<t).
 
   Token scores from q[i,t] = log π_φ(y_i,t | ·) − log π_ref(y_i,t | ·): the paper's r_φ(y_t)
-  with β = 1 by default (`beta=None`, the released code, docs/algorithm.md "Reward scale"),
-  times β when `beta` is given.
+  with β = 1 by default (`beta=None`, the released code; docs/algorithm.md, "Implicit process
+  rewards"), times β when `beta` is given.
 
   Args:
     logp_prm: [N, T] log-probs of the sampled tokens under the PRM.
@@ -182,9 +182,9 @@ def prime_advantages(
       A[i,t] = Σ_{s>=t} γ^(s−t) (r_φ(y_s^i) − baseline) + r_o(y^i) − 1/(K−1) Σ_{j≠i} r_o(y^j)
 
   returns = coef_proc · rloo_returns(proc_scores, mask, gamma_proc) + coef_out · rloo_returns(acc
-  on the last valid token, that token, gamma_out); advantages = `whiten(returns, mask)` over all valid tokens of
-  the whole batch (unbiased variance, eps 1e-8, mean not added back). coef_proc = 0 is
-  RLOO with the outcome verifier only.
+  on the last valid token, that token, gamma_out); advantages = `whiten(returns, mask)` over all
+  valid tokens of the whole batch (unbiased variance, eps 1e-8, mean not added back).
+  coef_proc = 0 is RLOO with the outcome verifier only.
 
   Args:
     proc_scores: [N, T] (normalised) process rewards; ignored on padding.

@@ -41,7 +41,8 @@ def at_granularity(scores: chex.Array, mask: chex.Array, granularity: str) -> ch
 def normalize_process_rewards(
     scores: chex.Array, mask: chex.Array, *, num_shards: int = 1
 ) -> chex.Array:
-  """The released code's `batch_norm` scaling (docs/algorithm.md): score / (max_{i,t} |Σ_{s>=t} score[i,s]| + 1e-6).
+  """The released code's `batch_norm` scaling (docs/algorithm.md, "Implicit process rewards"):
+  score / (max_{i,t} |Σ_{s>=t} score[i,s]| + 1e-6).
 
   One scale per contiguous shard of the batch (rows [k·N/num_shards, (k+1)·N/num_shards)),
   the max taken over that shard's valid tokens: num_shards=1 is norm_scope='global', the
