@@ -1,4 +1,5 @@
-"""Rollouts with PRIME's online filter (spec §1 steps 1-4): sample, grade, keep B mixed groups.
+"""Rollouts with PRIME's online filter: sample, grade, keep B mixed groups (docs/algorithm.md,
+"One RL step").
 
 Host-side orchestration around the jitted sampler: prompts come from the refill buffer first, then
 the data iterator; each round samples n responses per prompt, grades them with the verifier

@@ -23,7 +23,8 @@ class TrainState:
 def make_optimizer(
     lr: float, weight_decay: float, grad_clip: float
 ) -> optax.GradientTransformation:
-  """AdamW at a constant learning rate after global-norm clipping (spec §3 and §5)."""
+  """AdamW at a constant learning rate after global-norm clipping (docs/algorithm.md: "The PRM's
+  online update", "The policy loss")."""
   return optax.chain(
       optax.clip_by_global_norm(grad_clip),
       optax.adamw(lr, b1=0.9, b2=0.999, eps=1e-8, weight_decay=weight_decay),

@@ -1,4 +1,4 @@
-"""The other advantage estimators of the paper's Table 4 (spec §4), each with and without
+"""The other advantage estimators of the paper's Table 4 (docs/estimators.md), each with and without
 PRIME's process rewards (coef_proc = 0 is the outcome-only variant).
 
 Every estimator returns (advantages, returns), each [N, T] and 0 on padding, like

@@ -1,4 +1,5 @@
-"""PPO-clip policy loss (spec §5), the value loss for the PPO baseline, and their aggregation."""
+"""PPO-clip policy loss (docs/algorithm.md, "The policy loss"), the value loss for the PPO baseline,
+and their aggregation."""
 
 import chex
 import jax

@@ -1,44 +1,18 @@
-"""Implicit-PRM training losses and the logged PRM accuracy (spec §3)."""
+"""The implicit PRM's other loss, the later port's pairwise DPO loss (`rl.prm_loss="dpo"`), and the
+logged PRM pair accuracy. The paper's CE loss is `prime_jax.algo.prime.prm_ce_loss`."""
 
 import chex
 import jax
 import jax.numpy as jnp
 
+from prime_jax.algo.prime import sequence_reward
 from prime_jax.algo.token_ops import group_rows
 from prime_jax.algo.validation import (
-    as_float_mask,
     check_group_size,
     check_per_response,
     check_token_arrays,
     compute_dtype,
 )
-
-
-def _sequence_reward(q: chex.Array, mask: chex.Array, beta) -> chex.Array:
-  """[N] β·Σ_t q[i,t] over valid tokens; padding contributes neither value nor gradient."""
-  valid = as_float_mask(mask, compute_dtype(q))
-  return beta * jnp.sum(jnp.where(valid > 0, q, 0), axis=1)
-
-
-def prm_ce_loss(q: chex.Array, acc: chex.Array, mask: chex.Array, *, beta) -> chex.Array:
-  """Mean binary cross-entropy of sigmoid(β·Σ_t q[i,t]) against soft labels acc[i].
-
-  Uses log-sigmoid, so it is finite for any logit. Gradient flows into q (hence into
-  log π_φ when q comes from `implicit_rewards`) on valid tokens only.
-
-  Args:
-    q: [N, T] log-ratio log π_φ − log π_ref of the sampled tokens.
-    acc: [N] outcome labels in [0, 1] (soft labels allowed).
-    mask: [N, T] valid-token mask (bool or 0/1).
-    beta: the PRM β (0.05 in the released run).
-  Returns:
-    scalar mean over the N responses.
-  """
-  num_rows, _ = check_token_arrays(q=q, mask=mask)
-  check_per_response(num_rows, acc=acc)
-  logits = _sequence_reward(q, mask, beta)
-  acc = acc.astype(logits.dtype)
-  return -jnp.mean(acc * jax.nn.log_sigmoid(logits) + (1 - acc) * jax.nn.log_sigmoid(-logits))
 
 
 def prm_dpo_loss(
@@ -71,7 +45,7 @@ def prm_dpo_loss(
   num_rows, _ = check_token_arrays(q=q, mask=mask)
   check_per_response(num_rows, acc=acc)
   check_group_size(num_rows, n)
-  reward = _sequence_reward(q, mask, beta)
+  reward = sequence_reward(q, mask, beta)
   acc = acc.astype(reward.dtype)
   acc_g = group_rows(acc, n)
   if q_sum_before is None:

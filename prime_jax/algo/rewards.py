@@ -1,4 +1,7 @@
-"""Process rewards: the implicit PRM/reference log-ratio, their density and scale (spec §2)."""
+"""How the released code shapes the process rewards before the advantages: their density
+(`at_granularity`) and the `batch_norm` scaling (`normalize_process_rewards`). The rewards
+themselves (the implicit PRM's log-ratio) are `prime_jax.algo.prime.implicit_rewards`; these
+conventions and where they depart from the paper: docs/algorithm.md."""
 
 import chex
 import jax.numpy as jnp
@@ -13,38 +16,6 @@ from prime_jax.algo.validation import (
 )
 
 GRANULARITIES = ("token", "whole")
-
-
-def implicit_rewards(
-    logp_prm: chex.Array,
-    logp_ref: chex.Array,
-    mask: chex.Array,
-    *,
-    granularity: str = "token",
-    beta: float | chex.Array | None = None,
-) -> chex.Array:
-  """Token scores from q[i,t] = log π_φ(y_i,t | ·) − log π_ref(y_i,t | ·).
-
-  Args:
-    logp_prm: [N, T] log-probs of the sampled tokens under the PRM.
-    logp_ref: [N, T] log-probs of the same tokens under the reference.
-    mask: [N, T] valid-token mask (bool or 0/1); padding may hold any value, even inf/nan.
-    granularity: "token" → score = q; "whole" → Σ_t q on the last valid token, 0 elsewhere.
-    beta: None (reward_scale='none', the released code: the reward is q itself) or the
-      PRM β (reward_scale='beta', the paper's r = β·q).
-  Returns:
-    [N, T] scores in nats (×β when given), 0 on padding. Differentiable in both
-    log-prob arrays; callers that use them as rewards stop the gradient.
-  """
-  check_token_arrays(logp_prm=logp_prm, logp_ref=logp_ref, mask=mask)
-  check_choice("granularity", granularity, GRANULARITIES)
-  dtype = compute_dtype(logp_prm, logp_ref)
-  valid = as_float_mask(mask, dtype)
-  # `where`, not a product with the mask, so inf/nan on padding cannot leak (nor its gradient).
-  q = jnp.where(valid > 0, logp_prm.astype(dtype) - logp_ref.astype(dtype), 0)
-  if beta is not None:
-    q = q * beta
-  return at_granularity(q, valid, granularity)
 
 
 def at_granularity(scores: chex.Array, mask: chex.Array, granularity: str) -> chex.Array:
@@ -70,7 +41,8 @@ def at_granularity(scores: chex.Array, mask: chex.Array, granularity: str) -> ch
 def normalize_process_rewards(
     scores: chex.Array, mask: chex.Array, *, num_shards: int = 1
 ) -> chex.Array:
-  """The `batch_norm` scaling of spec §2: score / (max_{i,t} |Σ_{s>=t} score[i,s]| + 1e-6).
+  """The released code's `batch_norm` scaling (docs/algorithm.md, "Implicit process rewards"):
+  score / (max_{i,t} |Σ_{s>=t} score[i,s]| + 1e-6).
 
   One scale per contiguous shard of the batch (rows [k·N/num_shards, (k+1)·N/num_shards)),
   the max taken over that shard's valid tokens: num_shards=1 is norm_scope='global', the

@@ -1,4 +1,4 @@
-"""From a record's chat to the prompt the policy continues (spec §8).
+"""From a record's chat to the prompt the policy continues.
 
 Rendering, in order:
   1. system prompt: when the format names one and the chat does not start with a system message,

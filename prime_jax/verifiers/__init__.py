@@ -1,4 +1,4 @@
-"""Outcome verifiers (spec §7): math answer grading and sandboxed code execution.
+"""Outcome verifiers (the paper's r_o(y)): math answer grading and sandboxed code execution.
 
     scores = grade("math", responses, ground_truths)            # float32 [N] in [0, 1]
     scores = grade("math", responses, ground_truths, mode="released")  # as PRIME labelled

@@ -1,4 +1,4 @@
-"""Code outcome grading (spec §7): fraction of test cases the response's program passes.
+"""Code outcome grading (docs/verifiers.md): fraction of test cases the response's program passes.
 
 The program runs in the sandbox (never in this process); the sandbox only ever receives the
 inputs, and outputs are compared here. Score = passed / tests run, where tests run is

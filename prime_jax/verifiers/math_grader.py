@@ -1,4 +1,4 @@
-"""Math outcome grading (spec §7): 1 iff the response's final answer equals the ground truth.
+"""Math outcome grading (docs/math_grading.md): 1 iff the response's final answer equals the ground truth.
 
 Decision order: normalised strings equal (words case-insensitively: `Yes` = `\\text{YES}`) ->
 math-verify symbolic equivalence (tuples, intervals, sets, matrices, equations, radicals, ...)

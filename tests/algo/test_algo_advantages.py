@@ -1,4 +1,4 @@
-"""rloo_returns / prime_advantages against the numpy reference, and their invariants (spec §4)."""
+"""rloo_returns / prime_advantages against the numpy reference, and their invariants."""
 
 import jax
 import jax.numpy as jnp

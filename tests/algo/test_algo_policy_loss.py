@@ -1,4 +1,4 @@
-"""ppo_clip_loss against the numpy reference; clipping and padding gradients (spec §5)."""
+"""ppo_clip_loss against the numpy reference; clipping and padding gradients."""
 
 import jax
 import jax.numpy as jnp

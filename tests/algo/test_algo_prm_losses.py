@@ -1,4 +1,4 @@
-"""PRM CE / DPO losses and pair accuracy against the numpy reference; gradients (spec §3)."""
+"""PRM CE / DPO losses and pair accuracy against the numpy reference; gradients."""
 
 import jax
 import jax.numpy as jnp

@@ -1,4 +1,4 @@
-"""implicit_rewards and normalize_process_rewards against the numpy reference (spec §2)."""
+"""implicit_rewards and normalize_process_rewards against the numpy reference."""
 
 import jax.numpy as jnp
 import numpy as np
