@@ -1,4 +1,5 @@
-"""Config schema: every setting of PRIME (spec §1-§6) with its default, as ml-collections ConfigDicts.
+"""Config schema: every setting of PRIME (docs/algorithm.md) with its default, as ml-collections
+ConfigDicts.
 
 `base_config()` holds the released Eurus-2-7B-PRIME settings; experiment files under
 `experiments/configs/` return small overrides of it from `get_config()`. `arithmetic_config()` is
@@ -43,7 +44,7 @@ def _model_config() -> ConfigDict:
 
 
 def base_config() -> ConfigDict:
-  """The spec's defaults: the Eurus-2-7B-PRIME run (spec §6), without model/data paths."""
+  """The released Eurus-2-7B-PRIME run's settings, without model/data paths."""
   c = ConfigDict()
   c.seed = 0
   c.total_steps = 592
@@ -76,8 +77,8 @@ def base_config() -> ConfigDict:
           train_split="train",
           eval_split="validation",
           shuffle=True,  # reshuffle the training prompts every epoch (seeded by config.seed)
-          system_prompt="eurus",  # eurus (the action-centric prompt of spec §8) | none
-          user_suffix=True,  # append the ability's answer-format suffix (spec §8)
+          system_prompt="eurus",  # eurus (the action-centric prompt, prime_jax/data/prompts.py) | none
+          user_suffix=True,  # append the ability's answer-format suffix (data/prompts.py)
           apply_chat_template=True,
           # math outcome labels (docs/math_grading.md): strict (prime-jax's grader) | released
           # (the released PRIME grader's decisions, quirks included: the labels Eurus-2-7B-PRIME
@@ -237,7 +238,7 @@ def arithmetic_config() -> ConfigDict:
       )
   )
   c.sft.enabled = True
-  # The spec's shape at 1/4 scale: 64 prompts x 4 samples, 4 PRM and 4 policy optimiser steps
+  # The released run's shape at 1/4 scale: 64 prompts x 4 samples, 4 PRM and 4 policy optimiser steps
   # per RL step. Learning rates from a sweep on this task (see the README's default-run section):
   # at lr = prm_lr = 1e-4 the policy outran the PRM (PRM pair accuracy on fresh rollouts fell to
   # 0.35-0.45) and greedy accuracy collapsed; the PRM learning 10x faster than the policy (the
@@ -254,7 +255,7 @@ def arithmetic_config() -> ConfigDict:
           micro_batch=64,
           lr=3e-5,
           prm_lr=3e-4,
-          # beta from the PRM's own diagnostics, not from RL outcomes (spec's scale note; README
+          # beta from the PRM's own diagnostics, not from RL outcomes (docs/algorithm.md's scale note; README
           # "Choosing beta"): Σq <= NLL_ref(y), and correct responses here have a median NLL_ref
           # of 1.3 nats, so at the 7B run's 0.05 the PRM's P(correct) is capped at 0.52 and it
           # cannot say "correct". beta = 1 lifts the cap to 0.79, and with the policy frozen its

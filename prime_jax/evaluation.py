@@ -9,7 +9,7 @@ The steps, each a function here:
      DIR/<name>/test.jsonl) read with `prime_jax.data.formats` (math: the `problems` layout, code:
      the `code` layout); a malformed row is an error, not a silent skip, since it would change
      the denominator;
-  2. `encode_prompts`: the spec's prompt (Eurus action-centric system prompt + the ability's user
+  2. `encode_prompts`: the released run's prompt (Eurus action-centric system prompt + the ability's user
      suffix + the tokenizer's chat template), by `prime_jax.data.PromptEncoder`;
   3. `generate_responses`: prompts sorted by length, cut into fixed-size batches and sampled by
      `prime_jax.sft.generate` (the shared jitted sampler, prompt widths bucketed); greedy, or k
@@ -250,7 +250,7 @@ def load_benchmark(
 def prompt_format(
     system_prompt: str = "eurus", user_suffix: bool = True, apply_chat_template: bool = True
 ) -> PromptFormat:
-  """The spec's evaluation prompt by default: the Eurus system prompt, the ability's suffix and
+  """The released run's evaluation prompt by default: the Eurus system prompt, the ability's suffix and
   the chat template (`system_prompt` is a `prime_jax.data.SYSTEM_PROMPTS` name)."""
   if system_prompt not in SYSTEM_PROMPTS:
     raise EvalError(f"system_prompt {system_prompt!r}; expected one of {sorted(SYSTEM_PROMPTS)}")

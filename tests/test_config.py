@@ -1,4 +1,4 @@
-"""Configs: the spec's defaults, experiment files, command-line overrides and unknown-key errors."""
+"""Configs: the released run's defaults, experiment files, command-line overrides and unknown-key errors."""
 
 import functools
 import glob
@@ -46,7 +46,7 @@ def expected_experiment(name):
 
 def test_spec_defaults():
   c = configs.base_config()
-  spec = {  # spec §1-§6 (the released Eurus-2-7B-PRIME run)
+  spec = {  # the released Eurus-2-7B-PRIME run's settings (docs/algorithm.md)
       "rl.batch_prompts": 256,
       "rl.n_samples": 4,
       "rl.max_prompt_len": 1024,

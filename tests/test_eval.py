@@ -151,7 +151,7 @@ def test_fixture_layouts_load_as_records(tmp_path):
   with pytest.raises(ev.EvalError, match="tried minerva.jsonl, minerva.parquet"):
     ev.find_benchmark_file(tmp_path, ev.BENCHMARKS["minerva"])
 
-  # The spec's prompt: Eurus system prompt + the ability's suffix, through the chat template.
+  # The released run's prompt: Eurus system prompt + the ability's suffix, through the chat template.
   class ChatTokenizer:
 
     def apply_chat_template(self, chat, add_generation_prompt):

@@ -139,7 +139,7 @@ def test_group_pass_mask_keeps_means_in_the_closed_interval():
   np.testing.assert_array_equal(group_pass_mask(acc, 4, 0.25, 0.75), [0, 1, 1, 1, 0])
   np.testing.assert_array_equal(group_pass_mask(acc, 4, 0.0, 1.0), [1] * 5)
   np.testing.assert_array_equal(group_pass_mask(acc, 4, 0.3, 0.7), [0, 0, 1, 0, 0])
-  # The spec's 0.2..0.8 with n = 5: 1/5 and 4/5 sit exactly on the bounds and are kept.
+  # The released 0.2..0.8 with n = 5: 1/5 and 4/5 sit exactly on the bounds and are kept.
   acc5 = np.array([[1.0] * k + [0.0] * (5 - k) for k in range(6)]).ravel()
   np.testing.assert_array_equal(group_pass_mask(acc5, 5, 0.2, 0.8), [0, 1, 1, 1, 1, 0])
 
