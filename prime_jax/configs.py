@@ -256,9 +256,10 @@ def arithmetic_config() -> ConfigDict:
           lr=3e-5,
           prm_lr=3e-4,
           # beta from the PRM's own diagnostics, not from RL outcomes (README "Choosing beta"):
-          # Σq <= NLL_ref(y), and correct responses here have a median NLL_ref of 1.3 nats, so at the 7B run's 0.05 the PRM's P(correct) is capped at 0.52 and it
-          # cannot say "correct". beta = 1 lifts the cap to 0.79, and with the policy frozen its
-          # PRM localises injected mistakes at 0.70 after 12 steps (0.43 at 0.05; chance 0.26).
+          # Σq <= NLL_ref(y), and correct responses here have a median NLL_ref of 1.3 nats, so at
+          # the 7B run's 0.05 the PRM's P(correct) is capped at 0.52 and it cannot say "correct".
+          # beta = 1 lifts the cap to 0.79, and with the policy frozen its PRM localises injected
+          # mistakes at 0.70 after 12 steps (0.43 at 0.05; chance 0.26).
           beta=1.0,
       )
   )
