@@ -300,24 +300,6 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
   )
 
 
-def parse_mesh(spec: str | Mapping[str, int]) -> dict[str, int]:
-  """ "data=-1,fsdp=1,tensor=1" -> {"data": -1, "fsdp": 1, "tensor": 1}."""
-  if isinstance(spec, Mapping):
-    return {str(k): int(v) for k, v in spec.items()}
-  axes = {}
-  for part in (p.strip() for p in spec.split(",") if p.strip()):
-    name, sep, size = part.partition("=")
-    try:
-      axes[name.strip()] = int(size)
-    except ValueError:
-      raise EvalError(f"mesh: {part!r} is not axis=size") from None
-    if not sep:
-      raise EvalError(f"mesh: {part!r} is not axis=size")
-  if not axes:
-    raise EvalError("mesh: no axes given")
-  return axes
-
-
 def load_model(
     checkpoint: str | os.PathLike,
     *,
@@ -327,7 +309,7 @@ def load_model(
   """Loads `checkpoint` (see `resolve_checkpoint`) with its tokenizer, params in `dtype` laid out
   on a mesh of all devices (`prime_jax.sharding.make_mesh(mesh)`, the default rule table)."""
   from prime_jax.models import load_hf_checkpoint, read_hf_config
-  from prime_jax.sharding import DEFAULT_RULES, make_mesh, param_shardings
+  from prime_jax.sharding import DEFAULT_RULES, make_mesh, param_shardings, parse_mesh
   from prime_jax.tokenizer import load_tokenizer
 
   directory = resolve_checkpoint(checkpoint)
@@ -335,7 +317,11 @@ def load_model(
   overrides = dict(dtype=dtype, param_dtype=dtype)
   config = read_hf_config(str(directory), **overrides)
   try:
-    device_mesh = make_mesh(parse_mesh(mesh))
+    try:
+      axes = parse_mesh(mesh)
+    except ValueError as e:
+      raise EvalError(str(e)) from None
+    device_mesh = make_mesh(axes)
   except ValueError as e:
     raise EvalError(f"mesh: {e}") from None
   shardings = param_shardings(config, device_mesh, DEFAULT_RULES)

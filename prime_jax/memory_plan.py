@@ -229,20 +229,6 @@ def resolve_model_config(config, model: Optional[str] = None) -> tuple[DecoderCo
 # ---------------------------------------------------------------------------------------------
 
 
-def parse_mesh(text: str) -> dict[str, int]:
-  """'data=1,fsdp=-1,tensor=4' -> {'data': 1, 'fsdp': -1, 'tensor': 4}."""
-  out = {}
-  for part in filter(None, (p.strip() for p in text.split(","))):
-    name, sep, value = part.partition("=")
-    if not sep:
-      raise ValueError(f"mesh axis {part!r} is not NAME=SIZE")
-    try:
-      out[name.strip()] = int(value)
-    except ValueError:
-      raise ValueError(f"mesh axis {part!r}: size must be an integer") from None
-  return out
-
-
 def abstract_mesh(sizes: Mapping[str, int]) -> AbstractMesh:
   return AbstractMesh(tuple(sizes.values()), tuple(sizes), axis_types=(AxisType.Auto,) * len(sizes))
 

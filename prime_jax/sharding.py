@@ -87,6 +87,25 @@ def mesh_sizes(axes: Mapping[str, int], num_devices: int) -> dict[str, int]:
   return dict(zip(names, sizes))
 
 
+def parse_mesh(spec: str | Mapping[str, int]) -> dict[str, int]:
+  """Mesh axis sizes from a command line: "data=-1,fsdp=1,tensor=1" -> {"data": -1, "fsdp": 1,
+  "tensor": 1} (a mapping passes through with int sizes). ValueError naming a malformed part."""
+  if isinstance(spec, Mapping):
+    return {str(k): int(v) for k, v in spec.items()}
+  axes = {}
+  for part in (p.strip() for p in spec.split(",") if p.strip()):
+    name, sep, size = part.partition("=")
+    if not sep:
+      raise ValueError(f"mesh axis {part!r} is not NAME=SIZE")
+    try:
+      axes[name.strip()] = int(size)
+    except ValueError:
+      raise ValueError(f"mesh axis {part!r}: size must be an integer") from None
+  if not axes:
+    raise ValueError("mesh: no axes given")
+  return axes
+
+
 def make_mesh(axes: Mapping[str, int], devices: Optional[Sequence[jax.Device]] = None) -> Mesh:
   """A mesh with the named axes; one size may be -1 (all remaining devices).
 

@@ -48,7 +48,7 @@ _SPECIAL_TOKENS_MAP = "special_tokens_map.json"
 _CHAT_TEMPLATE_FILE = "chat_template.jinja"
 _CHAT_TEMPLATE_DIR = "additional_chat_templates"
 # Model configs whose `eos_token_id` (an int or a list) adds stop ids, in priority order.
-_EOS_CONFIGS = ("generation_config.json", "config.json")
+EOS_CONFIG_FILES = ("generation_config.json", "config.json")
 # The special tokens transformers passes to chat templates (`special_tokens_map`).
 _NAMED_SPECIAL_TOKENS = (
     "bos_token",
@@ -419,7 +419,7 @@ def _load_hf(tokenizer_file: Path, chat_template: Optional[str]) -> HFTokenizer:
   eos_id = token_id("eos_token")
   eos_ids = [] if eos_id is None else [eos_id]
   pad_id = token_id("pad_token")
-  for name in _EOS_CONFIGS:
+  for name in EOS_CONFIG_FILES:
     model_config = _read_json(directory / name)
     eos_ids += _config_ids(model_config.get("eos_token_id"), directory / name)
     if pad_id is None and isinstance(model_config.get("pad_token_id"), int):

@@ -2,6 +2,7 @@
 
 import jax
 import numpy as np
+import pytest
 
 from prime_jax.configs import base_config
 from prime_jax.models import DecoderConfig, init_params
@@ -10,6 +11,7 @@ from prime_jax.sharding import (
     DEFAULT_RULES,
     make_mesh,
     param_shardings,
+    parse_mesh,
     reshard_params,
     sampler_rules,
     training_rules,
@@ -51,3 +53,15 @@ def test_reshard_params_is_free_for_the_same_layout():
   jax.tree_util.tree_map(np.testing.assert_array_equal, decode, params)
   q = decode["layers"]["self_attn"]["q_proj"]["kernel"].sharding
   assert q == param_shardings(MODEL, mesh, DECODE_RULES)["layers"]["self_attn"]["q_proj"]["kernel"]
+
+
+def test_parse_mesh_reads_axis_sizes_and_names_a_bad_part():
+  assert parse_mesh("data=-1, fsdp=2,tensor=1") == {"data": -1, "fsdp": 2, "tensor": 1}
+  assert parse_mesh({"data": "4"}) == {"data": 4}
+  for bad, words in [
+      ("data", "is not NAME=SIZE"),
+      ("data=x", "must be an integer"),
+      (" ,", "no axes"),
+  ]:
+    with pytest.raises(ValueError, match=words):
+      parse_mesh(bad)

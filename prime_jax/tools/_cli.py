@@ -12,6 +12,7 @@ from absl import flags
 from prime_jax import console
 from prime_jax.models import CheckpointError
 from prime_jax.tokenizer import (
+    EOS_CONFIG_FILES,
     HF_TOKENIZER_FILE,
     SENTENCEPIECE_FILE,
     Tokenizer,
@@ -28,9 +29,6 @@ flags.DEFINE_string(
 flags.DEFINE_string("out", None, "Output JSONL file (prm_credit: an output directory).")
 flags.DEFINE_integer("batch_size", 16, "Rows per model call (the last batch is padded to it).")
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype of the model.")
-
-# Config files that may name the stop ids when the checkpoint has no tokenizer, in priority order.
-_EOS_CONFIGS = ("generation_config.json", "config.json")
 
 
 class InputError(ValueError):
@@ -63,7 +61,7 @@ def stop_ids(checkpoint: str, tokenizer: Optional[Tokenizer]) -> tuple[tuple[int
   if tokenizer is not None:
     return tokenizer.eos_ids, tokenizer.pad_id
   eos_ids, pad_id = [], None
-  for name in _EOS_CONFIGS:
+  for name in EOS_CONFIG_FILES:
     path = os.path.join(checkpoint, name)
     if os.path.exists(path):
       with open(path) as f:

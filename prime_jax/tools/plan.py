@@ -25,6 +25,7 @@ from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from prime_jax import memory_plan  # noqa: E402
+from prime_jax.sharding import parse_mesh  # noqa: E402
 from prime_jax.tools import _cli  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -61,7 +62,7 @@ def plan_from_flags() -> memory_plan.Plan:
     raise _cli.InputError("--config is required")
   try:
     hardware = memory_plan.parse_hardware(FLAGS.hardware, mem_fraction=FLAGS.mem_fraction)
-    mesh = memory_plan.parse_mesh(FLAGS.mesh) if FLAGS.mesh else None
+    mesh = parse_mesh(FLAGS.mesh) if FLAGS.mesh else None
     model_config, source = memory_plan.resolve_model_config(config, FLAGS.model)
     return memory_plan.plan(config, mesh, hardware, model_config, model_source=source)
   except ValueError as e:
