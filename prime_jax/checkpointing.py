@@ -115,6 +115,7 @@ class Checkpointer:
         },
     )
     self._saving: Optional[int] = None  # the step of the save in flight
+    self._failed = False  # a failed save was raised as CheckpointSaveError
 
   def latest_step(self) -> Optional[int]:
     """The newest committed step."""
@@ -153,6 +154,7 @@ class Checkpointer:
 
   def _save_error(self, error: Exception) -> CheckpointSaveError:
     step, self._saving = self._saving, None
+    self._failed = True
     self.manager.reload()  # what is committed now
     kept = self.manager.latest_step()
     return CheckpointSaveError(
@@ -275,4 +277,11 @@ class Checkpointer:
     return lines
 
   def close(self) -> None:
-    self.manager.close()
+    """Waits for the save in flight and closes. Orbax raises an asynchronous save's error again
+    here: once `CheckpointSaveError` has told it, close stays quiet (so the error a run stops with
+    is that one line, not this repeat); a failure not raised before is a `CheckpointSaveError`."""
+    try:
+      self.manager.close()
+    except Exception as e:  # pylint: disable=broad-except
+      if not self._failed:
+        raise self._save_error(e) from e

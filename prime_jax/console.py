@@ -6,6 +6,11 @@ Only process 0 of a multi-process run draws bars and prints lines (the others lo
 
 from __future__ import annotations
 
+import logging as std_logging
+import os
+import sys
+from typing import NoReturn
+
 import jax
 from absl import flags, logging
 from tqdm import tqdm
@@ -16,6 +21,26 @@ def quiet_library_logs() -> None:
   absl's level as given: `--verbosity=0` shows every INFO line, ours and the libraries')."""
   if not (flags.FLAGS.is_parsed() and flags.FLAGS["verbosity"].present):
     logging.set_verbosity(logging.WARNING)
+
+
+def stop(line: str) -> NoReturn:
+  """Ends the process with exit status 1 and `line` as the last line of its output.
+
+  A run that stops on a known fault (a failed save, damaged data) may leave library threads
+  behind, e.g. orbax's writes of the failed save, whose tracebacks and "never retrieved" /
+  "never awaited" warnings print as the interpreter exits and would bury the reason. Unless
+  --verbosity was given, standard error is closed to them first and the line written last.
+  """
+  if flags.FLAGS.is_parsed() and flags.FLAGS["verbosity"].present:
+    sys.exit(line)
+  logging.set_verbosity(logging.FATAL)
+  std_logging.getLogger("asyncio").setLevel(std_logging.CRITICAL + 1)
+  sys.stdout.flush()
+  sys.stderr.flush()
+  reason = os.dup(2)
+  os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+  os.write(reason, (line + "\n").encode())
+  sys.exit(1)
 
 
 def progress(total: int, desc: str, initial: int = 0) -> tqdm:

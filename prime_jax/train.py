@@ -629,7 +629,7 @@ def main(argv):
     train(flags.FLAGS.config, flags.FLAGS.workdir)
   except _ONE_LINE_STOPS as e:
     logging.info("the run stopped", exc_info=True)
-    sys.exit(f"prime_jax.train: {type(e).__name__}: {e}")
+    console.stop(f"prime_jax.train: {type(e).__name__}: {e}")
 
 
 if __name__ == "__main__":
