@@ -324,18 +324,21 @@ def new_state(
   `params` (rows over the batch axes on a mesh)."""
   slots = cache_length(prompt_width, config)
   t = config.max_new_tokens
-  state = DecodeState(
-      cache=init_cache_like(params, model_config, rows, slots, rules=rules),
-      tokens=np.full((rows, t), config.pad_id, np.int32),
-      logprobs=np.zeros((rows, t), np.float32),
-      lengths=np.zeros((rows,), np.int32),
-      filled=np.zeros((rows,), np.int32),
-      live=np.zeros((rows,), bool),
-      keys=jax.random.split(jax.random.key(0), rows),  # placeholders until `admit`
-  )
   mesh = params_mesh(params)
-  place = lambda x: jax.device_put(x, None if mesh is None else row_sharding(mesh, x.shape, rules))
-  return state._replace(**{f: place(getattr(state, f)) for f in DecodeState._fields[1:]})
+  where = lambda shape: None if mesh is None else row_sharding(mesh, shape, rules)
+  place = lambda x: jax.device_put(x, where(x.shape))
+  # Placeholder keys until `admit`, placed as their raw data: host numpy arrays may be put on a
+  # mesh that spans several processes (each process places its shards), a key array may not.
+  key_data = np.asarray(jax.random.key_data(jax.random.split(jax.random.key(0), rows)))
+  return DecodeState(
+      cache=init_cache_like(params, model_config, rows, slots, rules=rules),
+      tokens=place(np.full((rows, t), config.pad_id, np.int32)),
+      logprobs=place(np.zeros((rows, t), np.float32)),
+      lengths=place(np.zeros((rows,), np.int32)),
+      filled=place(np.zeros((rows,), np.int32)),
+      live=place(np.zeros((rows,), bool)),
+      keys=jax.random.wrap_key_data(place(key_data)),
+  )
 
 
 def cache_sharding(mesh, shape, rules=DEFAULT_RULES) -> NamedSharding:
