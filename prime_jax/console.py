@@ -6,7 +6,6 @@ Only process 0 of a multi-process run draws bars and prints lines (the others lo
 
 from __future__ import annotations
 
-import logging as std_logging
 import os
 import sys
 from typing import NoReturn
@@ -19,7 +18,7 @@ from tqdm import tqdm
 def quiet_library_logs() -> None:
   """Shows warnings and errors only, unless --verbosity was given on the command line (then
   absl's level as given: `--verbosity=0` shows every INFO line, ours and the libraries')."""
-  if not (flags.FLAGS.is_parsed() and flags.FLAGS["verbosity"].present):
+  if not _verbosity_given():
     logging.set_verbosity(logging.WARNING)
 
 
@@ -31,16 +30,18 @@ def stop(line: str) -> NoReturn:
   "never awaited" warnings print as the interpreter exits and would bury the reason. Unless
   --verbosity was given, standard error is closed to them first and the line written last.
   """
-  if flags.FLAGS.is_parsed() and flags.FLAGS["verbosity"].present:
+  if _verbosity_given():
     sys.exit(line)
-  logging.set_verbosity(logging.FATAL)
-  std_logging.getLogger("asyncio").setLevel(std_logging.CRITICAL + 1)
   sys.stdout.flush()
   sys.stderr.flush()
   reason = os.dup(2)
   os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
   os.write(reason, (line + "\n").encode())
   sys.exit(1)
+
+
+def _verbosity_given() -> bool:
+  return flags.FLAGS.is_parsed() and flags.FLAGS["verbosity"].present
 
 
 def progress(total: int, desc: str, initial: int = 0) -> tqdm:
