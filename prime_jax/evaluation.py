@@ -12,9 +12,9 @@ The steps, each a function here:
   2. `encode_prompts`: the released run's prompt (Eurus action-centric system prompt + the ability's user
      suffix + the tokenizer's chat template), by `prime_jax.data.PromptEncoder`;
   3. `generate_responses`: prompts sorted by length, cut into fixed-size batches and sampled by
-     `prime_jax.sft.generate` (the shared jitted sampler, prompt widths bucketed); greedy, or k
-     samples per prompt for avg@k. A prompt whose budget would pass the model's context gets what
-     is left (rounded down to `BUDGET_STEP` so batches share compiled shapes), as vLLM stops at
+     `prime_jax.generation.generate` (the shared jitted sampler, prompt widths bucketed); greedy,
+     or k samples per prompt for avg@k. A prompt whose budget would pass the model's context gets
+     what is left (rounded down to `BUDGET_STEP` so batches share compiled shapes), as vLLM stops at
      `max_model_len`;
   4. `score_items`: the verifier registry; math 0/1 (`prime_jax.verifiers` "math", in the mode
      `math_grader` names: strict or released, docs/math_grading.md), code 1 when
@@ -387,10 +387,10 @@ def generate_responses(
   """(responses, budgets): `mode.k` decoded responses per prompt (in the prompts' order) and
   each prompt's token budget (0, with k empty responses, for a prompt that fills the context).
 
-  Batches are built by `plan_generation` and sampled by `prime_jax.sft.generate`.
+  Batches are built by `plan_generation` and sampled by `prime_jax.generation.generate`.
   """
   from prime_jax.sampling import SamplingConfig
-  from prime_jax.sft import generate
+  from prime_jax.generation import generate
 
   tokenizer = model.tokenizer
   lengths = [len(p.token_ids) for p in prompts]

@@ -11,9 +11,9 @@ What it does:
      `sft.steps * sft.batch_size` fresh demonstrations (with the task's step mistakes) with AdamW,
      linear warmup then cosine decay from `sft.lr` to `sft.end_lr`; the loss is the token-mean
      cross-entropy of response tokens (EOS included), the prompt is context only;
-  3. evaluates on the eval split with the shared sampler: greedy accuracy, accuracy of
-     `rl.n_samples` samples per prompt at `rl.temperature`, and the share of those groups the online
-     filter (`rl.filter_lo..filter_hi`) would keep;
+  3. evaluates on the eval split with the shared sampler (`prime_jax.generation.evaluate`): greedy
+     accuracy, accuracy of `rl.n_samples` samples per prompt at `rl.temperature`, and the share of
+     those groups the online filter (`rl.filter_lo..filter_hi`) would keep;
   4. writes a Hugging Face checkpoint directory (config.json + safetensors, the tokenizer files,
      `metrics.jsonl` with the loss curve, `manifest.json` with every file's size and digest and
      `SFT_INFO` with the evaluation), atomically: the directory appears complete or not at all.
@@ -46,13 +46,12 @@ import optax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from prime_jax import configs, console, model_files, paths, verifiers
-from prime_jax.data import PromptEncoder, PromptFormat, Record
-from prime_jax.distributed import to_host
+from prime_jax import configs, console, model_files, paths
+from prime_jax.config_checks import validate
+from prime_jax.data import Record
+from prime_jax.generation import evaluate, prompt_encoder
 from prime_jax.models import DecoderConfig, init_params, save_hf_checkpoint
-from prime_jax.sampling import SamplingConfig, sample
 from prime_jax.scoring import pad_sequences, token_logprobs
-from prime_jax.sharding import DEFAULT_RULES, sampler_rules
 from prime_jax.tasks import get_task
 from prime_jax.tokenizer import Tokenizer, load_tokenizer
 
@@ -120,11 +119,6 @@ def model_config_for(config: ml_collections.ConfigDict, vocab_size: int) -> Deco
         f"tokenizer's {vocab_size} tokens"
     )
   return DecoderConfig(**init, dtype=config.policy.dtype, remat=config.policy.remat)
-
-
-def prompt_encoder(config: ml_collections.ConfigDict, tokenizer: Tokenizer) -> PromptEncoder:
-  """Renders prompts as RL does (its length limit applies to RL's draws, not used here)."""
-  return PromptEncoder(tokenizer, PromptFormat.from_config(config.task), config.rl.max_prompt_len)
 
 
 # --------------------------------------------------------------------------- data
@@ -202,103 +196,6 @@ def make_train_step(model_config: DecoderConfig, optimizer: optax.GradientTransf
   return jax.jit(train_step, donate_argnums=(0, 1))
 
 
-# --------------------------------------------------------------------------- evaluation
-
-
-def generate(
-    params,
-    model_config: DecoderConfig,
-    tokenizer: Tokenizer,
-    prompts: list[list[int]],
-    sampling: SamplingConfig,
-    key: jax.Array,
-    batch_size: int,
-    rules=DEFAULT_RULES,
-) -> list[str]:
-  """Decoded responses, `sampling.n_samples` per prompt (prompt-major), in fixed-size batches.
-  `rules`: the sampler's layout on the params' mesh (see `prime_jax.sampling.sample`)."""
-  texts = []
-  for b, start in enumerate(range(0, len(prompts), batch_size)):
-    chunk = prompts[start : start + batch_size]
-    padded = chunk + [chunk[0]] * (batch_size - len(chunk))  # one shape: one compile
-    tokens, valid = pad_sequences(padded, pad_id=tokenizer.pad_id, left=True)
-    out = sample(
-        params,
-        tokens,
-        valid,
-        jax.random.fold_in(key, b),
-        model_config=model_config,
-        config=sampling,
-        rules=rules,
-    )
-    # to_host: with several processes the sampled rows are spread over all of them.
-    rows = to_host(out.tokens)[: len(chunk) * sampling.n_samples]
-    lengths = to_host(out.lengths)
-    texts += [tokenizer.decode(row[:n]) for row, n in zip(rows, lengths)]
-  return texts
-
-
-def evaluate(
-    params,
-    model_config: DecoderConfig,
-    tokenizer: Tokenizer,
-    records: list[Record],
-    config: ml_collections.ConfigDict,
-    key: jax.Array,
-) -> dict:
-  """Greedy accuracy, sampled accuracy and the online filter's pass share on `records`, sampled
-  in the config's sampler layout (`sampler_rules`)."""
-  if config.eval.num_prompts:
-    records = records[: config.eval.num_prompts]
-  encoder = prompt_encoder(config, tokenizer)
-  prompts = [list(encoder.encode(r).token_ids) for r in records]
-  truths = [r.ground_truth for r in records]
-  ability = records[0].ability
-  rl, n = config.rl, config.rl.n_samples
-  common = dict(
-      max_new_tokens=config.eval.max_new_tokens, eos_ids=tokenizer.eos_ids, pad_id=tokenizer.pad_id
-  )
-  batch_size = min(config.eval.batch_size, len(prompts))
-  rules = sampler_rules(config)
-  greedy = generate(
-      params,
-      model_config,
-      tokenizer,
-      prompts,
-      SamplingConfig(temperature=0.0, **common),
-      key,
-      batch_size,
-      rules,
-  )
-  sampled = generate(
-      params,
-      model_config,
-      tokenizer,
-      prompts,
-      SamplingConfig(
-          temperature=rl.temperature, top_p=rl.top_p, top_k=rl.top_k, n_samples=n, **common
-      ),
-      key,
-      batch_size,
-      rules,
-  )
-  greedy_acc = np.asarray(verifiers.grade(ability, greedy, truths), np.float64)
-  sampled_acc = np.asarray(
-      verifiers.grade(ability, sampled, np.repeat(truths, n).tolist()), np.float64
-  ).reshape(len(prompts), n)
-  group_mean = sampled_acc.mean(axis=1)
-  passes = (group_mean >= rl.filter_lo) & (group_mean <= rl.filter_hi)
-  return dict(
-      accuracy_greedy=float(greedy_acc.mean()),
-      accuracy_sampled=float(sampled_acc.mean()),
-      filter_pass_rate=float(passes.mean()),
-      num_prompts=len(prompts),
-      n_samples=n,
-      temperature=rl.temperature,
-      example=dict(prompt=encoder.render(records[0]), greedy=greedy[0], sampled=sampled[0]),
-  )
-
-
 # --------------------------------------------------------------------------- the stage
 
 
@@ -309,6 +206,7 @@ def run_sft(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> Pa
   intact and was trained with the same seed/task/sft/policy settings. A damaged one is moved
   aside, never deleted, and trained again: SFT is a function of the config and the seed.
   """
+  validate(config)
   out_dir = sft_checkpoint_dir(config, workdir)
   if is_finished(out_dir):
     damage = _damage(out_dir)

@@ -1,7 +1,12 @@
 """`python -m prime_jax.train --config=experiments/configs/NAME.py --workdir=DIR`: PRIME's RL loop.
 
-Spec §1: sample -> grade -> online filter with a refill buffer -> one jitted update step (implicit
-PRM, advantages, PPO) -> eval every `eval_every` steps -> orbax checkpoint every `ckpt_every`.
+Spec §1, one RL step, top to bottom in `train`: sample -> grade -> online filter with a refill
+buffer (`prime_jax.rollout.collect_rollouts`) -> one jitted update step: implicit PRM, advantages,
+PPO (`prime_jax.algo.update_step`, whose formulas are `prime_jax.algo.prime`'s) -> eval every
+`eval_every` steps -> orbax checkpoint every `ckpt_every`. The config is checked first
+(`prime_jax.config_checks.validate`); the run's set-up (SFT model, data, tokenizer, mesh, states)
+and its exports are `prime_jax.run_setup`'s.
+
 Without --config it runs the embedded default (`prime_jax.configs.arithmetic_config()`): SFT of a
 tiny model on the synthetic arithmetic task, then PRIME, on a CPU. Re-running with the same
 --workdir resumes from the newest intact checkpoint (a damaged one is moved aside:
@@ -13,70 +18,42 @@ Several processes (hosts) run the same command (`prime_jax.distributed`: --coord
 --num_processes, --process_id, or auto-detected on Cloud TPU VMs) on a --workdir they all see.
 They walk the same prompt order, each reading and grading its share of every sampling round, and
 take the same decisions from the exchanged results, so the metrics equal a single-process run's
-on as many devices. Process 0 writes the data, the SFT model, metrics, summaries and exports;
-orbax checkpoints are saved and restored by all.
-
-The workdir may be local or on GCS (`--workdir=gs://BUCKET/run`, which needs `pip install gcsfs`;
-see `prime_jax.paths`): then every process keeps its own local copy of the built-in task's data
-and of the SFT model, and the rest lives in the bucket.
+on as many devices. Process 0 writes metrics and summaries (and, in `prime_jax.run_setup`, the
+data, the SFT model and the exports); orbax checkpoints are saved and restored by all. The
+workdir may be local or on GCS (`--workdir=gs://BUCKET/run`, which needs `pip install gcsfs`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import math
 import os
-import shutil
 import sys
 import time
-from typing import Optional
 
 import jax
 from absl import app, flags, logging
 from etils import epath
 from ml_collections import config_flags
 
-from prime_jax import console, distributed, model_files, paths, prm_credit, verifiers
-from prime_jax.algo.update_step import (
-    forward_passes,
-    make_update_step,
-    policy_optimizer,
-    prm_optimizer,
-    reference_params,
-    update_step_shardings,
-    uses_prm,
-)
+from prime_jax import console, distributed, model_files, prm_credit
+from prime_jax.algo.update_step import forward_passes, make_update_step, update_step_shardings
 from prime_jax.checkpointing import (
     CheckpointMismatchError,
     Checkpointer,
     CheckpointSaveError,
     NoIntactCheckpointError,
 )
-from prime_jax.data import (
-    DataError,
-    PromptEncoder,
-    PromptFormat,
-    PromptIterator,
-    load_split,
-    write_records,
-)
-from prime_jax.data.storage import split_names
+from prime_jax.config_checks import validate
+from prime_jax.data import DataError
+from prime_jax.generation import evaluate as evaluate_records
 from prime_jax.metrics_log import MetricsFileError, MetricsLog
-from prime_jax.models import load_hf_checkpoint, read_hf_config, save_hf_checkpoint
 from prime_jax.rollout import collect_rollouts, make_engine
+from prime_jax.run_setup import Run, export, initial_states, setup
 from prime_jax.sampling import sample
-from prime_jax.sharding import (
-    make_mesh,
-    param_shardings,
-    reshard_params,
-    sampler_rules,
-    training_rules,
-)
-from prime_jax.tasks import get_task, pair_maker, step_oracle, task_names, tasks_with
-from prime_jax.tokenizer import load_tokenizer
-from prime_jax.train_state import create_train_state
+from prime_jax.sharding import reshard_params, sampler_rules
+from prime_jax.tasks import step_oracle
 
 DEFAULT_CONFIG = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -99,353 +76,13 @@ _ONE_LINE_STOPS = (
     FloatingPointError,
     OSError,  # a full disk, a file that cannot be read, storage that kept failing
 )
-_TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "tokenizer.model",
-    "special_tokens_map.json",
-    "generation_config.json",
-    "chat_template.jinja",
-)
-
-
-@dataclasses.dataclass
-class Run:
-  """Everything the loop needs, built once by `setup`."""
-
-  config: object
-  workdir: str
-  model_config: object
-  tokenizer: object
-  encoder: PromptEncoder
-  iterator: PromptIterator
-  eval_records: list
-  checkpoint_dir: str
-  mesh: object
-  credit_pairs: Optional[prm_credit.PairArrays]  # held-out pairs for prm_credit/*; None: off
-
-
-def _sft_checkpoint(config, workdir: str) -> str:
-  """The SFT model the run starts from (a local directory): process 0 trains it, or reuses a
-  finished one; the other processes wait for it and then reuse it (after `run_sft` checks its
-  settings). A remote checkpoint place (a gs:// workdir or sft.checkpoint) is trained in a local
-  scratch directory and copied up, SFT_INFO last (its presence marks a finished checkpoint); a
-  later run, and every other process, copies the finished one down."""
-  from prime_jax.sft import SFT_INFO, run_sft
-
-  shared = epath.Path(config.sft.checkpoint or epath.Path(workdir) / "sft")
-  remote = paths.is_remote(str(shared))
-  local_config = config
-  if remote:
-    local_config = config.copy_and_resolve_references()
-    local_config.sft.checkpoint = os.path.join(paths.scratch_dir("sft"), "sft")
-  if distributed.is_primary():
-    finished = remote and (shared / SFT_INFO).exists()
-    if finished:
-      paths.copy_tree(shared, local_config.sft.checkpoint)
-    checkpoint = run_sft(local_config, workdir)  # trains, or checks a finished one's settings
-    if remote and not finished:
-      paths.copy_tree(checkpoint, shared, last=(SFT_INFO,))
-  distributed.barrier("sft")
-  if not distributed.is_primary():
-    if not (shared / SFT_INFO).exists():
-      raise FileNotFoundError(
-          f"process {jax.process_index()}: no finished SFT checkpoint at {shared} after "
-          "process 0 wrote it; every process needs the same --workdir (and sft.checkpoint) "
-          "on a shared filesystem or GCS"
-      )
-    if remote:
-      paths.copy_tree(shared, local_config.sft.checkpoint)
-    checkpoint = run_sft(local_config, workdir)  # reuses it (after checking its settings)
-  return str(checkpoint)
-
-
-def _initial_checkpoint(config, workdir: str) -> str:
-  if config.sft.enabled:
-    return _sft_checkpoint(config, workdir)
-  if not config.policy.checkpoint:
-    raise ValueError(
-        "config.policy.checkpoint is empty and config.sft.enabled is False: "
-        "nothing to start RL from"
-    )
-  model_files.check(config.policy.checkpoint, "policy.checkpoint")
-  return config.policy.checkpoint
-
-
-def _check_prm_source(config) -> None:
-  """An offline PRM (prm_update="none") from the policy's own checkpoint, against the frozen
-  copy of it as the reference, is the reference: every implicit reward would be exactly 0 and
-  the run silently outcome-only. Such a PRM has to come from a trained checkpoint."""
-  rl = config.rl
-  if (
-      uses_prm(rl)
-      and rl.prm_update == "none"
-      and rl.ref_type == "freeze"
-      and not config.prm.checkpoint
-  ):
-    raise ValueError(
-        "rl.prm_update='none' (an offline PRM) with config.prm.checkpoint empty: the PRM "
-        "would start from the policy's checkpoint, which is also the frozen reference "
-        "(rl.ref_type='freeze'), so every implicit reward would be 0 and the run outcome-only. "
-        "Set --config.prm.checkpoint to a trained PRM, or use rl.coef_proc=0 for outcome-only"
-    )
-
-
-def _data(config, workdir: str):
-  """(train source, eval records): a built-in task's generated records (stored once under
-  workdir/data through tfds, by process 0) or a prepared data dir. The train source is the
-  whole split, opened for random access: each process reads only the records it uses.
-
-  tfds's ArrayRecord files are written and read on a local disk: with a remote (gs://) workdir
-  every process writes the built-in task's records (a function of the config and seed) to its
-  own local scratch directory, and a prepared data dir must be a local path."""
-  task = config.task
-  if task.data_dir and paths.is_remote(task.data_dir):
-    raise ValueError(
-        f"config.task.data_dir={task.data_dir!r}: prepared data is read from a "
-        "local directory; copy it to each host (`gcloud storage cp -r "
-        f"{task.data_dir} DIR`) and pass --config.task.data_dir=DIR"
-    )
-  if task.name in task_names():
-    per_process = not task.data_dir and paths.is_remote(workdir)
-    data_dir = (
-        paths.scratch_dir("data") if per_process else task.data_dir or os.path.join(workdir, "data")
-    )
-    if (per_process or distributed.is_primary()) and not (
-        set(split_names(data_dir)) >= {task.train_split, task.eval_split}
-    ):
-      splits = get_task(task.name).make_splits(task, config.seed)
-      write_records(splits["train"], data_dir, task.train_split, overwrite=True)
-      write_records(splits["eval"], data_dir, task.eval_split, overwrite=True)
-    distributed.barrier("task_data")
-  else:
-    if not task.data_dir:
-      raise ValueError(
-          f"config.task.data_dir is empty (task {task.name!r}); prepare one "
-          "with `python -m prime_jax.data.prepare`"
-      )
-    data_dir = task.data_dir
-  train = load_split(data_dir, task.train_split)
-  eval_records = list(load_split(data_dir, task.eval_split))
-  return train, eval_records
-
-
-def _credit_pairs(config, eval_records: list, encoder: PromptEncoder):
-  """The held-out pairs the PRM's process credit is measured on at every eval (`prm_credit/*`):
-  `eval.prm_credit_pairs` of them, built once from the eval records with the run's seed. None
-  when that is 0, when the run has no PRM, or when its task cannot build pairs."""
-  num_pairs = config.eval.prm_credit_pairs
-  if not (num_pairs and uses_prm(config.rl) and config.task.name in tasks_with("mistake_pairs")):
-    return None
-  task = pair_maker(config.task.name)
-  rows = task.mistake_pairs(config.task, eval_records, config.seed, num_pairs)
-  pairs = prm_credit.tokenize_pairs([(r["id"], r) for r in rows], encoder, ability=task.ability)
-  return prm_credit.pair_arrays(pairs, pad_id=encoder.tokenizer.pad_id)
-
-
-def setup(config, workdir: str) -> Run:
-  epath.Path(workdir).mkdir(parents=True, exist_ok=True)
-  # Every "math" grade of this run (a task config without the field, e.g. arithmetic's own
-  # task block, grades no math answers: strict, the default).
-  verifiers.set_math_grader(config.task.get("math_grader", verifiers.DEFAULT_MATH_GRADER))
-  checkpoint_dir = _initial_checkpoint(config, workdir)
-  tokenizer = load_tokenizer(config.tokenizer or checkpoint_dir)
-  train, eval_records = _data(config, workdir)
-  if config.eval.num_prompts:
-    eval_records = eval_records[: config.eval.num_prompts]
-  encoder = PromptEncoder(
-      tokenizer, PromptFormat.from_config(config.task), config.rl.max_prompt_len
-  )
-  mesh = make_mesh(dict(config.mesh))
-  model_config = read_hf_config(
-      checkpoint_dir,
-      dtype=config.policy.dtype,
-      remat=config.policy.remat,
-      value_head=config.rl.estimator == "ppo",
-  )
-  return Run(
-      config,
-      workdir,
-      model_config,
-      tokenizer,
-      encoder,
-      PromptIterator(train, seed=config.seed, shuffle=config.task.shuffle),
-      eval_records,
-      checkpoint_dir,
-      mesh,
-      _credit_pairs(config, eval_records, encoder),
-  )
-
-
-def _load_params(run: Run, directory: str):
-  rules = training_rules(run.config)
-  shardings = param_shardings(run.model_config, run.mesh, rules)
-  # value_head: PPO's head is not an HF tensor; it starts at zero on top of the checkpoint.
-  config, params = load_hf_checkpoint(
-      directory,
-      shardings=shardings,
-      dtype=run.model_config.dtype,
-      remat=run.model_config.remat,
-      value_head=run.model_config.value_head,
-  )
-  if config != run.model_config:
-    raise ValueError(f"{directory} holds a different model than {run.checkpoint_dir}")
-  return params
-
-
-def initial_states(run: Run, shardings: dict):
-  """(policy state, PRM state or None, frozen reference params or None), placed on the mesh
-  `shardings` (from `update_step_shardings`)."""
-  rl = run.config.rl
-  params = _load_params(run, run.checkpoint_dir)
-  policy = jax.device_put(create_train_state(params, policy_optimizer(rl)), shardings["policy"])
-  prm = ref = None
-  if shardings["prm"] is not None:
-    if run.config.prm.checkpoint:
-      model_files.check(run.config.prm.checkpoint, "prm.checkpoint")
-    prm_params = _load_params(run, run.config.prm.checkpoint or run.checkpoint_dir)
-    prm = jax.device_put(create_train_state(prm_params, prm_optimizer(rl)), shardings["prm"])
-  if shardings["ref"] is not None:
-    # A frozen copy of the initial policy (the policy state's buffers are donated each step),
-    # in config.ref.param_dtype, in host memory with config.ref.offload.
-    ref = reference_params(params, run.config, shardings["ref"])
-  return policy, prm, ref
-
-
-def evaluate(run: Run, params, key, prm_params=None, ref_params=None) -> dict:
-  """eval/ metrics: greedy pass@1 and the mean accuracy of temperature-1 samples; with a PRM
-  (`prm_params`) and held-out pairs, prm_credit/ metrics: its process credit against the
-  reference (`ref_params`, the frozen one, with rl.ref_type="freeze"; else the policy)."""
-  from prime_jax.sft import evaluate as evaluate_records
-
-  metrics = {}
-  if run.credit_pairs is not None and prm_params is not None:
-    metrics = _credit_metrics(run, params, prm_params, ref_params)
-  params = reshard_params(params, run.model_config, run.mesh, sampler_rules(run.config))
-  results = evaluate_records(
-      params, run.model_config, run.tokenizer, run.eval_records, run.config, key
-  )
-  return {f"eval/{k}": v for k, v in results.items() if isinstance(v, (int, float))} | metrics
-
-
-def _credit_metrics(run: Run, params, prm_params, ref_params) -> dict:
-  """`prime_jax.prm_credit.summarize` of the PRM on the run's held-out pairs, as prm_credit/*."""
-  config = run.config
-  if config.rl.ref_type != "freeze":
-    ref_params = params
-  elif config.ref.offload:  # held in host memory between update steps: its forward needs it here
-    ref_params = jax.device_put(
-        ref_params, jax.tree.map(lambda x: x.sharding.with_memory_kind("device"), ref_params)
-    )
-  per_pair = prm_credit.measure(
-      prm_params,
-      ref_params,
-      run.credit_pairs,
-      prm_config=run.model_config,
-      ref_config=run.model_config,
-      beta=config.rl.beta,
-      batch_size=config.eval.batch_size,
-      mesh=run.mesh,
-  )
-  return {f"prm_credit/{k}": v for k, v in prm_credit.summarize(per_pair).items()}
-
-
-def _buffer_from_state(state: dict, num_records: int) -> list[int]:
-  """The refill buffer of a checkpoint's run state: positions of records in the train split."""
-  buffer = state["buffer"]
-  if not all(isinstance(i, int) and 0 <= i < num_records for i in buffer):
-    raise ValueError(
-        "the checkpoint's refill buffer is not a list of train-split positions "
-        f"(got {str(buffer)[:120]}); it was written by an older prime-jax, whose "
-        "buffer held whole prompts: resume it with that version or start anew"
-    )
-  return list(buffer)
-
-
-def _abstract(state):
-  """`jax.ShapeDtypeStruct`s (with shardings) of a TrainState's arrays: a restore target."""
-  if state is None:
-    return None
-  return jax.tree_util.tree_map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state
-  )
-
-
-def _last_logged_step(log: MetricsLog) -> int:
-  """The last step whose metrics are all in metrics.jsonl (-1: none), as process 0, which
-  writes them, sees it: every process resumes from the same checkpoint."""
-  mine = log.last_complete_step() if log.enabled else None
-  step = distributed.process_group().allgather(mine)[0]
-  return -1 if step is None else step
-
-
-def _check_finite(step: int, metrics: dict, checkpointer: Checkpointer) -> None:
-  bad = {k: metrics[k] for k in _LOSS_KEYS if k in metrics and not math.isfinite(metrics[k])}
-  if bad:
-    checkpointer.wait()  # the last good checkpoint is committed before the run stops
-    raise FloatingPointError(
-        f"step {step}: non-finite {bad}; stopping. The last good checkpoint (step "
-        f"{checkpointer.latest_step()}) is kept: lower the learning rates (rl.lr, rl.prm_lr) "
-        "and resume"
-    )
-
-
-def _export(run: Run, policy, prm) -> None:
-  """HF checkpoints of the final models, written by process 0 (every process calls this: params
-  spread over several processes are gathered first). For a remote workdir they are written to
-  a local scratch directory and copied up."""
-  for name, state in (("policy", policy), ("prm", prm)):
-    if state is None:
-      continue
-    params = distributed.tree_to_host(state.params)
-    if not distributed.is_primary():
-      continue
-    out = os.path.join(run.workdir, "export", name)
-    local = paths.scratch_dir("export") if paths.is_remote(out) else out
-    save_hf_checkpoint(local, run.model_config, params)
-    for f in _TOKENIZER_FILES:
-      src = os.path.join(run.checkpoint_dir, f)
-      if os.path.exists(src):
-        shutil.copy(src, local)
-    model_files.write_manifest(local)  # last: a reader can tell a whole export from a torn one
-    if local != out:
-      paths.copy_tree(local, out, last=(model_files.MANIFEST,))
-
-
-def eval_line(step: int, results: dict) -> str:
-  """The one terminal line of an eval: held-out accuracies (and the PRM's process credit)."""
-  line = (
-      f"eval at step {step}: greedy {results['eval/accuracy_greedy']:.3f}, sampled (T=1) "
-      f"{results['eval/accuracy_sampled']:.3f}, filter pass rate "
-      f"{results['eval/filter_pass_rate']:.3f}"
-  )
-  if "prm_credit/dip_mean" in results:
-    line += (
-        f"; PRM credit: dip {results['prm_credit/dip_mean']:+.3f}, localisation "
-        f"{results['prm_credit/localisation']:.2f} (chance "
-        f"{results['prm_credit/localisation_chance']:.2f}), pair accuracy "
-        f"{results['prm_credit/pair_accuracy']:.2f}"
-    )
-  return line
-
-
-def _summary_table(first: dict, last: dict) -> str:
-  rows = [
-      ("greedy pass@1", "eval/accuracy_greedy"),
-      ("sampled accuracy (T=1)", "eval/accuracy_sampled"),
-  ]
-  lines = ["| held-out split | before RL | after RL | change |", "|---|---|---|---|"]
-  for label, key in rows:
-    a, b = first.get(key, float("nan")), last.get(key, float("nan"))
-    lines.append(f"| {label} | {a:.3f} | {b:.3f} | {b - a:+.3f} |")
-  return "\n".join(lines)
 
 
 def train(config, workdir: str) -> dict:
   """Runs (or resumes) the RL loop; returns {"first_eval", "last_eval"} metric dicts."""
-  _check_prm_source(config)
+  validate(config)
   rl = config.rl
-  # The task's step oracle, looked up before anything is built: a task without one fails here.
+  # The task's step oracle (`validate` made sure the task has one).
   oracle = step_oracle(config.task.name) if rl.process_reward == "oracle" else None
   run = setup(config, workdir)
   logging.info(
@@ -578,12 +215,117 @@ def train(config, workdir: str) -> dict:
     finally:
       checkpointer.close()
       log.close()
-  _export(run, policy, prm)
+  export(run, policy, prm)
   if distributed.is_primary():
     table = _summary_table(first_eval, last_eval)
     (epath.Path(workdir) / "summary.md").write_text(table + "\n")
     print(table)
   return {"first_eval": first_eval, "last_eval": last_eval}
+
+
+def _last_logged_step(log: MetricsLog) -> int:
+  """The last step whose metrics are all in metrics.jsonl (-1: none), as process 0, which
+  writes them, sees it: every process resumes from the same checkpoint."""
+  mine = log.last_complete_step() if log.enabled else None
+  step = distributed.process_group().allgather(mine)[0]
+  return -1 if step is None else step
+
+
+def _abstract(state):
+  """`jax.ShapeDtypeStruct`s (with shardings) of a TrainState's arrays: a restore target."""
+  if state is None:
+    return None
+  return jax.tree_util.tree_map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state
+  )
+
+
+def _buffer_from_state(state: dict, num_records: int) -> list[int]:
+  """The refill buffer of a checkpoint's run state: positions of records in the train split."""
+  buffer = state["buffer"]
+  if not all(isinstance(i, int) and 0 <= i < num_records for i in buffer):
+    raise ValueError(
+        "the checkpoint's refill buffer is not a list of train-split positions "
+        f"(got {str(buffer)[:120]}); it was written by an older prime-jax, whose "
+        "buffer held whole prompts: resume it with that version or start anew"
+    )
+  return list(buffer)
+
+
+def evaluate(run: Run, params, key, prm_params=None, ref_params=None) -> dict:
+  """eval/ metrics: greedy pass@1 and the mean accuracy of temperature-1 samples; with a PRM
+  (`prm_params`) and held-out pairs, prm_credit/ metrics: its process credit against the
+  reference (`ref_params`, the frozen one, with rl.ref_type="freeze"; else the policy)."""
+  metrics = {}
+  if run.credit_pairs is not None and prm_params is not None:
+    metrics = _credit_metrics(run, params, prm_params, ref_params)
+  params = reshard_params(params, run.model_config, run.mesh, sampler_rules(run.config))
+  results = evaluate_records(
+      params, run.model_config, run.tokenizer, run.eval_records, run.config, key
+  )
+  return {f"eval/{k}": v for k, v in results.items() if isinstance(v, (int, float))} | metrics
+
+
+def _credit_metrics(run: Run, params, prm_params, ref_params) -> dict:
+  """`prime_jax.prm_credit.summarize` of the PRM on the run's held-out pairs, as prm_credit/*."""
+  config = run.config
+  if config.rl.ref_type != "freeze":
+    ref_params = params
+  elif config.ref.offload:  # held in host memory between update steps: its forward needs it here
+    ref_params = jax.device_put(
+        ref_params, jax.tree.map(lambda x: x.sharding.with_memory_kind("device"), ref_params)
+    )
+  per_pair = prm_credit.measure(
+      prm_params,
+      ref_params,
+      run.credit_pairs,
+      prm_config=run.model_config,
+      ref_config=run.model_config,
+      beta=config.rl.beta,
+      batch_size=config.eval.batch_size,
+      mesh=run.mesh,
+  )
+  return {f"prm_credit/{k}": v for k, v in prm_credit.summarize(per_pair).items()}
+
+
+def eval_line(step: int, results: dict) -> str:
+  """The one terminal line of an eval: held-out accuracies (and the PRM's process credit)."""
+  line = (
+      f"eval at step {step}: greedy {results['eval/accuracy_greedy']:.3f}, sampled (T=1) "
+      f"{results['eval/accuracy_sampled']:.3f}, filter pass rate "
+      f"{results['eval/filter_pass_rate']:.3f}"
+  )
+  if "prm_credit/dip_mean" in results:
+    line += (
+        f"; PRM credit: dip {results['prm_credit/dip_mean']:+.3f}, localisation "
+        f"{results['prm_credit/localisation']:.2f} (chance "
+        f"{results['prm_credit/localisation_chance']:.2f}), pair accuracy "
+        f"{results['prm_credit/pair_accuracy']:.2f}"
+    )
+  return line
+
+
+def _check_finite(step: int, metrics: dict, checkpointer: Checkpointer) -> None:
+  bad = {k: metrics[k] for k in _LOSS_KEYS if k in metrics and not math.isfinite(metrics[k])}
+  if bad:
+    checkpointer.wait()  # the last good checkpoint is committed before the run stops
+    raise FloatingPointError(
+        f"step {step}: non-finite {bad}; stopping. The last good checkpoint (step "
+        f"{checkpointer.latest_step()}) is kept: lower the learning rates (rl.lr, rl.prm_lr) "
+        "and resume"
+    )
+
+
+def _summary_table(first: dict, last: dict) -> str:
+  rows = [
+      ("greedy pass@1", "eval/accuracy_greedy"),
+      ("sampled accuracy (T=1)", "eval/accuracy_sampled"),
+  ]
+  lines = ["| held-out split | before RL | after RL | change |", "|---|---|---|---|"]
+  for label, key in rows:
+    a, b = first.get(key, float("nan")), last.get(key, float("nan"))
+    lines.append(f"| {label} | {a:.3f} | {b:.3f} | {b - a:+.3f} |")
+  return "\n".join(lines)
 
 
 @contextlib.contextmanager

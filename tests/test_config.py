@@ -11,7 +11,7 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from prime_jax import configs
+from prime_jax import config_checks, configs
 from prime_jax.train import DEFAULT_CONFIG
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -171,3 +171,48 @@ def test_cli_rejects_a_mistyped_override_naming_it(config_arg):
   assert "--config.rl.bta: no such config field 'bta'" in result.stderr
   assert 'Did you mean "beta"' in result.stderr
   assert "Traceback" not in result.stderr and "--config.rl.beta" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("rl.estimator", "ppo2", r"config\.rl\.estimator='ppo2'; expected one of \('rloo'"),
+        ("rl.prm_update", "later", r"config\.rl\.prm_update='later'; expected one of"),
+        ("ref.param_dtype", "float16", r"config\.ref\.param_dtype='float16'; expected one of"),
+        ("rl.prm_update", "none", "every implicit reward would be 0"),
+        ("rl.process_reward", "oracle", None),  # arithmetic has a step oracle: valid
+    ],
+)
+def test_validate_names_the_bad_field_and_its_allowed_values(field, value, message):
+  config = configs.arithmetic_config()
+  section, key = field.split(".")
+  config[section][key] = value
+  if message is None:
+    config_checks.validate(config)
+  else:
+    with pytest.raises(ValueError, match=message):
+      config_checks.validate(config)
+
+
+def test_every_experiment_config_and_variant_validates():
+  from experiments import variants
+
+  for path in EXPERIMENTS:
+    config_checks.validate(parse(["prog", f"--config={path}"]))
+  for base in (configs.arithmetic_config(), configs.arithmetic_credit_config()):
+    for name in variants.VARIANTS:
+      config_checks.validate(variants.apply(base, name))
+
+
+def test_the_sft_stage_and_the_credit_tool_validate_before_any_work(tmp_path):
+  from prime_jax import sft
+  from prime_jax.tools import _cli
+  from prime_jax.tools.prm_credit import credit_report
+
+  config = configs.arithmetic_config()
+  config.rl.estimator = "ppo2"
+  with pytest.raises(ValueError, match="config.rl.estimator='ppo2'"):
+    sft.run_sft(config, str(tmp_path / "run"))
+  with pytest.raises(_cli.InputError, match="--config: config.rl.estimator='ppo2'"):
+    credit_report("prm", "ref", str(tmp_path / "out"), config=config, task="arithmetic")
+  assert not list(tmp_path.iterdir())

@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from prime_jax import configs, prm_credit, sft, verifiers
+from prime_jax import configs, generation, prm_credit, sft, verifiers
 from prime_jax.models import init_params, save_hf_checkpoint
 from prime_jax.scoring import token_logprobs
 from prime_jax.tasks import arithmetic as ar
@@ -139,7 +139,7 @@ def models(tmp_path_factory):
 def task_pairs(config, tokenizer, num_pairs, seed=0):
   records = TASK.make_splits(config.task, config.seed)["eval"]
   rows = TASK.mistake_pairs(config.task, records, seed, num_pairs)
-  encoder = sft.prompt_encoder(config, tokenizer)
+  encoder = generation.prompt_encoder(config, tokenizer)
   return rows, prm_credit.tokenize_pairs(
       [(r["id"], r) for r in rows], encoder, ability="arithmetic"
   )

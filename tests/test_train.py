@@ -30,7 +30,7 @@ from jax.experimental.compilation_cache import compilation_cache
 import prime_jax.train as train_module
 from fake_gcs import gcs  # noqa: F401 (fixture)
 from tiny_run import TINY_RUN
-from prime_jax import configs, paths, sft
+from prime_jax import config_checks, configs, paths, sft
 from prime_jax.checkpointing import Checkpointer, CheckpointMismatchError
 from prime_jax.metrics_log import MetricsLog, read_metrics
 from prime_jax.models import init_params, load_hf_checkpoint, save_hf_checkpoint
@@ -215,7 +215,7 @@ def test_an_offline_prm_that_is_the_reference_is_an_error(tmp_path):
     train(config, str(tmp_path / "run"))
   assert not (tmp_path / "run").exists()
   for legal in ({"rl.coef_proc": 0.0}, {"rl.ref_type": "policy"}, {"prm.checkpoint": "/x"}):
-    train_module._check_prm_source(tiny_config(TINY, **{"rl.prm_update": "none", **legal}))
+    config_checks.check_prm_source(tiny_config(TINY, **{"rl.prm_update": "none", **legal}))
 
 
 def test_an_oracle_run_on_a_task_without_a_step_oracle_is_an_error(tmp_path):

@@ -18,7 +18,7 @@ from etils import epath
 
 import prime_jax.train as train_module
 from fake_gcs import gcs  # noqa: F401 (fixture)
-from prime_jax import configs, paths, sft
+from prime_jax import configs, paths, run_setup, sft
 from prime_jax.checkpointing import Checkpointer
 from prime_jax.metrics_log import METRICS_FILE, MetricsLog, read_metrics
 from prime_jax.models import init_params, load_hf_checkpoint
@@ -166,7 +166,7 @@ def test_export_to_gcs_writes_the_same_files_as_a_local_export(gcs, tmp_path):
     run = types.SimpleNamespace(
         workdir=workdir, model_config=model_config, checkpoint_dir=str(checkpoint_dir)
     )
-    train_module._export(run, state, state)
+    run_setup.export(run, state, state)
   for name in ("policy", "prm"):
     local_files = sorted(p.name for p in (local / "export" / name).iterdir())
     assert "config.json" in local_files and "tokenizer.model" in local_files
@@ -211,25 +211,25 @@ def test_sft_for_a_gcs_workdir_is_trained_once_copied_up_and_later_copied_down(
   else:
     remote = "gs://bucket/shared/sft"
     config, workdir = tiny_config(**{"sft.checkpoint": remote}), "local_workdir"
-  first = train_module._initial_checkpoint(config, workdir)
+  first = run_setup.initial_checkpoint(config, workdir)
   assert calls == [("trained", first)] and not paths.is_remote(first)
   assert list(gcs.store) == [
       f"{remote[5:]}/{n}" for n in ("config.json", "tokenizer.model", sft.SFT_INFO)
   ]  # the marker last
   assert config.sft.checkpoint == ("" if where == "workdir" else remote)  # left as it was
-  second = train_module._initial_checkpoint(config, workdir)  # a resumed run on a new VM
+  second = run_setup.initial_checkpoint(config, workdir)  # a resumed run on a new VM
   assert calls[1] == ("reused", second) and second != first
   assert open(os.path.join(second, "tokenizer.model"), "rb").read() == b"tok"
 
 
 def test_built_in_task_data_for_a_gcs_workdir_is_written_locally(gcs, tmp_path):
   config = tiny_config()
-  train, eval_records = train_module._data(config, RUN)
+  train, eval_records = run_setup.task_data(config, RUN)
   assert gcs.files() == []  # tfds files never go to the bucket
-  local_train, local_eval = train_module._data(config, str(tmp_path / "local"))
+  local_train, local_eval = run_setup.task_data(config, str(tmp_path / "local"))
   assert list(train) == list(local_train) and eval_records == local_eval
   with pytest.raises(ValueError, match="prepared data is read from a local directory"):
-    train_module._data(tiny_config(**{"task.data_dir": "gs://bucket/data"}), RUN)
+    run_setup.task_data(tiny_config(**{"task.data_dir": "gs://bucket/data"}), RUN)
 
 
 def test_a_gcs_workdir_without_gcsfs_fails_at_once_naming_it():

@@ -722,7 +722,7 @@ def make_update_step(
   check_rl_config(rl)
   check_model_for(rl, model_config)
   needs_ref = uses_prm(rl) or rl.kl_coef != 0
-  offload_ref = _ref_options(config).offload and needs_ref and rl.ref_type == "freeze"
+  offload_ref = ref_options(config).offload and needs_ref and rl.ref_type == "freeze"
   if mesh is None and offload_ref:
     raise ValueError(
         "config.ref.offload needs a mesh (it places the reference params with "
@@ -790,7 +790,7 @@ def update_step_shardings(config, mesh: Mesh, model_config: DecoderConfig, *, ru
 REF_PARAM_DTYPES = ("float32", "bfloat16")
 
 
-def _ref_options(config):
+def ref_options(config):
   """`config.ref` (param_dtype, offload), checked; configs without it get the defaults."""
   from ml_collections import ConfigDict
 
@@ -804,7 +804,7 @@ def _ref_options(config):
 
 def _ref_memory(shardings, config):
   """The reference's shardings: in host memory ("pinned_host") with `config.ref.offload`."""
-  if not _ref_options(config).offload:
+  if not ref_options(config).offload:
     return shardings
   devices = jax.tree_util.tree_leaves(shardings)[0].addressable_devices
   kinds = {m.kind for d in devices for m in d.addressable_memories()}
@@ -821,7 +821,7 @@ def reference_params(params, config, ref_shardings):
   `config.ref.param_dtype` (cast once here; its forward still computes in the model's dtype),
   placed on `ref_shardings` (`update_step_shardings(...)["ref"]`: on the devices, or in host
   memory with `config.ref.offload`). Device-to-device / device-to-host copies only."""
-  dtype = jnp.dtype(_ref_options(config).param_dtype)
+  dtype = jnp.dtype(ref_options(config).param_dtype)
   copy = jax.tree_util.tree_map(
       lambda x: x.astype(dtype) if x.dtype != dtype else x.copy(), params
   )  # fresh buffers

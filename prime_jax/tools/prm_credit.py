@@ -26,8 +26,9 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from prime_jax import configs, prm_credit
+from prime_jax.config_checks import validate
+from prime_jax.generation import prompt_encoder
 from prime_jax.models import load_hf_checkpoint, read_hf_config
-from prime_jax.sft import prompt_encoder
 from prime_jax.tasks import get_task, pair_maker, task_names
 from prime_jax.tokenizer import load_tokenizer
 from prime_jax.tools import _cli
@@ -147,6 +148,10 @@ def credit_report(
   rows of `pairs_path`; writes credit.json, pairs.jsonl and dips.png into `out_dir`; returns the
   summary. `beta` defaults to config.rl.beta. Raises `_cli.InputError` on bad input before any
   model work."""
+  try:
+    validate(config)
+  except ValueError as e:
+    raise _cli.InputError(f"--config: {e}") from None
   if (task is None) == (pairs_path is None):
     raise _cli.InputError("give exactly one of --task and --pairs")
   if batch_size < 1 or num_pairs < 1:
