@@ -341,6 +341,25 @@ def new_state(
   )
 
 
+def state_shapes(
+    model_config: DecoderConfig, config: SamplingConfig, rows: int, prompt_width: int
+) -> DecodeState:
+  """The shapes and dtypes (`jax.ShapeDtypeStruct`s, no placement) of `new_state`'s state:
+  what a compile-only check lowers the sampler with (`prime_jax.compile_check`)."""
+  slots, t = cache_length(prompt_width, config), config.max_new_tokens
+  return jax.eval_shape(
+      lambda: DecodeState(
+          cache=init_cache(model_config, rows, slots),
+          tokens=jnp.zeros((rows, t), jnp.int32),
+          logprobs=jnp.zeros((rows, t), jnp.float32),
+          lengths=jnp.zeros((rows,), jnp.int32),
+          filled=jnp.zeros((rows,), jnp.int32),
+          live=jnp.zeros((rows,), bool),
+          keys=jax.random.split(jax.random.key(0), rows),
+      )
+  )
+
+
 def cache_sharding(mesh, shape, rules=DEFAULT_RULES) -> NamedSharding:
   """Where one KV cache array [rows, kv_heads, slots, head_dim] of `shape` lives."""
   return fit_to_shape(logical_sharding(mesh, CACHE_AXES, rules), shape)
