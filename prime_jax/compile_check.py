@@ -44,6 +44,7 @@ from prime_jax import hlo_text
 from prime_jax import memory_plan as mp
 from prime_jax.models.config import DecoderConfig
 
+PROGRAMS = ("update step", "sampler", "reshard")
 COLLECTIVES = ("all-gather", "reduce-scatter", "all-reduce", "all-to-all", "collective-permute")
 
 
@@ -358,7 +359,7 @@ def compile_check(
     mesh_axes=None,
     *,
     model_source: str = "",
-    programs=("update step", "sampler", "reshard"),
+    programs=PROGRAMS,
 ) -> CheckReport:
   """Compiles the run's programs on a mesh of this process's CPU devices (as many as the
   hardware has; see `ensure_host_devices`) from abstract inputs; returns their reports beside
@@ -367,6 +368,9 @@ def compile_check(
   from prime_jax.sampling import _sample_jit
   from prime_jax.sharding import make_mesh, param_shardings, sampler_rules, training_rules
 
+  unknown = set(programs) - set(PROGRAMS)
+  if unknown:
+    raise CompileCheckError(f"unknown programs {sorted(unknown)}; known: {', '.join(PROGRAMS)}")
   hw = mp._hardware(hardware)
   if model_config is None:
     model_config, model_source = mp.resolve_model_config(config)

@@ -74,6 +74,11 @@ flags.DEFINE_integer(
     "With --compile: the model's layer count for the compiled programs (full width, the same "
     "shardings); default all layers.",
 )
+flags.DEFINE_list(
+    "compile_programs",
+    ["update step", "sampler", "reshard"],
+    "With --compile: which programs ('update step', 'sampler', 'reshard').",
+)
 FLAGS = flags.FLAGS
 
 
@@ -105,7 +110,14 @@ def compile_from_flags() -> str:
       model_config = model_config.replace(num_layers=FLAGS.compile_layers)
       source += f", {FLAGS.compile_layers} layers compiled"
     mesh = parse_mesh(FLAGS.mesh) if FLAGS.mesh else None
-    report = compile_check.compile_check(config, hardware, model_config, mesh, model_source=source)
+    report = compile_check.compile_check(
+        config,
+        hardware,
+        model_config,
+        mesh,
+        model_source=source,
+        programs=tuple(p.strip() for p in FLAGS.compile_programs),
+    )
   except (ValueError, compile_check.CompileCheckError) as e:
     raise _cli.InputError(f"compile check failed: {e}") from None
   return report.plan.to_markdown() + "\n\n" + report.to_markdown()
