@@ -561,7 +561,7 @@ def _admit(
   chex.assert_shape([keys], (r,))
   if rows is None:
     chex.assert_shape([state.tokens], (r, budget))
-    put = lambda full, part: part.astype(full.dtype)
+    put = lambda full, part: part if part.dtype == full.dtype else part.astype(full.dtype)
     write = lambda full, part: full.at[:, :, :w].set(part.astype(full.dtype))
   else:
     chex.assert_shape([rows], (r,))
