@@ -45,7 +45,10 @@ def config(**rl):
 # Tolerance on the planner's estimate of XLA's temporaries. Basis: this file's f32 model measured
 # -7 % (update step) and -17 % (sampler, before the whole-row admission of `sample`) on XLA:CPU;
 # the full-scale bf16 update step -21 % (experiments/results/full_scale_compile.md). Arguments are
-# exact shard sizes (resident states, batch, params, KV cache): 1 %.
+# exact shard sizes (resident states, batch, params, KV cache): 1 %. Not yet confirmed by a
+# completed run of this test (the development machine was starved; the first run prints the
+# measured errors with -s): the bf16 sampler is the likeliest to exceed it (XLA:CPU's f32 copies
+# of bf16 operands; -54 % at full scale).
 TEMP_TOLERANCE = 0.25
 ARGUMENT_TOLERANCE = 0.01
 
