@@ -42,14 +42,16 @@ def config(**rl):
   return c
 """
 
-# Tolerance on the planner's estimate of XLA's temporaries. Basis: this file's f32 model measured
-# -7 % (update step) and -17 % (sampler, before the whole-row admission of `sample`) on XLA:CPU;
-# the full-scale bf16 update step -21 % (experiments/results/full_scale_compile.md). Arguments are
-# exact shard sizes (resident states, batch, params, KV cache): 1 %. Not yet confirmed by a
-# completed run of this test (the development machine was starved; the first run prints the
-# measured errors with -s): the bf16 sampler is the likeliest to exceed it (XLA:CPU's f32 copies
-# of bf16 operands; -54 % at full scale).
-TEMP_TOLERANCE = 0.25
+# Tolerances on the planner's estimate of XLA's temporaries, (plan - XLA) / XLA, from this file's
+# model on XLA:CPU (2026-12-03): f32 -7 % (update step), -17 % (sampler); bf16 -27 %, -52 %.
+# f32: within 25 % either way. bf16: XLA:CPU computes a bf16 program's dots and elementwise ops in
+# f32 (float normalisation), so its bf16 temporaries are about the f32 program's (63 MB against
+# 67 MB here) while the planner counts bf16 activations, as a TPU or GPU compiler keeps them. On
+# this CPU the bf16 check can only be one-sided: the planner may not exceed XLA:CPU's bf16
+# temporaries by more than 5 % (a bf16-native compiler needs no more than XLA:CPU) nor fall more
+# than 60 % below them. Whether it is close on a TPU or GPU is not verified here. Arguments are
+# exact shard sizes (resident states, batch, params, KV cache): 1 %.
+TEMP_TOLERANCE = {"float32": (-0.25, 0.25), "bfloat16": (-0.60, 0.05)}
 ARGUMENT_TOLERANCE = 0.01
 
 
@@ -72,7 +74,8 @@ print(json.dumps(results))
     for name, r in programs.items():
       assert r["xla_temp"] > 0 and r["all_gather"] > 0, (variant, name)  # FSDP gathers weights
       assert abs(r["arguments"]) <= ARGUMENT_TOLERANCE, (variant, name, r)
-      assert abs(r["temp"]) <= TEMP_TOLERANCE, (variant, name, r)
+      low, high = TEMP_TOLERANCE[variant.split(",")[0]]
+      assert low <= r["temp"] <= high, (variant, name, r)
 
 
 def test_broken_sharding_rule_fails_the_check_naming_the_program():
