@@ -341,6 +341,25 @@ def new_state(
   )
 
 
+def state_shapes(
+    model_config: DecoderConfig, config: SamplingConfig, rows: int, prompt_width: int
+) -> DecodeState:
+  """The shapes and dtypes (`jax.ShapeDtypeStruct`s, no placement) of `new_state`'s state:
+  what a compile-only check lowers the sampler with (`prime_jax.compile_check`)."""
+  slots, t = cache_length(prompt_width, config), config.max_new_tokens
+  return jax.eval_shape(
+      lambda: DecodeState(
+          cache=init_cache(model_config, rows, slots),
+          tokens=jnp.zeros((rows, t), jnp.int32),
+          logprobs=jnp.zeros((rows, t), jnp.float32),
+          lengths=jnp.zeros((rows,), jnp.int32),
+          filled=jnp.zeros((rows,), jnp.int32),
+          live=jnp.zeros((rows,), bool),
+          keys=jax.random.split(jax.random.key(0), rows),
+      )
+  )
+
+
 def cache_sharding(mesh, shape, rules=DEFAULT_RULES) -> NamedSharding:
   """Where one KV cache array [rows, kv_heads, slots, head_dim] of `shape` lives."""
   return fit_to_shape(logical_sharding(mesh, CACHE_AXES, rules), shape)
@@ -446,7 +465,7 @@ def _sample_jit(
         state,
         context,
         context_lengths,
-        rows,
+        None,  # every row, in order
         jax.vmap(jax.random.fold_in, (None, 0))(key, rows),
         None,
         repeat=config.n_samples,
@@ -526,7 +545,10 @@ def _admit(
       then its response so far (`prefix`).
     context_lengths: [G] int real tokens of each context, >= 1.
     rows: [G * repeat] int the rows context g goes to (g * repeat .. g * repeat + repeat - 1);
-      a row index outside [0, N) drops that copy (padding of a fixed-size admission).
+      a row index outside [0, N) drops that copy (padding of a fixed-size admission). None:
+      every row of the state in order (G * repeat = N), written as whole arrays: a scatter at
+      traced row indices cannot stay sharded over rows (XLA's SPMD partitioner all-gathers its
+      updates, the whole prefill's k/v of every layer on every device), a whole-row write can.
     keys: [G * repeat] PRNG keys of those rows.
     prefix: None (fresh prompts) or the rows' responses so far (`Prefix`, R = G * repeat).
     repeat: rows per context (a fresh prompt's n samples share one prefill).
@@ -536,7 +558,15 @@ def _admit(
   g, w = context.shape
   r, budget = g * repeat, state.tokens.shape[1]
   chex.assert_shape([context_lengths], (g,))
-  chex.assert_shape([rows, keys], (r,))
+  chex.assert_shape([keys], (r,))
+  if rows is None:
+    chex.assert_shape([state.tokens], (r, budget))
+    put = lambda full, part: part if part.dtype == full.dtype else part.astype(full.dtype)
+    write = lambda full, part: full.at[:, :, :w].set(part.astype(full.dtype))
+  else:
+    chex.assert_shape([rows], (r,))
+    put = lambda full, part: full.at[rows].set(part, mode="drop")
+    write = lambda full, part: full.at[rows, :, :w].set(part.astype(full.dtype), mode="drop")
   if w > state.cache[0][0].shape[2]:
     raise ValueError(f"contexts of width {w} do not fit the cache's {state.cache[0][0].shape[2]}")
   model = Decoder(model_config)
@@ -555,15 +585,11 @@ def _admit(
   token, logprob = _choose_tokens(logits, _step_keys(keys, prefix.lengths), config)
   at = (jnp.arange(r), prefix.lengths)
   lengths = prefix.lengths + 1
-  put = lambda full, part: full.at[rows].set(part, mode="drop")
   return DecodeState(
       cache=tuple(
           tuple(
               # [G, W, kv_heads, head_dim] -> the rows' slots [0, W): [R, kv_heads, W, head_dim].
-              full.at[rows, :, :w].set(
-                  jnp.repeat(part[layer].swapaxes(1, 2), repeat, axis=0).astype(full.dtype),
-                  mode="drop",
-              )
+              write(full, jnp.repeat(part[layer].swapaxes(1, 2), repeat, axis=0))
               for full, part in zip(pair, (kv["k"], kv["v"]))
           )
           for layer, pair in enumerate(state.cache)

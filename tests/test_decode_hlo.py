@@ -15,7 +15,7 @@ import jax
 import numpy as np
 import pytest
 
-import hlo_text
+from prime_jax import hlo_text
 from prime_jax.models import DecoderConfig, init_params
 from prime_jax.sampling import SamplingConfig, _sample_args, _sample_jit
 
