@@ -14,7 +14,7 @@
 # measuring), except env.
 #
 #   --dry_run  print each step's command and budget, run nothing
-#   --cpu      every step on the CPU at tiny sizes (exercises the whole pipeline; budgets x4, no
+#   --cpu      every step on the CPU at tiny sizes (exercises the whole pipeline; budgets x8, no
 #              8-minute limit); output in a scratch folder, never experiments/results/device/
 #   --out DIR  where the report (DIR/<card>.md) and the raw logs and JSON (DIR/<card>_raw/) go;
 #              default experiments/results/device (GPU) or /tmp/device_check_cpu (--cpu)
@@ -38,7 +38,7 @@ HELPER=experiments/benchmarks/device_check.py
 TOTAL_BUDGET=480
 if [[ $CPU == 1 ]]; then
   OUT=${OUT:-/tmp/device_check_cpu}
-  SCALE=4
+  SCALE=8
   MODE=--cpu
   export JAX_PLATFORMS=cpu
   SAMPLER_SIZES="--batch 4 --prompt 16 --new_tokens 16 --repeats 1"
@@ -46,7 +46,7 @@ if [[ $CPU == 1 ]]; then
   UPDATE_SIZES="$MODEL_SIZES --responses 8 --prompt 16 --response 32 --micro_batch 4 --score_chunk 32 --repeats 1"
   MEMORY_SIZES="$MODEL_SIZES --responses 8 --prompt 16 --response 32 --micro_batch 4 --score_chunk 32 --repeats 1"
   TESTS="tests/models/test_decoder.py::test_logits_match_transformers tests/test_sampling.py::test_kv_cache_decoding_equals_full_forward tests/test_sharding.py::test_parse_mesh_reads_axis_sizes_and_names_a_bad_part"
-  RUN_FLAGS="--config.sft.steps=10 --config.total_steps=2 --config.eval_every=2 --config.ckpt_every=2 --config.task.num_train=500 --config.task.num_eval=16"
+  RUN_FLAGS="--config.sft.steps=10 --config.total_steps=2 --config.eval_every=2 --config.ckpt_every=2 --config.task.num_train=500 --config.task.num_eval=16 --config.rl.filter_lo=0.0 --config.rl.filter_hi=1.0"
 else
   OUT=${OUT:-experiments/results/device}
   SCALE=1
