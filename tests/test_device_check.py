@@ -102,7 +102,10 @@ def test_render_writes_the_tables_from_given_numbers():
       xla_temp_bytes=2**29,
       xla_args_bytes=2**30,
   )
-  text = device_check.render("nvidia_h200", env, steps, dict(sampler=sampler, memory=memory))
+  table = "| held-out split | before RL | after RL | change |\n|---|---|---|---|"
+  text = device_check.render(
+      "nvidia_h200", env, steps, dict(sampler=sampler, memory=memory), run_table=table
+  )
   assert text.startswith("# Device check: nvidia_h200")
   assert "| tests | failed rc=1 | 50 | 140 |" in text
   assert "Total 53 s of a 160 s budget." in text
@@ -111,3 +114,4 @@ def test_render_writes_the_tables_from_given_numbers():
   # The update step was not measured: said so, not left out.
   update = text.split("## PRIME update step")[1].split("##")[0]
   assert "not measured" in update
+  assert text.rstrip().endswith(table)

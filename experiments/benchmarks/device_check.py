@@ -271,12 +271,12 @@ def _gib(n) -> str:
   return "n/a" if n is None else f"{n / 2**30:.3f} GiB"
 
 
-def render(card: str, env: dict, steps: list, results: dict) -> str:
+def render(card: str, env: dict, steps: list, results: dict, run_table: str = "") -> str:
   """Markdown: the card, every step's status and time, then each measurement's table.
 
   steps: [{"name", "status" ("ok" | "failed rc=N" | "timeout"), "seconds", "budget"}];
   results: {"sampler": {...}, "update": {...}, "memory": {...}} (missing keys are shown as not
-  measured)."""
+  measured); run_table: the default run's closing before/after table, as it printed it."""
   lines = [
       f"# Device check: {card}",
       "",
@@ -331,6 +331,8 @@ def render(card: str, env: dict, steps: list, results: dict) -> str:
     ]
     if m.get("measured_note"):
       lines += [f"Measured peak {m['measured_note']}.", ""]
+  lines += ["## Default run (its closing before/after table)", ""]
+  lines += [run_table.strip() or "no table (see the step's status above)", ""]
   return "\n".join(lines)
 
 
@@ -347,7 +349,12 @@ def cmd_report(args):
       steps.append(dict(name=name, status=status, seconds=float(seconds), budget=int(budget)))
   results = {k: load(k) for k in ("sampler", "update", "memory") if load(k)}
   card = env.get("card", "unknown")
-  text = render(card, env, steps, results)
+  run_log = os.path.join(args.dir, "default_run.log")
+  tail = (
+      open(run_log, errors="replace").read().splitlines()[-12:] if os.path.exists(run_log) else []
+  )
+  run_table = "\n".join(line for line in tail if line.startswith("|"))
+  text = render(card, env, steps, results, run_table)
   out = args.out or os.path.join(args.dir, f"{card}.md")
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
   with open(out, "w") as f:
