@@ -74,16 +74,6 @@ def ensure_host_devices(n: int) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def _result_bytes(shape: str) -> int:
-  """Bytes of an HLO result shape, tuples summed (async `-start` ops: their last element)."""
-  arrays = re.findall(r"(\w+)\[([\d,]*)\]", shape)
-  sizes = [
-      hlo_text._DTYPE_BYTES.get(dtype, 0) * math.prod(int(d) for d in dims.split(",") if d)
-      for dtype, dims in arrays
-  ]
-  return sizes[-1] if shape.startswith("(") and sizes else sum(sizes)
-
-
 def collective_stats(hlo: str) -> dict:
   """{kind: {"count", "bytes", "loop_count", "loop_bytes"}} of the collectives in compiled HLO.
 
@@ -102,7 +92,7 @@ def collective_stats(hlo: str) -> dict:
       if kind in stats and not inst.opcode.endswith("-done"):
         prefix = "loop_" if unbounded else ""
         stats[kind][prefix + "count"] += mult
-        stats[kind][prefix + "bytes"] += mult * _result_bytes(inst.shape)
+        stats[kind][prefix + "bytes"] += mult * inst.result_bytes()
       trip = re.search(r'"known_trip_count":\{"n":"(\d+)"', inst.text)
       body = re.search(r"\bbody=%([\w.\-]+)", inst.text)
       for called in inst.called():

@@ -7,6 +7,14 @@ import re
 from typing import NamedTuple
 
 _DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "bf16": 2, "f16": 2, "s32": 4, "u32": 4, "f32": 4}
+
+
+def _bytes(dtype: str, dims: str) -> int:
+  """Bytes of an array of HLO element type `dtype` and dimensions "d0,d1,..." (0: a type not in
+  the table, e.g. token)."""
+  return _DTYPE_BYTES.get(dtype, 0) * math.prod(int(d) for d in dims.split(",") if d)
+
+
 _CALLS = re.compile(r"\b(?:calls|body|condition|to_apply)=%([\w.\-]+)")
 
 
@@ -19,10 +27,13 @@ class Instruction(NamedTuple):
   def array_bytes(self) -> int:
     """Bytes of a plain array result (0 for tuples and tokens)."""
     m = re.fullmatch(r"(\w+)\[([\d,]*)\](?:\{.*\})?", self.shape)
-    if not m or m.group(1) not in _DTYPE_BYTES:
-      return 0
-    dims = [int(d) for d in m.group(2).split(",") if d]
-    return _DTYPE_BYTES[m.group(1)] * math.prod(dims)
+    return _bytes(m.group(1), m.group(2)) if m else 0
+
+  def result_bytes(self) -> int:
+    """Bytes of the result, a tuple's arrays summed; an async `-start` op's tuple (operands,
+    result): its last element, what the op produces."""
+    sizes = [_bytes(dtype, dims) for dtype, dims in re.findall(r"(\w+)\[([\d,]*)\]", self.shape)]
+    return sizes[-1] if self.shape.startswith("(") and sizes else sum(sizes)
 
   def called(self) -> list[str]:
     return _CALLS.findall(self.text)
