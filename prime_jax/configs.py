@@ -226,6 +226,8 @@ def arithmetic_config() -> ConfigDict:
           mul_min=2,
           mul_max=5,  # `*` operands
           mistake_rate=0.1,  # step mistakes in SFT demonstrations (calibrated: SFT lands ~50%)
+          free_order=False,  # demonstrations write `+` / `*` operands in a random order
+          step_labels=False,  # letter the steps in prompt and response (`;B*02` / `B12*02=24`)
           num_train=20000,
           num_eval=256,
           system_prompt="none",

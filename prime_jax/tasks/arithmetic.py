@@ -56,6 +56,7 @@ ABILITY = "arithmetic"
 OPS = ("+", "-", "*")
 COMMUTATIVE = ("+", "*")
 BOXED = "\\boxed{"
+LABELS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"  # step i's letter with step_labels
 _MAX_MISTAKE = 3
 _TOKENIZER_CORPUS = 4000  # demonstrations the tokenizer is trained on
 _SPLIT_STREAMS = {"train": 0, "eval": 1}
@@ -73,6 +74,7 @@ class ArithmeticSpec:
   mul_max: int = 5
   mistake_rate: float = 0.1
   free_order: bool = False  # demonstrations write `+` / `*` operands in a random order
+  step_labels: bool = False  # letter each operation and each response line: `;A+05` / `A07+05=12`
 
   def __post_init__(self):
     if not 1 <= self.min_ops <= self.max_ops:
@@ -89,8 +91,14 @@ class ArithmeticSpec:
       )
     if not 0.0 <= self.mistake_rate <= 1.0:
       raise ValueError(f"arithmetic task needs 0 <= mistake_rate <= 1, got {self.mistake_rate}")
-    if not isinstance(self.free_order, bool):
-      raise ValueError(f"arithmetic task needs free_order True or False, got {self.free_order!r}")
+    for knob in ("free_order", "step_labels"):
+      if not isinstance(getattr(self, knob), bool):
+        raise ValueError(f"arithmetic task needs {knob} True or False, got {getattr(self, knob)!r}")
+    if self.step_labels and self.max_ops > len(LABELS):
+      raise ValueError(
+          f"arithmetic task with step_labels has {len(LABELS)} letters, so max_ops <="
+          f" {len(LABELS)}; got max_ops={self.max_ops}"
+      )
 
   @classmethod
   def from_config(cls, task_config: ml_collections.ConfigDict) -> "ArithmeticSpec":
@@ -131,42 +139,73 @@ def chain_values(problem: Problem) -> list[int]:
   return values
 
 
-def format_prompt(problem: Problem, width: int) -> str:
+def _labels(problem: Problem, labels: bool) -> list[str]:
+  """Each step's letter (A, B, ...) with `labels`, else empty strings."""
+  return list(LABELS[: len(problem.steps)]) if labels else [""] * len(problem.steps)
+
+
+def format_prompt(problem: Problem, width: int, *, labels: bool = False) -> str:
+  """`a=07;+05;*02=`; with `labels` each operation carries its step's letter, `a=07;A+05;B*02=`."""
   return (
       f"a={problem.start:0{width}d}"
-      + "".join(f";{op}{operand:0{width}d}" for op, operand in problem.steps)
+      + "".join(
+          f";{label}{op}{operand:0{width}d}"
+          for label, (op, operand) in zip(_labels(problem, labels), problem.steps)
+      )
       + "="
   )
 
 
 def format_response(
-    problem: Problem, values: list[int], width: int, *, swaps: Sequence[bool] | None = None
+    problem: Problem,
+    values: list[int],
+    width: int,
+    *,
+    swaps: Sequence[bool] | None = None,
+    labels: bool = False,
 ) -> str:
   """One step per line, `left op operand = value`, where `left` is the line above's value (the
   start value on the first line); then the last value boxed. `values` are the running values as
   written, possibly with mistakes. `swaps[i]` writes step i's operands the other way round,
-  `operand op left` (only for the commutative `+` and `*`); None swaps none."""
+  `operand op left` (only for the commutative `+` and `*`); None swaps none. With `labels` a
+  line starts with its step's letter (`B12*02=24`), the one the prompt puts before the step's
+  operation, so a line finds its operation by matching that letter instead of by counting."""
   swaps = [False] * len(problem.steps) if swaps is None else swaps
   lines, left = [], problem.start
-  for (op, operand), value, swap in zip(problem.steps, values, swaps, strict=True):
+  for label, (op, operand), value, swap in zip(
+      _labels(problem, labels), problem.steps, values, swaps, strict=True
+  ):
     if swap and op not in COMMUTATIVE:
       raise ValueError(f"cannot swap the operands of {op!r}: only {COMMUTATIVE} commute")
     a, b = (operand, left) if swap else (left, operand)
-    lines.append(f"{a:0{width}d}{op}{b:0{width}d}={value:0{width}d}\n")
+    lines.append(f"{label}{a:0{width}d}{op}{b:0{width}d}={value:0{width}d}\n")
     left = value
   return "".join(lines) + f"{BOXED}{values[-1]:0{width}d}}}"
 
 
-_PROMPT_RE = re.compile(r"a=(\d+)((?:;[-+*]\d+)+)=")
-_STEP_RE = re.compile(r";([-+*])(\d+)")
+_PROMPT_RE = re.compile(r"a=(\d+)((?:;[A-Z]?[-+*]\d+)+)=")
+_STEP_RE = re.compile(r";([A-Z]?)([-+*])(\d+)")
 
 
-def parse_prompt(text: str) -> Problem:
+def _parse_prompt(text: str) -> tuple[Problem, bool]:
+  """(problem, whether the prompt letters its steps); the letters must be A, B, ... in order."""
   match = _PROMPT_RE.fullmatch(text.strip())
   if match is None:
     raise ValueError(f"not an arithmetic prompt (expected like 'a=07;+05;*02='): {text!r}")
-  steps = tuple((op, int(n)) for op, n in _STEP_RE.findall(match.group(2)))
-  return Problem(int(match.group(1)), steps)
+  found = _STEP_RE.findall(match.group(2))
+  problem = Problem(int(match.group(1)), tuple((op, int(n)) for _, op, n in found))
+  letters = "".join(label for label, _, _ in found)
+  if letters not in ("", LABELS[: len(found)]):
+    raise ValueError(
+        f"arithmetic prompt letters its steps {letters!r}; expected none or"
+        f" {LABELS[: len(found)]!r}: {text!r}"
+    )
+  return problem, bool(letters)
+
+
+def parse_prompt(text: str) -> Problem:
+  """The problem of a prompt in either format (`format_prompt`, with or without labels)."""
+  return _parse_prompt(text)[0]
 
 
 def _feasible_steps(
@@ -260,8 +299,8 @@ def mistake_pair(
     value = apply_op(value, op, operand)
     bad.append(value)
   return (
-      format_response(problem, values, spec.width),
-      format_response(problem, bad, spec.width),
+      format_response(problem, values, spec.width, labels=spec.step_labels),
+      format_response(problem, bad, spec.width, labels=spec.step_labels),
       step,
   )
 
@@ -275,30 +314,34 @@ def demonstration_text(problem: Problem, spec: ArithmeticSpec, rng: np.random.Ge
   if spec.free_order:
     coins = rng.random(len(problem.steps)) < 0.5
     swaps = [bool(c) and op in COMMUTATIVE for c, (op, _) in zip(coins, problem.steps)]
-  return format_response(problem, values, spec.width, swaps=swaps)
+  return format_response(problem, values, spec.width, swaps=swaps, labels=spec.step_labels)
 
 
-_LINE_RE = re.compile(r"(\d+)([-+*])(\d+)=(\d+)")
+_LINE_RE = re.compile(r"([A-Z]?)(\d+)([-+*])(\d+)=(\d+)")
 _BOX_RE = re.compile(re.escape(BOXED) + r"(\d+)\}")
 
 
-def _step_is_right(line: str, value: int, op: str, operand: int) -> bool:
-  """Whether `line` (no newline) states step (op, operand) on running value `value` with the right
-  result; a commutative step may name its operands in either order."""
+def _step_is_right(line: str, label: str, value: int, op: str, operand: int) -> bool:
+  """Whether `line` (no newline) is `label` (the step's letter or "") then step (op, operand) on
+  running value `value` with the right result; a commutative step may name its operands in
+  either order."""
   match = _LINE_RE.fullmatch(line)
-  if match is None or match[2] != op:
+  if match is None or match[1] != label or match[3] != op:
     return False
-  operands = (int(match[1]), int(match[3]))
+  operands = (int(match[2]), int(match[4]))
   stated = {operands, operands[::-1]} if op in COMMUTATIVE else {operands}
-  return (value, operand) in stated and int(match[4]) == apply_op(value, op, operand)
+  return (value, operand) in stated and int(match[5]) == apply_op(value, op, operand)
 
 
-def first_wrong_step(problem: Problem, response: str) -> tuple[int, int] | None:
+def first_wrong_step(
+    problem: Problem, response: str, *, labels: bool = False
+) -> tuple[int, int] | None:
   """The character span [start, stop) of the response's first wrong step; None if all are right.
 
   The response should be k step lines, each ending in a newline, then `\\boxed{answer}` and
   nothing else. Step line i is wrong unless it is the right equation of step i on the correct
-  running value (either operand order for `+` / `*`; zero padding optional). Because every line
+  running value (either operand order for `+` / `*`; zero padding optional), starting with the
+  step's letter with `labels` and with no letter without. Because every line
   before the first wrong one is right, "wrong given the line above's written value" and "not the
   correct running value" find the same first step; this checks the latter. A malformed line is a
   wrong step. After the k right lines the rest of the response must be exactly the right box,
@@ -308,13 +351,13 @@ def first_wrong_step(problem: Problem, response: str) -> tuple[int, int] | None:
   response, when the response stops where the wrong step's text should start.
   """
   pos, value = 0, problem.start
-  for op, operand in problem.steps:
+  for label, (op, operand) in zip(_labels(problem, labels), problem.steps):
     end = response.find("\n", pos)
     if end < 0:  # the last line, without its newline
-      if not _step_is_right(response[pos:], value, op, operand):
+      if not _step_is_right(response[pos:], label, value, op, operand):
         return pos, len(response)
       return len(response), len(response)  # a right step, then the response stops
-    if not _step_is_right(response[pos:end], value, op, operand):
+    if not _step_is_right(response[pos:end], label, value, op, operand):
       return pos, end + 1
     pos, value = end + 1, apply_op(value, op, operand)
   box = _BOX_RE.fullmatch(response, pos)
@@ -328,7 +371,9 @@ def _record(problem: Problem, spec: ArithmeticSpec, split: str, index: int) -> R
       id=f"{NAME}-{split}-{index:06d}",
       data_source=NAME,
       ability=ABILITY,
-      messages=[{"role": "user", "content": format_prompt(problem, spec.width)}],
+      messages=[
+          {"role": "user", "content": format_prompt(problem, spec.width, labels=spec.step_labels)}
+      ],
       ground_truth=str(chain_values(problem)[-1]),
   ).validate()
 
@@ -412,8 +457,10 @@ class ArithmeticTask:
 
   def first_wrong_step(self, record: Record, response: str) -> tuple[int, int] | None:
     """The step oracle (`prime_jax.tasks.registry.StepOracle`): `first_wrong_step` of the
-    record's problem. Needs no task config: both operand orders are right either way."""
-    return first_wrong_step(parse_prompt(record.chat()[-1]["content"]), response)
+    record's problem. Needs no task config: both operand orders are right either way, and the
+    prompt says whether lines carry step letters."""
+    problem, labels = _parse_prompt(record.chat()[-1]["content"])
+    return first_wrong_step(problem, response, labels=labels)
 
   def mistake_pairs(
       self, task_config: ml_collections.ConfigDict, records: list[Record], seed: int, num_pairs: int
@@ -456,7 +503,7 @@ class ArithmeticTask:
     texts = []
     for _ in range(_TOKENIZER_CORPUS):
       problem = sample_problem(spec, rng)
-      texts.append(format_prompt(problem, spec.width))
+      texts.append(format_prompt(problem, spec.width, labels=spec.step_labels))
       texts.append(demonstration_text(problem, spec, rng))
     return train_sentencepiece(
         texts,

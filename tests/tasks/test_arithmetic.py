@@ -197,12 +197,13 @@ def test_registry():
 # --------------------------------------------------------------------------- free order, oracle
 
 
-def test_free_order_is_validated_and_absent_means_off():
-  with pytest.raises(ValueError, match="free_order"):
-    TASK.make_splits(task_config(free_order="yes"), seed=0)
+@pytest.mark.parametrize("knob", ["free_order", "step_labels"])
+def test_format_knobs_are_validated_and_absent_means_off(knob):
+  with pytest.raises(ValueError, match=knob):
+    ar.ArithmeticSpec(**{knob: "yes"})
   c = task_config()
-  assert "free_order" not in c  # the default config predates the knob: same task
-  assert ar.ArithmeticSpec.from_config(c) == ar.ArithmeticSpec()
+  del c[knob]  # a config written before the knob existed describes the same task
+  assert not getattr(ar.ArithmeticSpec.from_config(c), knob)
   with pytest.raises(ValueError, match="only"):
     ar.format_response(ar.Problem(5, (("-", 2),)), [3], 2, swaps=[True])
 
