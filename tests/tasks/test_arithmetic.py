@@ -294,3 +294,91 @@ def test_first_wrong_step_finds_the_demonstrators_first_mistake():
       flagged += 1
       assert span == (9 * first, 9 * first + 9)  # its line: 9 characters with the newline
   assert flagged > 50
+
+
+LABELLED_PROMPT = re.compile(r"a=(\d\d)((?:;[A-Z][-+*]\d\d)+)=")
+LABELLED_LINE = re.compile(r"([A-Z])(\d\d)([-+*])(\d\d)=(\d\d)")
+
+
+def test_step_labels_letter_the_prompt_and_each_line_in_order():
+  c = task_config(step_labels=True, mistake_rate=0.0)
+  records = TASK.make_splits(c, seed=0)["train"][:300]
+  rng = np.random.default_rng(0)
+  for r in records:
+    prompt = prompts([r])[0]
+    match = LABELLED_PROMPT.fullmatch(prompt)
+    assert match, prompt
+    letters = re.findall(r";([A-Z])", match[2])
+    assert "".join(letters) == "ABCDEFGH"[: len(letters)]
+    start, steps, values = reference_chain(re.sub(r";[A-Z]", ";", prompt))
+    response = TASK.demonstration(c, r, rng)
+    *lines, box = response.split("\n")
+    assert len(lines) == len(steps) and box == f"\\boxed{{{values[-1]:02d}}}"
+    previous = start
+    for letter, (op, n), line, value in zip(letters, steps, lines, values):
+      assert LABELLED_LINE.fullmatch(line).groups() == (
+          letter,
+          f"{previous:02d}",
+          op,
+          f"{n:02d}",
+          f"{value:02d}",
+      )
+      previous = value
+    assert ar.score_response(response, r.ground_truth) == 1.0
+    assert TASK.first_wrong_step(r, response) is None
+    # The oracle holds a lettered prompt's lines to their letters.
+    unlettered = "\n".join(line[1:] for line in lines) + "\n" + box
+    assert TASK.first_wrong_step(r, unlettered) == (0, 9)
+
+
+LABELLED = "a=07;A+05;B*02;C-03="
+LABELLED_RIGHT = "A07+05=12\nB12*02=24\nC24-03=21\n\\boxed{21}"
+
+
+@pytest.mark.parametrize(
+    "response, span",
+    [
+        (LABELLED_RIGHT, None),
+        ("A05+07=12\nB02*12=24\nC24-03=21\n\\boxed{21}", None),  # swapped commutative operands
+        ("A07+05=12\nC12*02=24\nC24-03=21\n\\boxed{21}", (10, 20)),  # wrong letter
+        ("A07+05=12\n12*02=24\nC24-03=21\n\\boxed{21}", (10, 19)),  # missing letter
+        ("A07+05=12\nB12*02=25\nC25-03=22\n\\boxed{22}", (10, 20)),  # wrong result
+        ("A07+05=12\nB12*02=24\nC24-03=21\nD21+01=22\n\\boxed{22}", (30, 50)),  # extra step
+    ],
+)
+def test_first_wrong_step_with_step_labels(response, span):
+  problem = ar.parse_prompt(LABELLED)
+  assert problem == PROBLEM  # the letters are format, not problem
+  assert ar.first_wrong_step(problem, response, labels=True) == span
+  record = ar._record(problem, ar.ArithmeticSpec(step_labels=True), "eval", 0)
+  assert TASK.first_wrong_step(record, response) == span  # the prompt says lines are lettered
+
+
+@pytest.mark.parametrize("prompt", ["a=07;B+05;A*02=", "a=07;A+05;*02=", "a=07;A+05;C*02="])
+def test_prompt_letters_out_of_order_are_named(prompt):
+  with pytest.raises(ValueError, match="letters its steps"):
+    ar.parse_prompt(prompt)
+
+
+def test_step_labels_mistake_pairs_and_the_letter_limit():
+  spec = ar.ArithmeticSpec(step_labels=True)
+  rng = np.random.default_rng(0)
+  for _ in range(200):
+    problem = ar.sample_problem(spec, rng)
+    good, bad, step = ar.mistake_pair(problem, spec, rng)
+    assert ar.first_wrong_step(problem, good, labels=True) is None
+    lines = bad.split("\n")
+    start = sum(len(line) + 1 for line in lines[:step])
+    assert ar.first_wrong_step(problem, bad, labels=True)[0] == start
+    first_diff = next(i for i, (a, b) in enumerate(zip(good, bad)) if a != b)
+    assert start + 7 <= first_diff < start + 10  # the wrong step's result digits
+  with pytest.raises(ValueError, match="max_ops <= 26"):
+    ar.ArithmeticSpec(step_labels=True, min_ops=2, max_ops=27, max_value=99)
+
+
+def test_step_labels_tokenizer_has_one_piece_per_letter(tmp_path):
+  c = task_config(step_labels=True)
+  tok = load_tokenizer(TASK.train_tokenizer(c, tmp_path, seed=0))
+  text = "A07+05=12\nB12*02=24\n"
+  assert len(tok.encode(text, add_special_tokens=False)) == len(text)
+  assert tok.decode(tok.encode(text, add_special_tokens=False)) == text
