@@ -24,7 +24,7 @@ from tiny_run import TINY_RUN
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TASK = get_task("arithmetic")
-LINE = re.compile(r"(\d+)([-+*])(\d+)=(\d+)")
+LINE = re.compile(r"([A-Z]?)(\d+)([-+*])(\d+)=(\d+)")
 CONFIG_FILE = '''"""Tiny arithmetic settings for tests/test_prm_credit.py."""
 from prime_jax import configs
 
@@ -45,13 +45,15 @@ def tiny_config():
 # ---------------------------------------------------------------------------- the pair builder
 
 
-def check_chain(problem, text, width, *, wrong_line=None):
-  """Every line `a op b = c` of `text` continues from the line above and computes c right, except
-  line `wrong_line`, whose c is off by 1..3; the box holds the last value. Returns the values."""
+def check_chain(problem, text, width, labels, *, wrong_line=None):
+  """Every line `a op b = c` of `text` (after the step's letter A, B, ... with `labels`) continues
+  from the line above and computes c right, except line `wrong_line`, whose c is off by 1..3; the
+  box holds the last value. Returns the values."""
   *lines, box = text.split("\n")
   left, values = problem.start, []
   for i, (line, (op, operand)) in enumerate(zip(lines, problem.steps, strict=True)):
-    a, got_op, b, c = LINE.fullmatch(line).groups()
+    letter, a, got_op, b, c = LINE.fullmatch(line).groups()
+    assert letter == ("ABCDEFGH"[i] if labels else ""), line
     assert all(len(x) == width for x in (a, b, c)), line
     assert (int(a), got_op, int(b)) == (left, op, operand), (i, line)
     error = int(c) - ar.apply_op(int(a), op, int(b))
@@ -63,7 +65,12 @@ def check_chain(problem, text, width, *, wrong_line=None):
 
 
 @pytest.mark.parametrize(
-    "knobs", [dict(), dict(min_ops=1, max_ops=6, max_value=9, mul_min=1, mul_max=3)]
+    "knobs",
+    [
+        dict(),
+        dict(step_labels=True),
+        dict(min_ops=1, max_ops=6, max_value=9, mul_min=1, mul_max=3),
+    ],
 )
 def test_mistake_pairs_are_one_wrong_step_with_a_consistent_rest(knobs):
   task_config = configs.arithmetic_config().task
@@ -78,8 +85,10 @@ def test_mistake_pairs_are_one_wrong_step_with_a_consistent_rest(knobs):
     record = records[i % len(records)]  # cycles through the records
     assert row["prompt"] == record.chat() and row["ability"] == "arithmetic"
     problem = ar.parse_prompt(record.chat()[-1]["content"])
-    good_values = check_chain(problem, row["good"], spec.width)
-    bad_values = check_chain(problem, row["bad"], spec.width, wrong_line=row["wrong_step"])
+    good_values = check_chain(problem, row["good"], spec.width, spec.step_labels)
+    bad_values = check_chain(
+        problem, row["bad"], spec.width, spec.step_labels, wrong_line=row["wrong_step"]
+    )
     assert good_values == ar.chain_values(problem)
     assert all(0 <= v <= spec.max_value for v in bad_values)
     assert good_values[: row["wrong_step"]] == bad_values[: row["wrong_step"]]
