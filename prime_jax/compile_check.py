@@ -187,6 +187,7 @@ def update_step_inputs(config, mesh, model_config: DecoderConfig) -> tuple:
   from prime_jax.algo.update_step import (
       policy_optimizer,
       prm_optimizer,
+      ref_options,
       update_step_shardings,
   )
   from prime_jax.models.decoder import init_params
@@ -200,7 +201,7 @@ def update_step_inputs(config, mesh, model_config: DecoderConfig) -> tuple:
   prm = None if shardings["prm"] is None else _abstract(state(prm_optimizer(rl)), shardings["prm"])
   ref = None
   if shardings["ref"] is not None:
-    ref_dtype = mp._ref_dtype(config, model_config)[0]
+    ref_dtype = ref_options(config).param_dtype
     ref = _abstract(
         jax.tree_util.tree_map(
             lambda a: jax.ShapeDtypeStruct(a.shape, ref_dtype), jax.eval_shape(params)

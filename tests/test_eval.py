@@ -289,7 +289,8 @@ def test_right_answers_from_the_generator_score_one_and_avg_is_the_sample_mean(
     ]
     return responses, [max_new_tokens] * len(prompts)
 
-  monkeypatch.setattr(ev, "generate_responses", fake_generate)
+  # Patched where `evaluate_benchmark` looks it up (the harness module of prime_jax.evaluation).
+  monkeypatch.setattr(ev.harness, "generate_responses", fake_generate)
   from prime_jax.models import read_hf_config
   from prime_jax.tokenizer import load_tokenizer
 

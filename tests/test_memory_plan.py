@@ -199,6 +199,24 @@ def test_reference_dtype_and_offload_and_sampler_layout():
   assert decode.sampling_peak > off.sampling_peak + 25 * mp.GiB
 
 
+def test_config_without_ref_section_counts_the_reference_as_the_trainer_holds_it():
+  """No `ref` section: the trainer's `update_step.ref_options` holds the frozen reference in
+  float32 whatever the policy's param dtype, and the plan counts it so (no bf16 knob to turn)."""
+  import ml_collections
+
+  from test_update_step import MODEL, make_config
+
+  full = make_config(batch_prompts=4, max_prompt_len=5, max_new_tokens=7)
+  config = ml_collections.ConfigDict({k: v for k, v in full.to_dict().items() if k != "ref"})
+  model = MODEL.replace(param_dtype="bfloat16")
+  hardware = mp.Hardware("cpu-1", "cpu", 1, 2**30)
+  plan = mp.plan(config, {"data": 1, "fsdp": 1, "tensor": 1}, hardware, model, suggest=False)
+  assert plan.bytes("ref") == 4 * model.num_params  # float32, one device holds all of it
+  assert plan.bytes("ref") > plan.bytes("policy_params")  # the policy's are (mostly) bfloat16
+  assert "| frozen reference (float32) |" in plan.to_markdown()
+  assert any("no ref section" in i.note for i in plan.items if i.key == "ref")
+
+
 def test_hardware_names():
   assert mp.parse_hardware("v5p-64").num_devices == 32  # names count TensorCores: 2 per chip
   assert mp.parse_hardware("v4-32").num_devices == 16

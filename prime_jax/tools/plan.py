@@ -10,7 +10,7 @@ activations and logits) and whether the peak fits the hardware's memory, with wh
 if not which config flags would make it fit. Hardware: v4-N / v5p-N (N TensorCores, N/2 chips),
 v5e-N / v6e-N (N chips), NxH100, NxH200, NxA100-40G, NxA100-80G, cpu-N. The mesh defaults to the
 config's `mesh`; the model's shapes come from --model, else the checkpoint's config.json, else a
-preset named like the checkpoint directory, else `config.policy.init`. See prime_jax/memory_plan.py.
+preset named like the checkpoint directory, else `config.policy.init`. See prime_jax/memory_plan/.
 
 --compile also lowers and compiles the run's programs (the update step, the sampler's prefill and
 decode loop, the trainer -> sampler reshard) from shapes only on a mesh of as many simulated CPU
