@@ -108,7 +108,7 @@ def test_every_variant_tiles_its_prm_mini_batches(base_file):
   """The released strided PRM order (rl.prm_batch_order) cuts every variant's batch into
   norm_shards x K blocks of whole groups (full scale: 8 shards x 4 blocks of 32 responses)."""
   from prime_jax.algo import split_minibatches
-  from prime_jax.algo.update_step import prm_order_shards
+  from prime_jax.algo.prm_phase import prm_order_shards
 
   for name in NAMES:
     rl = parse(f"{base_file}:{name}").rl

@@ -10,12 +10,12 @@ Implicit Rewards", arXiv:2502.01456):
    baselined by the other samples' mean token reward and discounted by γ, and the outcome
    rewards r_o(y) with the plain RLOO baseline (`rloo_returns`, `prime_advantages`);
 4. the policy takes PPO-clip steps on those advantages: `prime_jax.algo.policy_loss.ppo_clip_loss`,
-   run over mini- and micro-batches by `prime_jax.algo.update_step.policy_phase`.
+   run over mini- and micro-batches by `prime_jax.algo.policy_phase.policy_phase`.
 
 Between 1 and 3 the released code shapes the rewards (`prime_jax.algo.rewards`: the `batch_norm`
 scaling, the reward density); where it and this module's defaults differ from the paper's formulas
 is in docs/algorithm.md. The PRM and policy phases that run these functions on a model are
-`prime_jax.algo.update_step.prm_phase` / `policy_phase`.
+`prime_jax.algo.prm_phase` / `prime_jax.algo.policy_phase`.
 
 Arrays are [N, T] response batches: N = B·n responses with the n samples of a prompt in contiguous
 rows (n is the paper's K), T response positions, masks bool or 0/1 on valid tokens.

@@ -223,7 +223,7 @@ def test_every_estimator_shares_one_whitening(estimator, whiten_advantages, coef
   """The update step's advantages: each estimator's formula, un-whitened, then whitened over the
   batch's valid tokens (rl.whiten_advantages), so PRIME and outcome-only rows differ only in
   coef_proc."""
-  from prime_jax.algo.update_step import estimator_advantages
+  from prime_jax.algo.advantages import estimator_advantages
   from prime_jax.configs import base_config
 
   batch = random_batch(seed=250, n=4, bool_mask=True)
@@ -258,7 +258,7 @@ def test_every_estimator_shares_one_whitening(estimator, whiten_advantages, coef
 def test_every_estimator_is_finite_on_degenerate_groups(estimator, case):
   """n = 2 groups whose process rewards and outcomes are all equal, or whose responses are one
   token long: finite advantages and returns, whitened or not."""
-  from prime_jax.algo.update_step import estimator_advantages
+  from prime_jax.algo.advantages import estimator_advantages
   from prime_jax.configs import base_config
 
   num_rows, width = 8, 5

@@ -11,7 +11,8 @@ import pytest
 
 import algo_numpy_reference as ref
 from prime_jax.algo import implicit_rewards, ppo_clip_loss, prm_ce_loss
-from prime_jax.algo.update_step import policy_phase, prm_phase
+from prime_jax.algo.policy_phase import policy_phase
+from prime_jax.algo.prm_phase import prm_phase
 from prime_jax.configs import base_config
 from prime_jax.models import DecoderConfig, init_params
 from prime_jax.scoring import token_logprobs
