@@ -255,10 +255,30 @@ def check_prompts(prompt_tokens, prompt_valid, model_config: DecoderConfig, conf
   return prompt_tokens, valid
 
 
+def typed_key(key) -> jax.Array:
+  """One typed PRNG key: `jax.random.key(seed)` as is, a raw uint32 key (`jax.random.PRNGKey`)
+  wrapped (the same key: the same draws); anything else is an error naming what was passed."""
+  key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
+  if not jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+    if key.dtype != jnp.uint32 or key.ndim != 1:
+      raise ValueError(
+          f"sample needs one PRNG key (jax.random.key(seed)); got an array of {key.dtype} with"
+          f" shape {key.shape}"
+      )
+    key = jax.random.wrap_key_data(key)
+  if key.shape != ():
+    raise ValueError(
+        f"sample needs one PRNG key (jax.random.key(seed)), got keys of shape {key.shape}; row r"
+        " draws with fold_in(key, r)"
+    )
+  return key
+
+
 def _sample_args(params, prompt_tokens, prompt_valid, key, *, model_config, config, rules):
   """Checks and right-aligns the prompts, places them and a fresh state; returns `_sample_jit`'s
   (positional args, static keyword args)."""
   prompt_tokens, valid = check_prompts(prompt_tokens, prompt_valid, model_config, config)
+  key = typed_key(key)
   b, p = prompt_tokens.shape
   width = bucket_length(p, config.prompt_buckets)
   prompt_tokens = np.pad(prompt_tokens, ((0, 0), (width - p, 0)), constant_values=config.pad_id)

@@ -157,6 +157,22 @@ def test_same_key_same_tokens_different_key_different_tokens(model):
   assert not np.array_equal(a.tokens, c.tokens)
 
 
+def test_a_raw_key_draws_as_its_typed_key_and_a_batch_of_keys_is_named(model):
+  config, params, _ = model("qwen2")
+  tokens, valid = pad_sequences(PROMPTS, pad_id=PAD, left=True)
+  settings = SamplingConfig(max_new_tokens=NEW_TOKENS, pad_id=PAD, n_samples=2, eos_ids=(3,))
+
+  def draw(key):
+    out = sample(params, tokens, valid, key, model_config=config, config=settings)
+    return jax.device_get(out).tokens
+
+  np.testing.assert_array_equal(draw(jax.random.PRNGKey(11)), draw(jax.random.key(11)))
+  with pytest.raises(ValueError, match=r"one PRNG key .* shape \(2,\)"):
+    draw(jax.random.split(jax.random.key(11)))
+  with pytest.raises(ValueError, match="one PRNG key .* float32"):
+    draw(np.zeros(2, np.float32))
+
+
 @pytest.mark.parametrize(
     "temperature,top_k,top_p", [(0.7, 0, 1.0), (1.0, 3, 1.0), (1.5, 0, 0.8), (1.0, 4, 0.7)]
 )
