@@ -46,6 +46,9 @@ flags.DEFINE_string("out", "", "Folder for results.md and results.json ('' = pri
 flags.DEFINE_float("min_greedy", 0.70, "The band: lowest acceptable greedy accuracy.")
 flags.DEFINE_float("min_filter", 0.50, "The band: lowest acceptable filter pass rate.")
 flags.DEFINE_float("escape_loss", 0.5, "Loss (nats/token) whose first crossing ends the plateau.")
+flags.DEFINE_float(
+    "settle_tolerance", 0.15, "Settled: the loss stays within this share of its final value."
+)
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -70,14 +73,28 @@ def cpu_description() -> str:
   return f"{name} ({', '.join(wanted) or 'no AVX2'})"
 
 
-def escape_step(checkpoint_dir: str, threshold: float) -> int | None:
-  """The first logged SFT step whose mean loss is below `threshold` (None: never)."""
+def logged_losses(checkpoint_dir: str) -> list[tuple[int, float]]:
+  """(step, mean loss) of each logged SFT interval, in order."""
   with open(os.path.join(checkpoint_dir, sft.METRICS)) as f:
-    for line in f:
-      row = json.loads(line)
-      if row["loss"] < threshold:
-        return row["step"]
-  return None
+    return [(row["step"], row["loss"]) for row in map(json.loads, f)]
+
+
+def settle_step(losses: list[tuple[int, float]], tolerance: float, tail: int = 5) -> int:
+  """The first logged step from which every logged loss stays within `tolerance` (relative) of
+  the final loss (the mean of the last `tail` logged losses): where SFT has learnt what it will
+  learn. The steps after it are the default's margin against a CPU that learns later."""
+  final = sum(loss for _, loss in losses[-tail:]) / len(losses[-tail:])
+  settled = losses[-1][0]
+  for step, loss in reversed(losses):
+    if abs(loss - final) > tolerance * final:
+      break
+    settled = step
+  return settled
+
+
+def escape_step(losses: list[tuple[int, float]], threshold: float) -> int | None:
+  """The first logged SFT step whose mean loss is below `threshold` (None: never)."""
+  return next((step for step, loss in losses if loss < threshold), None)
 
 
 def seed_result(config, seed: int, root: str) -> dict:
@@ -86,12 +103,14 @@ def seed_result(config, seed: int, root: str) -> dict:
   out = sft.run_sft(config, os.path.join(root, f"seed_{seed}"))
   with open(os.path.join(out, sft.SFT_INFO)) as f:
     info = json.load(f)
+  losses = logged_losses(str(out))
   return dict(
       seed=seed,
       greedy=info["accuracy_greedy"],
       sampled=info["accuracy_sampled"],
       filter_pass=info["filter_pass_rate"],
-      escape_step=escape_step(str(out), flags.FLAGS.escape_loss),
+      escape_step=escape_step(losses, flags.FLAGS.escape_loss),
+      settle_step=settle_step(losses, flags.FLAGS.settle_tolerance),
       final_loss=info["final_loss"],
       train_s=info["train_time_s"],
       wall_s=info["wall_time_s"],
@@ -108,15 +127,18 @@ def render(rows: list[dict], config, header: str) -> str:
       "",
       f"Band: greedy >= {flags.FLAGS.min_greedy:.2f} and filter pass rate >= "
       f"{flags.FLAGS.min_filter:.2f}; escape = first SFT step with loss < "
-      f"{flags.FLAGS.escape_loss} (of {config.sft.steps}).",
+      f"{flags.FLAGS.escape_loss} (of {config.sft.steps}); settled = first step from which the loss "
+      f"stays within {flags.FLAGS.settle_tolerance:.0%} of its final value.",
       "",
-      "| seed | greedy | sampled (T=1) | filter pass | escape step | final loss | SFT wall s | in band |",
-      "|---|---|---|---|---|---|---|---|",
+      "| seed | greedy | sampled (T=1) | filter pass | escape step | settled step | final loss |"
+      " SFT wall s | in band |",
+      "|---|---|---|---|---|---|---|---|---|",
   ]
   for r in rows:
     lines.append(
         f"| {r['seed']} | {r['greedy']:.3f} | {r['sampled']:.3f} | {r['filter_pass']:.3f} | "
         f"{r['escape_step'] if r['escape_step'] is not None else 'never'} | "
+        f"{r['settle_step']} | "
         f"{r['final_loss']:.4f} | {r['wall_s']:.0f} | {'yes' if in_band(r) else 'NO'} |"
     )
   greedy = [r["greedy"] for r in rows]
@@ -127,7 +149,8 @@ def render(rows: list[dict], config, header: str) -> str:
       f"{sum(map(in_band, rows))}/{len(rows)} seeds in band; greedy {min(greedy):.3f}-"
       f"{max(greedy):.3f}, sampled {min(sampled):.3f}-{max(sampled):.3f}; latest escape "
       + (f"step {max(escapes)}" if escapes else "none")
-      + (f" ({len(rows) - len(escapes)} never escaped)" if len(escapes) < len(rows) else ""),
+      + (f" ({len(rows) - len(escapes)} never escaped)" if len(escapes) < len(rows) else "")
+      + f"; latest settled step {max(r['settle_step'] for r in rows)}",
   ]
   return "\n".join(lines)
 
