@@ -362,7 +362,7 @@ def compile_check(
   unknown = set(programs) - set(PROGRAMS)
   if unknown:
     raise CompileCheckError(f"unknown programs {sorted(unknown)}; known: {', '.join(PROGRAMS)}")
-  hw = mp._hardware(hardware)
+  hw = mp.as_hardware(hardware)
   if model_config is None:
     model_config, model_source = mp.resolve_model_config(config)
   if jax.device_count() != hw.num_devices:
