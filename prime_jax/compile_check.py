@@ -8,7 +8,7 @@ code paths:
 
 * "update step": `make_update_step(config, mesh, model_config)` (the `rl.prm_update` mode and
   estimator of the config), its inputs laid out by `update_step_shardings`;
-* "sampler": `prime_jax.sampling._sample_jit` (every prompt's prefill, then the decode loop to the
+* "sampler": `prime_jax.sampling.sample_jit` (every prompt's prefill, then the decode loop to the
   budget, one program) in the sampler's layout (`sampler_rules(config)`), on
   `sample_batch_prompts x n_samples` rows, as `sample` calls it;
 * "reshard": the trainer -> sampler reshard of the policy params (`reshard_params`: a jitted
@@ -225,7 +225,7 @@ def update_step_inputs(config, mesh, model_config: DecoderConfig) -> tuple:
 
 
 def sampler_inputs(config, mesh, model_config: DecoderConfig):
-  """(positional args, static kwargs) of `_sample_jit` as the run calls it through `sample`: the
+  """(positional args, static kwargs) of `sample_jit` as the run calls it through `sample`: the
   policy params in the sampler's layout, `sample_batch_prompts` prompts of `max_prompt_len`,
   a fresh `DecodeState` of prompts x n_samples rows (`state_shapes`) placed as `new_state`
   places it."""
@@ -271,7 +271,8 @@ def _state_shardings(state, mesh, rules):
   )
 
 
-def _pct(x: float) -> str:
+def percent_text(x: float) -> str:
+  """A relative error as signed whole percent ("+12 %"), "n/a" for NaN."""
   return "n/a" if math.isnan(x) else f"{100 * x:+.0f} %"
 
 
@@ -318,7 +319,8 @@ class CheckReport:
       lines.append(
           f"| {r.name} | {r.compile_s:.1f} | {g(r.argument_bytes)} | {g(r.output_bytes)} | "
           f"{g(r.alias_bytes)} | {g(r.temp_bytes)} | {g(r.peak_bytes)} | {g(r.plan_arguments)} | "
-          f"{g(r.plan_temp)} | {g(r.plan_peak)} | {_pct(r.error('temp'))} | {_pct(r.error('peak'))} |"
+          f"{g(r.plan_temp)} | {g(r.plan_peak)} | {percent_text(r.error('temp'))} | "
+          f"{percent_text(r.error('peak'))} |"
       )
     lines += [
         "",
@@ -356,13 +358,13 @@ def compile_check(
   hardware has; see `ensure_host_devices`) from abstract inputs; returns their reports beside
   the planner's numbers. Raises CompileCheckError naming the program that failed."""
   from prime_jax.algo.update_step import make_update_step
-  from prime_jax.sampling import _sample_jit
+  from prime_jax.sampling import sample_jit
   from prime_jax.sharding import make_mesh, param_shardings, sampler_rules, training_rules
 
   unknown = set(programs) - set(PROGRAMS)
   if unknown:
     raise CompileCheckError(f"unknown programs {sorted(unknown)}; known: {', '.join(PROGRAMS)}")
-  hw = mp._hardware(hardware)
+  hw = mp.as_hardware(hardware)
   if model_config is None:
     model_config, model_source = mp.resolve_model_config(config)
   if jax.device_count() != hw.num_devices:
@@ -384,7 +386,7 @@ def compile_check(
   def sampler():
     args, static = sampler_inputs(config, mesh, model_config)
     small = _arg_bytes([a for a in jax.tree_util.tree_leaves(args[1:]) if a.ndim < 4])
-    return _sample_jit.lower(*args, **static), small
+    return sample_jit.lower(*args, **static), small
 
   def reshard():
     from prime_jax.models.decoder import init_params

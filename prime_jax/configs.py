@@ -51,7 +51,6 @@ def base_config() -> ConfigDict:
   c.eval_every = 16  # greedy validation every k RL steps (0 = never)
   c.ckpt_every = 16
   c.keep_ckpts = 3
-  c.log_every = 1
 
   c.policy = _model_config()  # policy = PRM = reference initialisation
   c.prm = ConfigDict(

@@ -218,7 +218,7 @@ def sample(
   Returns:
     SampleOutput with N = B * n_samples rows, the samples of prompt b at rows b*n .. b*n+n-1.
   """
-  args, static = _sample_args(
+  args, static = sample_args(
       params,
       prompt_tokens,
       prompt_valid,
@@ -227,7 +227,7 @@ def sample(
       config=config,
       rules=rules,
   )
-  out, _ = _sample_jit(*args, **static)
+  out, _ = sample_jit(*args, **static)
   return out
 
 
@@ -274,8 +274,8 @@ def typed_key(key) -> jax.Array:
   return key
 
 
-def _sample_args(params, prompt_tokens, prompt_valid, key, *, model_config, config, rules):
-  """Checks and right-aligns the prompts, places them and a fresh state; returns `_sample_jit`'s
+def sample_args(params, prompt_tokens, prompt_valid, key, *, model_config, config, rules):
+  """Checks and right-aligns the prompts, places them and a fresh state; returns `sample_jit`'s
   (positional args, static keyword args)."""
   prompt_tokens, valid = check_prompts(prompt_tokens, prompt_valid, model_config, config)
   key = typed_key(key)
@@ -391,7 +391,7 @@ def row_sharding(mesh, shape, rules=DEFAULT_RULES) -> NamedSharding:
   return fit_to_shape(logical_sharding(mesh, ("batch", "length")[: len(shape)], rules), shape)
 
 
-def _choose_tokens(logits: jax.Array, keys: jax.Array, config: SamplingConfig):
+def choose_tokens(logits: jax.Array, keys: jax.Array, config: SamplingConfig):
   """One token per row from f32 logits [N, V], row r drawing with keys[r] ([N] keys); returns
   (tokens [N], temperature-1 logprobs [N])."""
   if config.greedy:
@@ -405,9 +405,9 @@ def _choose_tokens(logits: jax.Array, keys: jax.Array, config: SamplingConfig):
         probs = jax.nn.softmax(top, axis=-1)
         mass_before = jnp.cumsum(probs, axis=-1) - probs  # the first token is always kept
         top = jnp.where(mass_before < config.top_p, top, -jnp.inf)
-      tokens = jnp.take_along_axis(index, _draw(keys, top)[:, None], axis=-1)[:, 0]
+      tokens = jnp.take_along_axis(index, draw_indices(keys, top)[:, None], axis=-1)[:, 0]
     else:
-      tokens = _draw(keys, scaled)
+      tokens = draw_indices(keys, scaled)
   tokens = tokens.astype(jnp.int32)
   picked = jnp.take_along_axis(logits, tokens[:, None], axis=-1)[:, 0]
   return tokens, picked - jax.nn.logsumexp(logits, axis=-1)
@@ -416,7 +416,7 @@ def _choose_tokens(logits: jax.Array, keys: jax.Array, config: SamplingConfig):
 _DRAW_CHUNK = 128
 
 
-def _draw(keys: jax.Array, logits: jax.Array) -> jax.Array:
+def draw_indices(keys: jax.Array, logits: jax.Array) -> jax.Array:
   """One index per row from softmax(logits) ([N, V], -inf allowed), row r with keys[r].
 
   Inverse-CDF sampling with one uniform per row: the chunk of _DRAW_CHUNK entries whose
@@ -471,7 +471,7 @@ def _constrain(mesh, rules, state: DecodeState) -> DecodeState:
 @functools.partial(
     jax.jit, static_argnames=("model_config", "config", "mesh", "rules"), donate_argnames=("state",)
 )
-def _sample_jit(
+def sample_jit(
     params, context, context_lengths, key, state, *, model_config, config, mesh=None, rules=()
 ):
   """Admits every prompt's n rows into the fresh, donated `state` and decodes to the budget.
@@ -602,7 +602,7 @@ def _admit(
         jnp.zeros((r,), jnp.int32),
     )
   chex.assert_shape([prefix.tokens, prefix.logprobs], (r, budget))
-  token, logprob = _choose_tokens(logits, _step_keys(keys, prefix.lengths), config)
+  token, logprob = choose_tokens(logits, _step_keys(keys, prefix.lengths), config)
   at = (jnp.arange(r), prefix.lengths)
   lengths = prefix.lengths + 1
   return DecodeState(
@@ -653,7 +653,7 @@ def _decode(params, state, max_steps, *, model_config, config):
         block=config.attention_block,
         impl=config.attention,
     )
-    token, logprob = _choose_tokens(logits, _step_keys(st.keys, st.lengths), config)
+    token, logprob = choose_tokens(logits, _step_keys(st.keys, st.lengths), config)
     column = jnp.where(st.live, st.lengths, budget)  # idle rows: out of range, dropped
     lengths = st.lengths + st.live
     return steps + 1, st._replace(

@@ -17,7 +17,7 @@ import pytest
 
 from prime_jax import hlo_text
 from prime_jax.models import DecoderConfig, init_params
-from prime_jax.sampling import SamplingConfig, _sample_args, _sample_jit
+from prime_jax.sampling import SamplingConfig, sample_args, sample_jit
 
 # Weights and activations far below one cache array, so anything cache-sized is the cache.
 MODEL = DecoderConfig(
@@ -38,7 +38,7 @@ def decode_loop_offenders(settings: SamplingConfig) -> tuple[list[str], int, int
   bytes of one cache array) of the compiled sampler."""
   params = init_params(MODEL, jax.random.key(0))
   tokens = np.ones((ROWS // settings.n_samples, PROMPT), np.int32)
-  args, static = _sample_args(
+  args, static = sample_args(
       params,
       tokens,
       tokens > 0,
@@ -48,7 +48,7 @@ def decode_loop_offenders(settings: SamplingConfig) -> tuple[list[str], int, int
       rules=(),
   )
   cache_array = args[-1].cache[0][0]
-  hlo = _sample_jit.lower(*args, **static).compile().as_text()
+  hlo = sample_jit.lower(*args, **static).compile().as_text()
   computations, entry = hlo_text.parse(hlo)
   cache_shape = "f32[" + ",".join(map(str, cache_array.shape)) + "]"
   loops = [i for i in computations[entry] if i.opcode == "while" and cache_shape in i.shape]

@@ -98,7 +98,7 @@ def test_benchmark_names_modes_and_per_benchmark_flags():
   for bad in ("avg@0", "avg@x", "best@4"):
     with pytest.raises(ValueError):
       ev.parse_mode(bad)
-  parse = ev._positive_int
+  parse = ev.positive_int
   assert ev.parse_per_benchmark("4096", parse, "m") == (4096, {})
   assert ev.parse_per_benchmark("1024,aime=2048,math500=8192", parse, "m") == (
       1024,

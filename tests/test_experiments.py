@@ -153,7 +153,11 @@ def test_full_scale_variant_loads_and_plans(name):
   rows = config.rl.batch_prompts * config.rl.n_samples
   assert rows == 256 * 4  # responses per step: the 16-samples run keeps the base's 1024
   assert plan.bytes("kv_cache") == mp.cache_bytes(
-      plan.model_config, rows, 4096, mp.abstract_mesh(plan.mesh), mp._rules(config, "sampler_rules")
+      plan.model_config,
+      rows,
+      4096,
+      mp.abstract_mesh(plan.mesh),
+      mp.rule_table(config, "sampler_rules"),
   )
 
 

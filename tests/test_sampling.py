@@ -11,11 +11,11 @@ from multidevice import run_with_devices
 from prime_jax.models import Decoder, load_hf_checkpoint, positions_from_mask
 from prime_jax.sampling import (
     SamplingConfig,
-    _choose_tokens,
-    _draw,
-    _sample_jit,
     bucket_length,
+    choose_tokens,
+    draw_indices,
     sample,
+    sample_jit,
 )
 from prime_jax.scoring import pad_sequences, token_logprobs
 
@@ -189,7 +189,7 @@ def test_choose_tokens_draws_from_the_filtered_distribution(temperature, top_k, 
 
   rows = 40000
   config = SamplingConfig(max_new_tokens=1, temperature=temperature, top_k=top_k, top_p=top_p)
-  tokens, logprobs = jax.jit(_choose_tokens, static_argnums=2)(
+  tokens, logprobs = jax.jit(choose_tokens, static_argnums=2)(
       np.tile(logits, (rows, 1)), jax.random.split(jax.random.key(0), rows), config
   )
   freq = np.bincount(np.asarray(tokens), minlength=len(logits)) / rows
@@ -209,7 +209,7 @@ def test_draw_follows_softmax_across_chunks_and_never_picks_masked_entries():
   probs /= probs.sum()
   rows = 200_000
   tokens = np.asarray(
-      jax.jit(_draw)(jax.random.split(jax.random.key(1), rows), np.tile(logits, (rows, 1)))
+      jax.jit(draw_indices)(jax.random.split(jax.random.key(1), rows), np.tile(logits, (rows, 1)))
   )
   freq = np.bincount(tokens, minlength=300) / rows
   assert freq[~np.isfinite(logits)].sum() == 0
@@ -219,7 +219,7 @@ def test_draw_follows_softmax_across_chunks_and_never_picks_masked_entries():
 def test_prompt_widths_in_one_bucket_share_one_program(model):
   config, params, _ = model("qwen2")
   short = run(params, config, [[5, 6, 7]], max_new_tokens=8, temperature=0.0)
-  programs = _sample_jit._cache_size()
+  programs = sample_jit._cache_size()
   # The same prompt with extra left padding inside the bucket: same program, same tokens.
   tokens, valid = pad_sequences([[5, 6, 7]], length=12, pad_id=PAD, left=True)
   wide = sample(
@@ -230,7 +230,7 @@ def test_prompt_widths_in_one_bucket_share_one_program(model):
       model_config=config,
       config=SamplingConfig(max_new_tokens=8, temperature=0.0, pad_id=PAD),
   )
-  assert _sample_jit._cache_size() == programs
+  assert sample_jit._cache_size() == programs
   np.testing.assert_array_equal(short.tokens, wide.tokens)
 
 
@@ -275,7 +275,7 @@ import json
 import jax, numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 from prime_jax.models import load_hf_checkpoint
-from prime_jax.sampling import (SamplingConfig, _sample_args, _sample_jit, init_cache_like,
+from prime_jax.sampling import (SamplingConfig, init_cache_like, sample_args, sample_jit,
                                 static_args)
 from prime_jax.scoring import pad_sequences
 from prime_jax.sharding import (DECODE_RULES, DEFAULT_RULES, make_mesh, param_shardings,
@@ -293,9 +293,9 @@ settings = {"greedy": SamplingConfig(max_new_tokens=16, temperature=0.0, n_sampl
 
 def run(p, rules, setting):
     # What `sample` runs, lowered here so the compiled program's shardings can be checked.
-    args, static = _sample_args(p, tokens, valid, jax.random.key(3), model_config=config,
+    args, static = sample_args(p, tokens, valid, jax.random.key(3), model_config=config,
                                 config=settings[setting], rules=rules)
-    compiled = _sample_jit.lower(*args, **static).compile()
+    compiled = sample_jit.lower(*args, **static).compile()
     (params_in, _, _, _, state_in), _ = compiled.input_shardings
     out_s, state_out = compiled.output_shardings
     cache = args[-1].cache[0][0].sharding  # read before the call donates it

@@ -57,7 +57,7 @@ def main(argv):
       coll = lambda k: f"{c[k]['count']} / {g(c[k]['bytes'])}"
       print(
           f"| {name} | {r.name} | {r.compile_s:.0f} | {g(r.argument_bytes)} | "
-          f"{g(r.temp_bytes)} | {g(r.plan_temp)} | {cc._pct(r.error('temp'))} | "
+          f"{g(r.temp_bytes)} | {g(r.plan_temp)} | {cc.percent_text(r.error('temp'))} | "
           f"{coll('all-gather')} | {coll('all-reduce')} | {coll('reduce-scatter')} |",
           flush=True,
       )

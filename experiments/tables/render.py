@@ -386,7 +386,7 @@ def render_full(args, runs: Sequence[Run], done: dict) -> str:
 def plot_curves(done: dict, out: str) -> Optional[str]:
   """One panel per metric in CURVE_METRICS that some run logs: per variant the mean over seeds
   against the RL step (steps every seed logs), with a min-max band."""
-  from prime_jax.tools.plot import DEFAULT_METRICS, _UNIT_INTERVAL
+  from prime_jax.tools.plot import DEFAULT_METRICS, UNIT_INTERVAL_METRICS
   import matplotlib
 
   matplotlib.use("Agg")
@@ -435,7 +435,7 @@ def plot_curves(done: dict, out: str) -> Optional[str]:
     ax.set_xlabel("RL step")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
-    if metric in _UNIT_INTERVAL:
+    if metric in UNIT_INTERVAL_METRICS:
       ax.set_ylim(-0.03, 1.03)
   handles, labels = axes[0][0].get_legend_handles_labels()
   for ax in axes[0][1:]:

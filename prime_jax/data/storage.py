@@ -58,7 +58,8 @@ def dataset_dir(data_dir: str | os.PathLike) -> Path:
   return Path(data_dir) / DATASET_NAME / VERSION
 
 
-def _features() -> tfds.features.FeaturesDict:
+def dataset_features() -> tfds.features.FeaturesDict:
+  """The tfds features of a prompt record: one Text feature per field of FIELDS."""
   return tfds.features.FeaturesDict({name: tfds.features.Text() for name in FIELDS})
 
 
@@ -68,7 +69,7 @@ def _dataset_info(directory: Path) -> tfds.core.DatasetInfo:
   )
   return tfds.core.DatasetInfo(
       builder=identity,
-      features=_features(),
+      features=dataset_features(),
       disable_shuffling=True,
       description="prime-jax prompts: one record per prompt (prime_jax.data.records).",
   )

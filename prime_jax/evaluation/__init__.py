@@ -26,8 +26,7 @@ one benchmark, the table, the whole run):
 `run_evaluation` chains them and writes OUT/<benchmark>.jsonl, OUT/results.json, OUT/results.md.
 """
 
-from prime_jax.evaluation.benchmarks import (  # _positive_int: the tests parse flags with it
-    _positive_int,  # noqa: F401
+from prime_jax.evaluation.benchmarks import (
     ALIASES,
     ALL_TESTS,
     BENCHMARKS,
@@ -44,6 +43,7 @@ from prime_jax.evaluation.benchmarks import (  # _positive_int: the tests parse 
     load_benchmark,
     parse_mode,
     parse_per_benchmark,
+    positive_int,
     prompt_format,
     resolve_benchmarks,
 )
@@ -93,6 +93,7 @@ __all__ = [
     "parse_mode",
     "parse_per_benchmark",
     "plan_generation",
+    "positive_int",
     "prompt_format",
     "register_code_ability",
     "render_table",

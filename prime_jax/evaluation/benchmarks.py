@@ -120,7 +120,8 @@ def parse_per_benchmark(spec, parse: Callable[[str], Any], what: str) -> tuple[A
   return default, per
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
+  """`text` as an int >= 1 (flag values: budgets, pass@k's k); ValueError naming it otherwise."""
   try:
     value = int(text)
   except ValueError:
@@ -154,7 +155,7 @@ def parse_mode(text: str, *, temperature: float = 0.3, top_p: float = 0.95) -> E
     return EvalMode()
   if text.startswith("avg@"):
     try:
-      k = _positive_int(text[4:])
+      k = positive_int(text[4:])
     except ValueError as e:
       raise ValueError(f"mode {text!r}: K of avg@K must be a positive integer ({e})") from None
     if temperature <= 0:

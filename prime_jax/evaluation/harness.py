@@ -22,12 +22,12 @@ from prime_jax.evaluation.benchmarks import (
     Benchmark,
     EvalError,
     EvalMode,
-    _positive_int,
     encode_prompts,
     find_benchmark_file,
     load_benchmark,
     parse_mode,
     parse_per_benchmark,
+    positive_int,
     prompt_format,
     resolve_benchmarks,
 )
@@ -268,7 +268,7 @@ def run_evaluation(
     default_mode, modes = parse_per_benchmark(mode, to_mode, "mode")
     default_mode = to_mode(default_mode) if default_mode is not None else EvalMode()
     modes = {n: to_mode(m) for n, m in modes.items()}
-    default_budget, budgets = parse_per_benchmark(max_new_tokens, _positive_int, "max_new_tokens")
+    default_budget, budgets = parse_per_benchmark(max_new_tokens, positive_int, "max_new_tokens")
   except ValueError as e:
     raise EvalError(str(e)) from None
   for value in [default_budget, *budgets.values()]:

@@ -26,14 +26,14 @@ The package, by job:
 The command line is `python -m prime_jax.tools.plan`.
 """
 
-from prime_jax.memory_plan.estimates import (  # _rules, _hardware: for compile_check and tests
-    _rules,  # noqa: F401
+from prime_jax.memory_plan.estimates import (
     abstract_mesh,
     activation_estimate,
     axis_ways,
     cache_bytes,
     cache_shape,
     residual_profile,
+    rule_table,
     shard_bytes,
     tree_shard_bytes,
 )
@@ -50,7 +50,7 @@ from prime_jax.memory_plan.inputs import (
     resolve_model_config,
 )
 from prime_jax.memory_plan.knobs import suggestions
-from prime_jax.memory_plan.report import PHASES, Item, Plan, _hardware, plan  # noqa: F401
+from prime_jax.memory_plan.report import PHASES, Item, Plan, as_hardware, plan
 
 __all__ = [
     "GPU_DEFAULT_MEM_FRACTION",
@@ -65,6 +65,7 @@ __all__ = [
     "TPU_TYPES",
     "abstract_mesh",
     "activation_estimate",
+    "as_hardware",
     "axis_ways",
     "cache_bytes",
     "cache_shape",
@@ -73,6 +74,7 @@ __all__ = [
     "plan",
     "residual_profile",
     "resolve_model_config",
+    "rule_table",
     "shard_bytes",
     "suggestions",
     "tree_shard_bytes",

@@ -86,7 +86,7 @@ def tree_shard_bytes(abstract_tree, sharding_tree) -> int:
   return int(sum(leaves))
 
 
-def _rules(config, field: str = "sharding_rules"):
+def rule_table(config, field: str = "sharding_rules"):
   """The rule tuple of `config.sharding_rules` (() = DEFAULT_RULES), or of `config.sampler_rules`
   (() = the training rules) for field="sampler_rules"."""
   from prime_jax.sharding import DEFAULT_RULES
@@ -95,7 +95,7 @@ def _rules(config, field: str = "sharding_rules"):
   rules = tuple((str(logical), fix(axes)) for logical, axes in (config.get(field) or ()))
   if rules:
     return rules
-  return _rules(config) if field != "sharding_rules" else DEFAULT_RULES
+  return rule_table(config) if field != "sharding_rules" else DEFAULT_RULES
 
 
 def axis_ways(rules, mesh_sizes: Mapping[str, int], logical: str) -> int:
@@ -107,7 +107,8 @@ def axis_ways(rules, mesh_sizes: Mapping[str, int], logical: str) -> int:
   return 1
 
 
-def _ceil_div(a: int, b: int) -> int:
+def ceil_div(a: int, b: int) -> int:
+  """a / b rounded up (rows per device when b devices split a rows, padded)."""
   return -(-a // b)
 
 
@@ -116,7 +117,7 @@ def _ceil_div(a: int, b: int) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
-def _ref_dtype(config) -> tuple[str, bool]:
+def reference_dtype(config) -> tuple[str, bool]:
   """(dtype the trainer holds the frozen reference's params in: `update_step.ref_options`, float32
   for a config without a `ref` section; whether the config has that section)."""
   return str(ref_options(config).param_dtype), config.get("ref") is not None
@@ -135,7 +136,7 @@ class _StateKey:
         rl.coef_proc,
         rl.kl_coef,
         rl.ref_type,
-        _ref_dtype(config)[0],
+        reference_dtype(config)[0],
     )
 
   def __hash__(self):
@@ -157,7 +158,7 @@ def _state_bytes(
 
   mesh = abstract_mesh(dict(mesh_items))
   if ref_options(config).offload:  # host-memory shardings need real devices; same shard shapes
-    config = _with(config, **{"ref.offload": False})
+    config = with_changes(config, **{"ref.offload": False})
   shardings = update_step_shardings(config, mesh, model_config, rules=rules)
   params = lambda: init_params(model_config, jax.random.key(0))
   out = {}
@@ -175,14 +176,14 @@ def _state_bytes(
     )
   out["ref"] = None
   if shardings["ref"] is not None:
-    ref_dtype, _ = _ref_dtype(config)
+    ref_dtype, _ = reference_dtype(config)
     abstract = jax.eval_shape(params)
     abstract = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, ref_dtype), abstract)
     out["ref"] = tree_shard_bytes(abstract, shardings["ref"])
   return out
 
 
-def _with(config, **changes):
+def with_changes(config, **changes):
   """A copy of `config` with dotted fields changed ({"rl.micro_batch": 4})."""
   new = ml_collections.ConfigDict(config.to_dict())
   for dotted, value in changes.items():
@@ -194,7 +195,9 @@ def _with(config, **changes):
   return new
 
 
-def _states(config, model_config, mesh_sizes, rules):
+def resident_state_bytes(config, model_config, mesh_sizes, rules):
+  """{policy_params, policy_opt, prm_params, prm_opt, ref} per-device bytes (None = absent) of
+  `config`'s run on a mesh of `mesh_sizes` under `rules`; cached by what decides them."""
   return _state_bytes(
       _StateKey(config, model_config), model_config, tuple(mesh_sizes.items()), rules
   )
@@ -227,7 +230,7 @@ def cache_bytes(
 # ---------------------------------------------------------------------------------------------
 
 
-def _local_model(model_config: DecoderConfig, heads: int, mlp: int, vocab: int) -> DecoderConfig:
+def local_model(model_config: DecoderConfig, heads: int, mlp: int, vocab: int) -> DecoderConfig:
   """The per-device slice of the model under tensor parallelism (undivided dims replicated)."""
   c = model_config
   div = lambda n, w: n // w if w > 1 and n % w == 0 else n
@@ -298,7 +301,7 @@ def activation_estimate(
 ) -> dict:
   """{saved, working, logits} bytes per device for one micro-batch of `rows` rows (see module
   docstring for the formula)."""
-  local = _local_model(model_config, heads_ways, mlp_ways, vocab_ways)
+  local = local_model(model_config, heads_ways, mlp_ways, vocab_ways)
   chunk = min(chunk, response_len)
   profile = lambda remat: residual_profile(
       local.replace(remat=remat), prompt_len, response_len, chunk, True
@@ -319,7 +322,7 @@ def activation_estimate(
   return dict(saved=int(saved), working=int(working), logits=int(logits), local=local)
 
 
-def _gathered_weights(
+def gathered_weights(
     model_config: DecoderConfig,
     heads_ways: int,
     mlp_ways: int,
@@ -333,7 +336,7 @@ def _gathered_weights(
   without FSDP (`embed` unsplit)."""
   if embed_ways <= 1:
     return 0
-  local = _local_model(model_config, heads_ways, mlp_ways, vocab_ways)
+  local = local_model(model_config, heads_ways, mlp_ways, vocab_ways)
   compute = jnp.dtype(model_config.dtype).itemsize
   grad = 0 if forward_only else jnp.dtype(model_config.param_dtype).itemsize
   h, d = local.hidden_size, local.head_dim

@@ -4,8 +4,8 @@ again (`suggestions`)."""
 from __future__ import annotations
 
 from prime_jax.algo.update_step import ref_options
-from prime_jax.memory_plan.estimates import _ref_dtype, _rules, _with, axis_ways
-from prime_jax.memory_plan.report import Plan, _gib, plan
+from prime_jax.memory_plan.estimates import axis_ways, reference_dtype, rule_table, with_changes
+from prime_jax.memory_plan.report import Plan, format_gib, plan
 
 
 def _knobs(config, p: Plan):
@@ -49,7 +49,7 @@ def _knobs(config, p: Plan):
     )
   num_rows = rl.batch_prompts * rl.n_samples
   micro = min(rl.micro_batch, rl.mini_batch, num_rows)
-  batch_ways = axis_ways(_rules(config), p.mesh, "batch")
+  batch_ways = axis_ways(rule_table(config), p.mesh, "batch")
   tiles = lambda m: all(min(mini, num_rows) % m == 0 for mini in (rl.mini_batch, rl.prm_mini_batch))
   for m in sorted({max(1, batch_ways, micro // 2), max(1, batch_ways)}, reverse=True):
     if m < micro and tiles(m):
@@ -72,7 +72,7 @@ def _knobs(config, p: Plan):
             None,
         )
     )
-  (ref_dtype, has_ref), offload = _ref_dtype(config), ref_options(config).offload
+  (ref_dtype, has_ref), offload = reference_dtype(config), ref_options(config).offload
   if p.has("ref") and has_ref and ref_dtype != "bfloat16":
     out.append(
         ("bf16 reference: --config.ref.param_dtype=bfloat16", {"ref.param_dtype": "bfloat16"}, None)
@@ -96,13 +96,13 @@ def suggestions(config, p: Plan, max_steps: int = 5) -> list[str]:
   singles, kinds = [], set()
   for text, changes, mesh in _knobs(config, p):
     try:
-      alt = replan(_with(config, **changes), mesh or base_mesh)
+      alt = replan(with_changes(config, **changes), mesh or base_mesh)
     except ValueError:
       continue
     kind = text.split(":")[0]
     if alt.fits and alt.headroom >= 0.1 * alt.usable and kind not in kinds:
       kinds.add(kind)  # the gentlest turn of each knob that fits (e.g. the largest batch)
-      singles.append(f"{text} -> peak {_gib(alt.peak)}, headroom {_gib(alt.headroom)}")
+      singles.append(f"{text} -> peak {format_gib(alt.peak)}, headroom {format_gib(alt.headroom)}")
   if singles:
     return singles
   # Greedy: apply the best knob, re-plan, repeat.
@@ -111,7 +111,7 @@ def suggestions(config, p: Plan, max_steps: int = 5) -> list[str]:
     best = None
     for text, changes, knob_mesh in _knobs(cfg, current):
       try:
-        alt = replan(_with(cfg, **changes), knob_mesh or mesh)
+        alt = replan(with_changes(cfg, **changes), knob_mesh or mesh)
       except ValueError:
         continue
       if alt.peak < current.peak and (best is None or alt.peak < best[0].peak):
@@ -119,15 +119,16 @@ def suggestions(config, p: Plan, max_steps: int = 5) -> list[str]:
     if best is None:
       break
     current, text, changes, knob_mesh = best
-    cfg, mesh = _with(cfg, **changes), knob_mesh or mesh
+    cfg, mesh = with_changes(cfg, **changes), knob_mesh or mesh
     chosen.append(text)
     if current.fits and current.headroom >= 0.1 * current.usable:
       break
   if not chosen:
     return ["no config knob helps: use more devices or devices with more memory"]
   verdict = (
-      f"fits with headroom {_gib(current.headroom)}"
+      f"fits with headroom {format_gib(current.headroom)}"
       if current.fits
-      else f"still {_gib(-current.headroom)} over: use more devices or devices with more memory"
+      else f"still {format_gib(-current.headroom)} over: use more devices or devices with more "
+      "memory"
   )
-  return [f"together: {' + '.join(chosen)} -> peak {_gib(current.peak)}, {verdict}"]
+  return [f"together: {' + '.join(chosen)} -> peak {format_gib(current.peak)}, {verdict}"]

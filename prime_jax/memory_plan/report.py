@@ -12,16 +12,16 @@ import jax.numpy as jnp
 
 from prime_jax.algo.update_step import ref_options
 from prime_jax.memory_plan.estimates import (
-    _ceil_div,
-    _gathered_weights,
-    _local_model,
-    _ref_dtype,
-    _rules,
-    _states,
     abstract_mesh,
     activation_estimate,
     axis_ways,
     cache_bytes,
+    ceil_div,
+    gathered_weights,
+    local_model,
+    reference_dtype,
+    resident_state_bytes,
+    rule_table,
     tree_shard_bytes,
 )
 from prime_jax.memory_plan.inputs import GiB, Hardware, parse_hardware, resolve_model_config
@@ -112,24 +112,25 @@ class Plan:
     if self.fits:
       tight = " (tight: keep ~10 % for XLA's own buffers)" if pct < 10 else ""
       return (
-          f"fits: peak {_gib(self.peak)} ({self.binding_phase}) of {_gib(self.usable)} "
-          f"usable per device, headroom {_gib(self.headroom)} ({pct:.0f} %){tight}"
+          f"fits: peak {format_gib(self.peak)} ({self.binding_phase}) of {format_gib(self.usable)} "
+          f"usable per device, headroom {format_gib(self.headroom)} ({pct:.0f} %){tight}"
       )
     return (
-        f"does not fit: peak {_gib(self.peak)} ({self.binding_phase}) exceeds "
-        f"{_gib(self.usable)} usable per device by {_gib(-self.headroom)}"
+        f"does not fit: peak {format_gib(self.peak)} ({self.binding_phase}) exceeds "
+        f"{format_gib(self.usable)} usable per device by {format_gib(-self.headroom)}"
     )
 
   def to_markdown(self) -> str:
     hw, mc = self.hardware, self.model_config
     mesh = ",".join(f"{k}={v}" for k, v in self.mesh.items())
     frac = (
-        f" x {hw.usable_fraction:g} usable = {_gib(hw.usable_bytes)}"
+        f" x {hw.usable_fraction:g} usable = {format_gib(hw.usable_bytes)}"
         if hw.usable_fraction != 1
         else ""
     )
     lines = [
-        f"**{hw.name}**: {hw.num_devices} devices x {_gib(hw.hbm_bytes)} HBM{frac}; mesh {mesh}; "
+        f"**{hw.name}**: {hw.num_devices} devices x {format_gib(hw.hbm_bytes)} HBM{frac}; "
+        f"mesh {mesh}; "
         f"model {self.model_source} ({mc.num_params / 1e9:.2f} B params, {mc.num_layers} layers, "
         f"param {mc.param_dtype}, compute {mc.dtype}, remat {mc.remat})",
         "",
@@ -139,13 +140,13 @@ class Plan:
     for phase in ["resident"] + self.phases:
       for item in (i for i in self.items if i.phase == phase):
         kind = "" if item.exact else " ~"
-        lines.append(f"| {item.label} | {_gib(item.bytes)}{kind} | {item.note} |")
+        lines.append(f"| {item.label} | {format_gib(item.bytes)}{kind} | {item.note} |")
       if phase == "resident":
-        lines.append(f"| **resident (whole run): total** | **{_gib(self.resident)}** | |")
+        lines.append(f"| **resident (whole run): total** | **{format_gib(self.resident)}** | |")
       else:
         lines.append(
             f"| **{PHASES[phase]} (on top of resident): peak** | "
-            f"**{_gib(self.phase_peak(phase))}** | |"
+            f"**{format_gib(self.phase_peak(phase))}** | |"
         )
     lines += ["", f"**{self.verdict()}**", ""]
     if self.suggestions:
@@ -160,11 +161,13 @@ class Plan:
     return "\n".join(lines)
 
 
-def _gib(n: float) -> str:
+def format_gib(n: float) -> str:
+  """Bytes as text: GiB with two decimals, MiB below a hundredth of a GiB."""
   return f"{n / GiB:.2f} GiB" if abs(n) >= GiB / 100 or n == 0 else f"{n / 2 ** 20:.2f} MiB"
 
 
-def _hardware(hardware, mem_fraction=None) -> Hardware:
+def as_hardware(hardware, mem_fraction=None) -> Hardware:
+  """`hardware` as a `Hardware`: one as is, a name through `parse_hardware`."""
   return (
       hardware
       if isinstance(hardware, Hardware)
@@ -188,7 +191,7 @@ def plan(
   `resolve_model_config(config)`. With `suggest`, a plan that does not fit (or has under 10 %
   headroom) lists the config flags that would make it fit, each checked by planning again.
   """
-  hw = _hardware(hardware, mem_fraction)
+  hw = as_hardware(hardware, mem_fraction)
   if model_config is None:
     model_config, model_source = resolve_model_config(config)
   model_source = model_source or "given DecoderConfig"
@@ -200,13 +203,13 @@ def plan(
 
   mesh_sizes = sizes_on(dict(config.mesh) if mesh_axes is None else dict(mesh_axes), hw.num_devices)
   mesh = abstract_mesh(mesh_sizes)
-  rules = _rules(config)
+  rules = rule_table(config)
   ways = lambda logical: axis_ways(rules, mesh_sizes, logical)
   batch_ways = ways("batch")
   notes = []
 
   # Resident states (exact).
-  states = _states(config, model_config, mesh_sizes, rules)
+  states = resident_state_bytes(config, model_config, mesh_sizes, rules)
   pdt = model_config.param_dtype
   items = [
       Item("policy_params", f"policy params ({pdt})", states["policy_params"], "resident", True),
@@ -219,7 +222,7 @@ def plan(
     ]
   else:
     notes.append("no PRM state: this config never runs the implicit PRM (outcome-only)")
-  ref_dtype, has_ref_field = _ref_dtype(config)
+  ref_dtype, has_ref_field = reference_dtype(config)
   offload = ref_options(config).offload and states["ref"] is not None
   if states["ref"] is not None and not offload:
     note = (
@@ -235,7 +238,7 @@ def plan(
   num_rows = rl.batch_prompts * rl.n_samples
   mini = min(rl.mini_batch, num_rows)
   micro = min(rl.micro_batch, mini)
-  rows = _ceil_div(micro, batch_ways)
+  rows = ceil_div(micro, batch_ways)
   if micro % batch_ways:
     notes.append(
         f"micro_batch={micro} does not split evenly over the {batch_ways} batch-parallel "
@@ -298,7 +301,7 @@ def plan(
           f"{rows} x {min(rl.score_chunk, t_len)} x {act['local'].vocab_size} x f32 x 4",
       ),
   ]
-  gathered = _gathered_weights(model_config, embed_ways=ways("embed"), **tp)
+  gathered = gathered_weights(model_config, embed_ways=ways("embed"), **tp)
   if gathered:
     items.append(
         Item(
@@ -344,12 +347,12 @@ def plan(
         )
     )
     notes.append(
-        f"config.ref.offload: the reference takes {_gib(states['ref'])} of pinned host "
+        f"config.ref.offload: the reference takes {format_gib(states['ref'])} of pinned host "
         "memory per device instead of device memory"
     )
 
   # Sampling, in the sampler's layout (`config.sampler_rules`, default the training rules).
-  s_rules = _rules(config, "sampler_rules")
+  s_rules = rule_table(config, "sampler_rules")
   s_ways = lambda logical: axis_ways(s_rules, mesh_sizes, logical)
   s_batch = s_ways("batch")
   s_tp = dict(heads_ways=s_ways("heads"), mlp_ways=s_ways("mlp"), vocab_ways=s_ways("vocab"))
@@ -391,9 +394,9 @@ def plan(
           "XLA keeps one copy of the k or v array (seen in its compiled buffers)",
       )
   )
-  local = _local_model(model_config, s_tp["heads_ways"], s_tp["mlp_ways"], s_tp["vocab_ways"])
+  local = local_model(model_config, s_tp["heads_ways"], s_tp["mlp_ways"], s_tp["vocab_ways"])
   compute = jnp.dtype(model_config.dtype).itemsize
-  b_prefill = _ceil_div(prompts, s_batch)  # prompt rows over the batch axes, as the cache's
+  b_prefill = ceil_div(prompts, s_batch)  # prompt rows over the batch axes, as the cache's
   prefill = (
       cache_bytes(model_config, prompts, p_len, mesh, s_rules)  # prefill's own cache
       + cache_bytes(model_config, cache_rows, p_len, mesh, s_rules)  # repeated n times
@@ -416,7 +419,7 @@ def plan(
           f"([{p_len}, {p_len}] attention, MLP)",
       )
   )
-  gathered_fwd = _gathered_weights(
+  gathered_fwd = gathered_weights(
       model_config, embed_ways=s_ways("embed"), forward_only=True, **s_tp
   )
   if gathered_fwd:
@@ -430,7 +433,7 @@ def plan(
             "2 layers + lm_head in compute dtype",
         )
     )
-  decode = 3 * _ceil_div(cache_rows, s_batch) * local.vocab_size * 4
+  decode = 3 * ceil_div(cache_rows, s_batch) * local.vocab_size * 4
   items.append(
       Item(
           "decode_logits",
@@ -453,7 +456,7 @@ def plan(
       and (states["ref"] > 0.005 * hw.usable_bytes)
   ):
     notes.append(
-        f"the reference in bf16 would save {_gib(states['ref'] / 2)} per device"
+        f"the reference in bf16 would save {format_gib(states['ref'] / 2)} per device"
         + (
             " (--config.ref.param_dtype=bfloat16)"
             if has_ref_field

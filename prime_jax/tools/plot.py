@@ -30,7 +30,8 @@ DEFAULT_METRICS = {
     "prm/acc_before": "implicit PRM accuracy",
     "response_length_mean": "response length (tokens)",
 }
-_UNIT_INTERVAL = (
+# Metrics that are fractions: their panels' y axis is [0, 1] (here and in experiments/tables).
+UNIT_INTERVAL_METRICS = (
     "acc_mean",
     "rollout/acc_all_samples",
     "eval/accuracy_greedy",
@@ -144,7 +145,7 @@ def plot_runs(runs: dict[str, list[dict]], metrics: Sequence[str], out: str) -> 
     ax.set_xlabel("RL step")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
-    if metric in _UNIT_INTERVAL:
+    if metric in UNIT_INTERVAL_METRICS:
       ax.set_ylim(-0.03, 1.03)
   for ax in list(axes.flat)[len(metrics) :]:
     ax.set_visible(False)

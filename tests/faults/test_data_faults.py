@@ -12,7 +12,7 @@ from array_record.python import array_record_module
 from fault_tools import tree_digest
 from prime_jax.data import DataError, PromptIterator, load_split, write_records
 from prime_jax.data.records import Record
-from prime_jax.data.storage import _features, dataset_dir
+from prime_jax.data.storage import dataset_dir, dataset_features
 
 ROWS = 40
 BAD_ROW = 17
@@ -41,7 +41,7 @@ def rewrite_shard(data_dir, bad_example: dict):
   does, but with no validation)."""
   from tensorflow_datasets.core import example_serializer
 
-  features = _features()
+  features = dataset_features()
   info = {k: v for k, v in features.get_serialized_info().items() if k in bad_example}
   examples = [r.to_dict() for r in records()]
   path = shard(data_dir)
