@@ -10,10 +10,13 @@ after each operation, one step per line written out as an equation, then the ans
     24-03=21
     \\boxed{21}
 
-Every running value stays in 0..max_value and `*` operands lie in mul_min..mul_max. Both format
-choices are what lets a ~200k-parameter model learn the task within ~1,000 SFT steps on a CPU:
-zero padding puts every digit at a fixed offset (unpadded numbers stayed under 7% accuracy), and
-restating each step's operands next to its result keeps the arithmetic local (with bare results,
+Every running value stays in 0..max_value and `*` operands lie in mul_min..mul_max. The default
+run (`arithmetic_config()`) uses single digits, `max_value=9` (`a=7;-5;*3=`, `7-5=2`): with two
+digits SFT learnt the carries and the later operands at a seed- and CPU-dependent step, too late
+on some seeds (README "The default run"). For two digits, both format choices are what lets a
+~200k-parameter model learn the task within ~1,000 SFT steps on a CPU: zero padding puts every
+digit at a fixed offset (unpadded numbers stayed under 7% accuracy), and restating each step's
+operands next to its result keeps the arithmetic local (with bare results,
 `12 / 24 / 21`, the model must find the i-th operation in the prompt and stayed near 10% greedy
 accuracy after 1,000 steps, against 90% with the equations).
 

@@ -15,8 +15,11 @@ STEP = re.compile(r";([-+*])(\d+)")
 
 
 def task_config(**overrides):
+  # Two-digit values (the default has single digits): the patterns below read `07+05=12`, and
+  # carries and zero padding get exercised; width 1 is the `max_value=9` case of
+  # test_records_have_the_format_range_and_ground_truth.
   c = configs.arithmetic_config().task
-  c.update({"num_train": 2000, "num_eval": 200, **overrides})
+  c.update({"num_train": 2000, "num_eval": 200, "max_value": 99, **overrides})
   return c
 
 
