@@ -444,7 +444,7 @@ class TrainCLI:
 @pytest.fixture
 def train_cli(base, compile_cache, tmp_path):
   config_file = tmp_path / "tiny_prime.py"
-  # total_steps comes from the command line (the file keeps the default's 45): an override
+  # total_steps comes from the command line (the file keeps the default's 30): an override
   # that did not reach the run would show in its metrics.
   file_overrides = {k: v for k, v in base.items() if k != "total_steps"}
   config_file.write_text(CONFIG_FILE.format(overrides=file_overrides))
