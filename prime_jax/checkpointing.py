@@ -285,3 +285,25 @@ class Checkpointer:
     except Exception as e:  # pylint: disable=broad-except
       if not self._failed:
         raise self._save_error(e) from e
+
+
+def abstract_state(state):
+  """`jax.ShapeDtypeStruct`s (with shardings) of a TrainState's arrays: a restore
+  target (None for None)."""
+  if state is None:
+    return None
+  return jax.tree_util.tree_map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state
+  )
+
+
+def refill_buffer(state: dict, num_records: int) -> list[int]:
+  """The refill buffer of a checkpoint's run state: positions of records in the train split."""
+  buffer = state["buffer"]
+  if not all(isinstance(i, int) and 0 <= i < num_records for i in buffer):
+    raise ValueError(
+        "the checkpoint's refill buffer is not a list of train-split positions "
+        f"(got {str(buffer)[:120]}); it was written by an older prime-jax, whose "
+        "buffer held whole prompts: resume it with that version or start anew"
+    )
+  return list(buffer)

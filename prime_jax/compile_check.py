@@ -42,7 +42,15 @@ from jax.sharding import PartitionSpec
 
 from prime_jax import hlo_text
 from prime_jax import memory_plan as mp
+from prime_jax import rollout_engine, sampling
+from prime_jax.algo.step_placement import policy_optimizer, prm_optimizer, update_step_shardings
+from prime_jax.algo.update_step import make_update_step
+from prime_jax.config_checks import ref_options
 from prime_jax.models.config import DecoderConfig
+from prime_jax.models.decoder import init_params
+from prime_jax.sampling import sample_jit
+from prime_jax.sharding import make_mesh, param_shardings, sampler_rules, training_rules
+from prime_jax.train_state import create_train_state
 
 PROGRAMS = ("update step", "sampler", "reshard")
 COLLECTIVES = ("all-gather", "reduce-scatter", "all-reduce", "all-to-all", "collective-permute")
@@ -184,15 +192,6 @@ def _abstract(tree, shardings):
 def update_step_inputs(config, mesh, model_config: DecoderConfig) -> tuple:
   """Abstract (policy_state, prm_state, ref_params, batch, rng) of `make_update_step`'s program,
   laid out by `update_step_shardings`: the batch of `RolloutBatch.update_inputs()`."""
-  from prime_jax.algo.update_step import (
-      policy_optimizer,
-      prm_optimizer,
-      ref_options,
-      update_step_shardings,
-  )
-  from prime_jax.models.decoder import init_params
-  from prime_jax.train_state import create_train_state
-
   rl = config.rl
   shardings = update_step_shardings(config, mesh, model_config)
   params = lambda: init_params(model_config, jax.random.key(0))
@@ -229,10 +228,6 @@ def sampler_inputs(config, mesh, model_config: DecoderConfig):
   policy params in the sampler's layout, `sample_batch_prompts` prompts of `max_prompt_len`,
   a fresh `DecodeState` of prompts x n_samples rows (`state_shapes`) placed as `new_state`
   places it."""
-  from prime_jax import rollout, sampling
-  from prime_jax.models.decoder import init_params
-  from prime_jax.sharding import param_shardings, sampler_rules
-
   rl = config.rl
   rules = sampler_rules(config)
   params = _abstract(
@@ -241,7 +236,7 @@ def sampler_inputs(config, mesh, model_config: DecoderConfig):
   )
   # The token ids of EOS / padding do not change the program: a stand-in for the tokenizer.
   tokenizer = types.SimpleNamespace(eos_ids=(0,), pad_id=0)
-  settings = rollout.sampling_config(rl, tokenizer)
+  settings = rollout_engine.sampling_config(rl, tokenizer)
   b = rl.sample_batch_prompts or rl.batch_prompts
   width = sampling.bucket_length(rl.max_prompt_len, settings.prompt_buckets)
   rows = b * settings.n_samples
@@ -258,8 +253,6 @@ def sampler_inputs(config, mesh, model_config: DecoderConfig):
 
 def _state_shardings(state, mesh, rules):
   """Where `new_state` puts a DecodeState's arrays on `mesh` (cache and rows over `batch`)."""
-  from prime_jax import sampling
-
   return state._replace(
       cache=jax.tree_util.tree_map(
           lambda a: sampling.cache_sharding(mesh, a.shape, rules), state.cache
@@ -357,10 +350,6 @@ def compile_check(
   """Compiles the run's programs on a mesh of this process's CPU devices (as many as the
   hardware has; see `ensure_host_devices`) from abstract inputs; returns their reports beside
   the planner's numbers. Raises CompileCheckError naming the program that failed."""
-  from prime_jax.algo.update_step import make_update_step
-  from prime_jax.sampling import sample_jit
-  from prime_jax.sharding import make_mesh, param_shardings, sampler_rules, training_rules
-
   unknown = set(programs) - set(PROGRAMS)
   if unknown:
     raise CompileCheckError(f"unknown programs {sorted(unknown)}; known: {', '.join(PROGRAMS)}")
@@ -389,8 +378,6 @@ def compile_check(
     return sample_jit.lower(*args, **static), small
 
   def reshard():
-    from prime_jax.models.decoder import init_params
-
     params = _abstract(
         jax.eval_shape(lambda: init_params(model_config, jax.random.key(0))),
         param_shardings(model_config, mesh, train),

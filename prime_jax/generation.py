@@ -1,7 +1,8 @@
 """Generation and held-out evaluation with the shared sampler, used by SFT (`prime_jax.sft`), the RL
 trainer's evals (`prime_jax.train`) and the benchmark harness (`prime_jax.evaluation`).
 
-`generate` decodes responses to token-id prompts in fixed-size batches (one compiled program);
+`sample_batches` samples responses to token-id prompts in fixed-size batches (one compiled
+program), `generate` decodes them (`prime_jax.tools.generate` writes them token by token);
 `evaluate` measures a model on task records as the trainer reports it: greedy accuracy, the
 accuracy of `rl.n_samples` samples per prompt at `rl.temperature`, and the share of those groups
 the online filter (`rl.filter_lo..filter_hi`) would keep. `prompt_encoder` renders prompts as RL
@@ -9,6 +10,8 @@ does.
 """
 
 from __future__ import annotations
+
+from typing import Iterator, Sequence
 
 import jax
 import ml_collections
@@ -18,7 +21,7 @@ from prime_jax import verifiers
 from prime_jax.data import PromptEncoder, PromptFormat, Record
 from prime_jax.distributed import to_host
 from prime_jax.models import DecoderConfig
-from prime_jax.sampling import SamplingConfig, sample
+from prime_jax.sampling import SampleOutput, SamplingConfig, sample
 from prime_jax.scoring import pad_sequences
 from prime_jax.sharding import DEFAULT_RULES, sampler_rules
 from prime_jax.tokenizer import Tokenizer
@@ -27,6 +30,38 @@ from prime_jax.tokenizer import Tokenizer
 def prompt_encoder(config: ml_collections.ConfigDict, tokenizer: Tokenizer) -> PromptEncoder:
   """Renders prompts as RL does (its length limit applies to RL's draws, not used here)."""
   return PromptEncoder(tokenizer, PromptFormat.from_config(config.task), config.rl.max_prompt_len)
+
+
+def sample_batches(
+    params,
+    model_config: DecoderConfig,
+    prompts: Sequence[Sequence[int]],
+    sampling: SamplingConfig,
+    key: jax.Array,
+    batch_size: int,
+    rules=DEFAULT_RULES,
+) -> Iterator[tuple[int, SampleOutput]]:
+  """Samples `sampling.n_samples` responses per prompt (token ids) in batches of `batch_size`
+  prompts, the last one filled up with copies of its first prompt so that every batch has one
+  shape (one compiled program); batch b samples with fold_in(key, b), prompts left-padded with
+  `sampling.pad_id`. Yields (the batch's number of real prompts, its `SampleOutput` as host numpy
+  arrays: the real prompts' rows first, prompt-major). `rules`: the sampler's layout on the
+  params' mesh (see `prime_jax.sampling.sample`)."""
+  for b, start in enumerate(range(0, len(prompts), batch_size)):
+    chunk = list(prompts[start : start + batch_size])
+    padded = chunk + [chunk[0]] * (batch_size - len(chunk))
+    tokens, valid = pad_sequences(padded, pad_id=sampling.pad_id, left=True)
+    out = sample(
+        params,
+        tokens,
+        valid,
+        jax.random.fold_in(key, b),
+        model_config=model_config,
+        config=sampling,
+        rules=rules,
+    )
+    # to_host: with several processes the sampled rows are spread over all of them.
+    yield len(chunk), SampleOutput(*(to_host(x) for x in out))
 
 
 def generate(
@@ -39,26 +74,12 @@ def generate(
     batch_size: int,
     rules=DEFAULT_RULES,
 ) -> list[str]:
-  """Decoded responses, `sampling.n_samples` per prompt (prompt-major), in fixed-size batches.
-  `rules`: the sampler's layout on the params' mesh (see `prime_jax.sampling.sample`)."""
+  """Decoded responses, `sampling.n_samples` per prompt (prompt-major), sampled by
+  `sample_batches` (whose arguments these are)."""
   texts = []
-  for b, start in enumerate(range(0, len(prompts), batch_size)):
-    chunk = prompts[start : start + batch_size]
-    padded = chunk + [chunk[0]] * (batch_size - len(chunk))  # one shape: one compile
-    tokens, valid = pad_sequences(padded, pad_id=tokenizer.pad_id, left=True)
-    out = sample(
-        params,
-        tokens,
-        valid,
-        jax.random.fold_in(key, b),
-        model_config=model_config,
-        config=sampling,
-        rules=rules,
-    )
-    # to_host: with several processes the sampled rows are spread over all of them.
-    rows = to_host(out.tokens)[: len(chunk) * sampling.n_samples]
-    lengths = to_host(out.lengths)
-    texts += [tokenizer.decode(row[:n]) for row, n in zip(rows, lengths)]
+  for real, out in sample_batches(params, model_config, prompts, sampling, key, batch_size, rules):
+    rows = out.tokens[: real * sampling.n_samples]
+    texts += [tokenizer.decode(row[:n]) for row, n in zip(rows, out.lengths)]
   return texts
 
 

@@ -24,7 +24,7 @@ from typing import Mapping
 from absl import logging
 from etils import epath
 
-from prime_jax import io_errors, paths
+from prime_jax import distributed, io_errors, paths
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -175,3 +175,11 @@ def read_metrics(workdir: str) -> list[dict]:
   """The rows of `workdir/metrics.jsonl` (a local or remote workdir)."""
   path = epath.Path(workdir) / METRICS_FILE
   return io_errors.retry(lambda: _read_rows(path), f"reading {path}")
+
+
+def last_logged_step(log: MetricsLog) -> int:
+  """The last step whose metrics are all in metrics.jsonl (-1: none), as process 0, which
+  writes them, sees it: every process resumes from the same checkpoint."""
+  mine = log.last_complete_step() if log.enabled else None
+  step = distributed.process_group().allgather(mine)[0]
+  return -1 if step is None else step

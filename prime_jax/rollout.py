@@ -3,13 +3,14 @@
 
 Host-side orchestration around the jitted sampler: prompts come from the refill buffer first, then
 the data iterator; each round samples n responses per prompt, grades them with the verifier
-registry and keeps the groups whose mean accuracy lies in [lo, hi]. Rounds repeat until B groups
-passed; passing groups beyond B go back to the buffer (re-sampled next step). Prompts are held as
-their records' positions in the train split, so the buffer is a list of integers.
+registry (`prime_jax.verifiers.grading.grade_responses`) and keeps the groups whose mean accuracy
+lies in [lo, hi]. Rounds repeat until B groups passed; passing groups beyond B go back to the
+buffer (re-sampled next step). Prompts are held as their records' positions in the train split,
+so the buffer is a list of integers.
 
-With partial rollouts (rl.partial_rollout_steps > 0, `prime_jax.rollout_engine`) a round decodes
-at most that many steps and grades the groups that finished; unfinished ones stay in the engine,
-across steps too, and rows freed by finished groups take new prompts.
+With partial rollouts (rl.partial_rollout_steps > 0, `prime_jax.rollout_engine.make_engine`) a
+round decodes at most that many steps and grades the groups that finished; unfinished ones stay in
+the engine, across steps too, and rows freed by finished groups take new prompts.
 """
 
 from __future__ import annotations
@@ -21,15 +22,14 @@ from typing import Callable, Optional, Sequence
 import jax
 import numpy as np
 
-from prime_jax import verifiers
-from prime_jax.data import Prompt, PromptEncoder, PromptIterator, Record
+from prime_jax.data import Prompt, PromptEncoder, PromptIterator
 from prime_jax.distributed import ProcessGroup, process_group, to_host
 from prime_jax.oracle_rewards import oracle_token_rewards
-from prime_jax.rollout_engine import RolloutEngine
-from prime_jax.sampling import SampleOutput, SamplingConfig, sample
-from prime_jax.sharding import DEFAULT_RULES
+from prime_jax.rollout_engine import RolloutEngine, sampling_config
+from prime_jax.sampling import SampleOutput, sample
 from prime_jax.scoring import pad_sequences
 from prime_jax.tasks import StepOracle
+from prime_jax.verifiers.grading import grade_responses, merge_grader_metrics
 
 
 class FilterStarvedError(RuntimeError):
@@ -47,23 +47,6 @@ def group_pass_mask(
   if truncated is not None:
     keep &= ~np.asarray(truncated, bool).reshape(-1, n).any(axis=1)
   return keep
-
-
-def grade_responses(
-    records: Sequence[Record], texts: Sequence[str], n: int
-) -> tuple[np.ndarray, dict]:
-  """Scores [len(records) * n] (prompt-major) with each record's ability; plus grader metrics."""
-  truths = np.repeat([r.ground_truth for r in records], n)
-  abilities = np.repeat([r.ability for r in records], n)
-  scores = np.zeros(len(texts), np.float32)
-  metrics: dict = {}
-  for ability in sorted(set(abilities)):
-    rows = np.flatnonzero(abilities == ability)
-    scores[rows], stats = verifiers.grade_with_stats(
-        ability, [texts[i] for i in rows], truths[rows].tolist()
-    )
-    metrics.update(stats.as_dict())
-  return scores, metrics
 
 
 @dataclasses.dataclass
@@ -97,66 +80,6 @@ class RolloutBatch:
 
 def _take_rows(arrays: dict, rows: np.ndarray) -> dict:
   return {k: v[rows] for k, v in arrays.items()}
-
-
-def merge_grader_metrics(parts: Sequence[dict]) -> tuple[np.ndarray, dict]:
-  """(scores, grader metrics) of a round from each process's {"scores", "abilities",
-  "metrics"} for its rows (in process order): what one process grading every row reports.
-  Counts add up, times are the slowest process's, mean scores are recomputed from the rows."""
-  if len(parts) == 1:
-    return np.asarray(parts[0]["scores"], np.float32), dict(parts[0]["metrics"])
-  scores = np.concatenate([np.asarray(p["scores"], np.float32) for p in parts])
-  abilities = np.asarray([a for p in parts for a in p["abilities"]])
-  merged: dict = {}
-  for part in parts:
-    for key, value in part["metrics"].items():
-      field = key.rsplit("/", 1)[1]
-      if key not in merged:
-        merged[key] = value
-      elif field in ("wall_s", "max_item_s"):
-        merged[key] = max(merged[key], value)
-      elif field not in ("items_per_s", "mean_score"):
-        merged[key] += value
-  for key in merged:
-    prefix, field = key.rsplit("/", 1)
-    if field == "mean_score":
-      rows = abilities == prefix.split("/", 1)[1]
-      merged[key] = float(scores[rows].mean()) if rows.any() else 0.0
-    elif field == "items_per_s":
-      wall = merged.get(prefix + "/wall_s", 0.0)
-      merged[key] = merged[prefix + "/items"] / wall if wall > 0 else 0.0
-  return scores, merged
-
-
-def sampling_config(rl, tokenizer) -> SamplingConfig:
-  """The rollouts' sampling settings from the rl config."""
-  return SamplingConfig(
-      max_new_tokens=rl.max_new_tokens,
-      temperature=rl.temperature,
-      top_p=rl.top_p,
-      top_k=rl.top_k,
-      n_samples=rl.n_samples,
-      eos_ids=tuple(tokenizer.eos_ids),
-      pad_id=tokenizer.pad_id,
-      prompt_buckets=(rl.max_prompt_len,),
-      attention=rl.decode_attention,
-      attention_block=rl.decode_block,
-  )
-
-
-def make_engine(rl, model_config, tokenizer, rules=DEFAULT_RULES) -> Optional[RolloutEngine]:
-  """The partial-rollout engine a run keeps across steps, None when rl.partial_rollout_steps is
-  0 (off): rows for `sample_batch_prompts` (or `batch_prompts`) groups."""
-  if not rl.partial_rollout_steps:
-    return None
-  return RolloutEngine(
-      model_config=model_config,
-      config=sampling_config(rl, tokenizer),
-      rows=(rl.sample_batch_prompts or rl.batch_prompts) * rl.n_samples,
-      prompt_width=rl.max_prompt_len,
-      round_steps=rl.partial_rollout_steps,
-      rules=rules,
-  )
 
 
 def collect_rollouts(

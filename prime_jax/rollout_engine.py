@@ -324,3 +324,34 @@ class RolloutEngine:
       tokens[i, : len(s.tokens)], logprobs[i, : len(s.tokens)] = s.tokens, s.logprobs
       lengths[i] = len(s.tokens)
     return SampleOutput(tokens, logprobs, lengths, np.arange(t)[None, :] < lengths[:, None])
+
+
+def sampling_config(rl, tokenizer) -> SamplingConfig:
+  """The rollouts' sampling settings from the rl config."""
+  return SamplingConfig(
+      max_new_tokens=rl.max_new_tokens,
+      temperature=rl.temperature,
+      top_p=rl.top_p,
+      top_k=rl.top_k,
+      n_samples=rl.n_samples,
+      eos_ids=tuple(tokenizer.eos_ids),
+      pad_id=tokenizer.pad_id,
+      prompt_buckets=(rl.max_prompt_len,),
+      attention=rl.decode_attention,
+      attention_block=rl.decode_block,
+  )
+
+
+def make_engine(rl, model_config, tokenizer, rules=DEFAULT_RULES) -> Optional[RolloutEngine]:
+  """The partial-rollout engine a run keeps across steps, None when rl.partial_rollout_steps is
+  0 (off): rows for `sample_batch_prompts` (or `batch_prompts`) groups."""
+  if not rl.partial_rollout_steps:
+    return None
+  return RolloutEngine(
+      model_config=model_config,
+      config=sampling_config(rl, tokenizer),
+      rows=(rl.sample_batch_prompts or rl.batch_prompts) * rl.n_samples,
+      prompt_width=rl.max_prompt_len,
+      round_steps=rl.partial_rollout_steps,
+      rules=rules,
+  )

@@ -25,16 +25,13 @@ import jax
 from etils import epath
 
 from prime_jax import distributed, model_files, paths, prm_credit, verifiers
-from prime_jax.algo.update_step import (
-    policy_optimizer,
-    prm_optimizer,
-    reference_params,
-    uses_prm,
-)
+from prime_jax.algo.step_placement import policy_optimizer, prm_optimizer, reference_params
+from prime_jax.config_checks import uses_prm
 from prime_jax.data import PromptEncoder, PromptIterator, load_split, write_records
 from prime_jax.data.storage import split_names
 from prime_jax.generation import prompt_encoder
 from prime_jax.models import load_hf_checkpoint, read_hf_config, save_hf_checkpoint
+from prime_jax.sft import SFT_INFO, run_sft
 from prime_jax.sharding import make_mesh, param_shardings, training_rules
 from prime_jax.tasks import get_task, pair_maker, task_names, tasks_with
 from prime_jax.tokenizer import load_tokenizer
@@ -119,8 +116,6 @@ def _sft_checkpoint(config, workdir: str) -> str:
   settings). A remote checkpoint place (a gs:// workdir or sft.checkpoint) is trained in a local
   scratch directory and copied up, SFT_INFO last (its presence marks a finished checkpoint); a
   later run, and every other process, copies the finished one down."""
-  from prime_jax.sft import SFT_INFO, run_sft
-
   shared = epath.Path(config.sft.checkpoint or epath.Path(workdir) / "sft")
   remote = paths.is_remote(str(shared))
   local_config = config

@@ -4,7 +4,7 @@ from multidevice import run_with_devices
 
 _SAVE_RESTORE = """
 import jax, numpy as np
-from prime_jax.algo.update_step import update_step_shardings
+from prime_jax.algo.step_placement import update_step_shardings
 from prime_jax.checkpointing import Checkpointer
 from prime_jax.sharding import make_mesh
 from test_update_step import MODEL, make_config, make_states

@@ -36,7 +36,7 @@ def test_planned_bytes_match_real_sharded_arrays_on_8_devices():
     import jax
     from test_update_step import MODEL, make_config
     from prime_jax import memory_plan as mp
-    from prime_jax.algo.update_step import policy_optimizer, prm_optimizer, update_step_shardings
+    from prime_jax.algo.step_placement import policy_optimizer, prm_optimizer, update_step_shardings
     from prime_jax.models import init_params
     from prime_jax.sampling import init_cache_like
     from prime_jax.sharding import make_mesh
@@ -84,7 +84,8 @@ def test_planned_bytes_match_real_sharded_arrays_on_8_devices():
 def test_activation_estimate_tracks_xla_buffers():
   """The update step's non-resident items against XLA's compiled temp buffers (one CPU device,
   float32, no remat: the case dominated by saved activations)."""
-  from prime_jax.algo.update_step import make_update_step, policy_optimizer, prm_optimizer
+  from prime_jax.algo.step_placement import policy_optimizer, prm_optimizer
+  from prime_jax.algo.update_step import make_update_step
   from prime_jax.train_state import create_train_state
 
   model = DecoderConfig(
@@ -200,7 +201,7 @@ def test_reference_dtype_and_offload_and_sampler_layout():
 
 
 def test_config_without_ref_section_counts_the_reference_as_the_trainer_holds_it():
-  """No `ref` section: the trainer's `update_step.ref_options` holds the frozen reference in
+  """No `ref` section: the trainer's `config_checks.ref_options` holds the frozen reference in
   float32 whatever the policy's param dtype, and the plan counts it so (no bf16 knob to turn)."""
   import ml_collections
 

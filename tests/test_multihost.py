@@ -17,21 +17,22 @@ import time
 import jax
 import numpy as np
 import pytest
+from test_rollout import collect, record, rl_config
+from test_train import compile_cache  # noqa: F401 (fixtures)
+from test_train import (
+    CONFIG_FILE,
+    TrainCLI,
+    base,
+    deterministic,
+    is_wall_clock,
+)
 
 import prime_jax.rollout as rollout_module
 from prime_jax import distributed
 from prime_jax.data import PromptIterator
 from prime_jax.distributed import ProcessGroup, initialize_kwargs
 from prime_jax.metrics_log import read_metrics
-from test_rollout import collect, record, rl_config
-from test_train import (
-    CONFIG_FILE,
-    TrainCLI,
-    base,
-    compile_cache,  # noqa: F401 (fixtures)
-    deterministic,
-    is_wall_clock,
-)
+from prime_jax.verifiers import grading
 
 # ---------------------------------------------------------------------------- init decision
 
@@ -226,7 +227,7 @@ def test_merged_grader_metrics_add_counts_and_recompute_means():
           "verifier/math/mean_score": float(np.mean(scores)),
       },
   )
-  scores, merged = rollout_module.merge_grader_metrics(
+  scores, merged = grading.merge_grader_metrics(
       [part([1.0, 0.0, 1.0], ["math"] * 3, 3, 2.0), part([0.0], ["math"], 1, 4.0)]
   )
   np.testing.assert_array_equal(scores, [1, 0, 1, 0])

@@ -123,7 +123,8 @@ def test_collect_rollouts_grades_finished_groups_and_carries_the_rest(params):
   exactly once in a batch, the refill buffer or the engine."""
   import prime_jax.tasks  # noqa: F401  (registers the "arithmetic" ability)
   from prime_jax.data import PromptEncoder, PromptFormat, PromptIterator
-  from prime_jax.rollout import collect_rollouts, make_engine
+  from prime_jax.rollout import collect_rollouts
+  from prime_jax.rollout_engine import make_engine
   from test_rollout import CharTokenizer, record, rl_config
 
   class Tokenizer(CharTokenizer):

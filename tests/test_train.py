@@ -30,7 +30,7 @@ from jax.experimental.compilation_cache import compilation_cache
 import prime_jax.train as train_module
 from fake_gcs import gcs  # noqa: F401 (fixture)
 from tiny_run import TINY_RUN
-from prime_jax import config_checks, configs, paths, sft
+from prime_jax import checkpointing, config_checks, configs, paths, sft
 from prime_jax.checkpointing import Checkpointer, CheckpointMismatchError
 from prime_jax.metrics_log import MetricsLog, read_metrics
 from prime_jax.models import init_params, load_hf_checkpoint, save_hf_checkpoint
@@ -239,11 +239,11 @@ def test_truncate_after_drops_later_steps_and_a_torn_last_line(tmp_path):
 
 
 def test_the_refill_buffer_is_saved_as_train_split_positions():
-  assert train_module._buffer_from_state({"buffer": [3, 1, 3]}, 10) == [3, 1, 3]
+  assert checkpointing.refill_buffer({"buffer": [3, 1, 3]}, 10) == [3, 1, 3]
   old = {"record": {"id": "r1"}, "text": "q", "token_ids": [1]}  # a prompt, as saved before
   for buffer in ([old], [10], [-1]):
     with pytest.raises(ValueError, match="not a list of train-split positions"):
-      train_module._buffer_from_state({"buffer": buffer}, 10)
+      checkpointing.refill_buffer({"buffer": buffer}, 10)
 
 
 # ---------------------------------------------------------------------------- runs

@@ -7,7 +7,8 @@ import pytest
 
 from multidevice import run_with_devices
 from prime_jax.algo import prime_advantages
-from prime_jax.algo.update_step import make_update_step, policy_optimizer, prm_optimizer
+from prime_jax.algo.step_placement import policy_optimizer, prm_optimizer
+from prime_jax.algo.update_step import make_update_step
 from prime_jax.configs import base_config
 from prime_jax.models import DecoderConfig, init_params
 from prime_jax.scoring import token_logprobs
@@ -305,7 +306,7 @@ def test_policy_logprob_of_positive_advantage_tokens_rises():
 def test_reference_params_bf16_and_host_offload_on_one_device():
   """config.ref: the reference is a bf16 copy, in pinned host memory with offload (CPU has it);
   offload without a mesh, or an unknown dtype, is an error."""
-  from prime_jax.algo.update_step import reference_params, update_step_shardings
+  from prime_jax.algo.step_placement import reference_params, update_step_shardings
   from prime_jax.sharding import make_mesh
 
   config = make_config()
@@ -340,7 +341,8 @@ _EIGHT_DEVICES = """
 import jax, jax.numpy as jnp, numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 from test_update_step import MODEL, make_batch, make_config, make_states
-from prime_jax.algo.update_step import make_update_step, reference_params, update_step_shardings
+from prime_jax.algo.step_placement import reference_params, update_step_shardings
+from prime_jax.algo.update_step import make_update_step
 from prime_jax.sharding import make_mesh
 
 assert jax.device_count() == 8
@@ -452,12 +454,9 @@ def oracle_batch(seed=0):
 
 
 def test_oracle_runs_no_prm_and_no_reference():
-  from prime_jax.algo.update_step import (
-      check_rl_config,
-      forward_passes,
-      update_step_shardings,
-      uses_prm,
-  )
+  from prime_jax.algo.step_placement import update_step_shardings
+  from prime_jax.algo.update_step import forward_passes
+  from prime_jax.config_checks import check_rl_config, uses_prm
   from prime_jax.sharding import make_mesh
 
   config = make_config(process_reward="oracle")

@@ -61,13 +61,9 @@ import numpy as np  # noqa: E402
 
 from machine import matmul_peak, matmul_rates, timed_calls  # noqa: E402
 from prime_jax.algo import implicit_rewards, ppo_clip_loss, prm_ce_loss  # noqa: E402
-from prime_jax.algo.update_step import (
-    forward_passes,
-    make_update_step,  # noqa: E402
-    policy_optimizer,
-    prm_optimizer,
-    uses_prm,
-)
+from prime_jax.algo.step_placement import policy_optimizer, prm_optimizer  # noqa: E402
+from prime_jax.algo.update_step import forward_passes, make_update_step  # noqa: E402
+from prime_jax.config_checks import uses_prm  # noqa: E402
 from prime_jax.configs import base_config  # noqa: E402
 from prime_jax.models import Decoder, DecoderConfig, init_params, positions_from_mask  # noqa: E402
 from prime_jax.scoring import token_logprobs  # noqa: E402

@@ -1,9 +1,9 @@
 """The update step's passes of a model over its batch, one micro-batch at a time.
 
 `score_batch` runs the forward passes without gradient (old log-probs, the reference, a PRM
-re-score), `accumulate_gradients` the forward+backward passes of an optimiser step (the PRM's and
-the policy's mini-batches), summing gradients over micro-batches so only one micro-batch's
-activations are live. Every forward turns hidden states into log-probs chunk by chunk
+re-score), `optimizer_step` one optimiser step of the PRM or the policy on a mini-batch: its
+forward+backward passes (`accumulate_gradients`) sum gradients over micro-batches so only one
+micro-batch's activations are live. Every forward turns hidden states into log-probs chunk by chunk
 (`prime_jax.scoring.token_logprobs`), so no [N, T, vocab] array exists.
 
 The helpers below cut a batch into stacked parts ([N, ...] -> [parts, N / parts, ...]) and keep
@@ -19,10 +19,12 @@ from typing import Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+import optax
 from jax.sharding import NamedSharding
 
 from prime_jax.models.config import DecoderConfig
 from prime_jax.scoring import token_logprobs
+from prime_jax.train_state import TrainState, apply_gradients
 
 
 class TokenScores(NamedTuple):
@@ -136,3 +138,22 @@ def accumulate_gradients(loss_fn: Callable, params, micro_batches):
   zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
   grads, (losses, aux) = jax.lax.scan(body, zeros, micro_batches)
   return grads, jnp.sum(losses), aux
+
+
+def optimizer_step(
+    state: TrainState,
+    mini_batch: dict,
+    loss_fn: Callable,
+    *,
+    optimizer: optax.GradientTransformation,
+    parts: int,
+    micro_sharding: Optional[NamedSharding] = None,
+):
+  """One optimiser step on a mini-batch, split into `parts` micro-batches: the gradients of
+  `loss_fn(params, micro_batch) -> (loss, aux)` accumulated over them (the caller weights the loss
+  so that the sum is the mini-batch's), then applied: (state, summed loss, gradient norm, stacked
+  aux). The PRM phase and the policy phase both step this way."""
+  grads, loss, aux = accumulate_gradients(
+      loss_fn, state.params, constrain_micro(split_parts(mini_batch, parts), micro_sharding)
+  )
+  return apply_gradients(state, grads, optimizer), loss, optax.global_norm(grads), aux

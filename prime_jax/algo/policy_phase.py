@@ -22,16 +22,15 @@ import optax
 from jax.sharding import NamedSharding
 
 from prime_jax.algo.model_passes import (
-    accumulate_gradients,
     batch_sizes,
-    constrain_micro,
+    optimizer_step,
     score_micro_batch,
     split_parts,
 )
 from prime_jax.algo.policy_loss import aggregate_token_loss, ppo_clip_loss, value_loss
 from prime_jax.algo.token_ops import masked_mean
 from prime_jax.models.config import DecoderConfig
-from prime_jax.train_state import TrainState, apply_gradients
+from prime_jax.train_state import TrainState
 
 
 def policy_loss_fn(
@@ -104,18 +103,22 @@ def policy_mini_step(
     denominator = num_tokens
   else:
     denominator = jnp.maximum(jnp.sum(jnp.any(mask, axis=1)), 1)
-  grads, loss, m = accumulate_gradients(
-      functools.partial(
-          policy_loss_fn,
-          rl=rl,
-          model_config=model_config,
-          denominator=denominator,
-          num_tokens=num_tokens,
-      ),
-      state.params,
-      constrain_micro(split_parts(mb, mini // micro), micro_sharding),
+  loss_fn = functools.partial(
+      policy_loss_fn,
+      rl=rl,
+      model_config=model_config,
+      denominator=denominator,
+      num_tokens=num_tokens,
   )
-  return apply_gradients(state, grads, optimizer), (loss, optax.global_norm(grads), m)
+  state, loss, grad_norm, m = optimizer_step(
+      state,
+      mb,
+      loss_fn,
+      optimizer=optimizer,
+      parts=mini // micro,
+      micro_sharding=micro_sharding,
+  )
+  return state, (loss, grad_norm, m)
 
 
 def policy_phase(

@@ -28,18 +28,17 @@ from jax.sharding import NamedSharding
 
 from prime_jax.algo.minibatches import merge_minibatches, split_minibatches
 from prime_jax.algo.model_passes import (
-    accumulate_gradients,
     batch_sizes,
     constrain_micro,
     merge_parts,
+    optimizer_step,
     score_batch,
     score_micro_batch,
-    split_parts,
 )
 from prime_jax.algo.prime import implicit_rewards, prm_ce_loss
 from prime_jax.algo.prm_losses import prm_dpo_loss, prm_pair_accuracy
 from prime_jax.models.config import DecoderConfig
-from prime_jax.train_state import TrainState, apply_gradients
+from prime_jax.train_state import TrainState
 
 
 def prm_order_shards(rl) -> int:
@@ -92,16 +91,17 @@ def prm_mini_step(
   gradient norm))."""
   # Both losses are means over the micro-batch: weight so the sum is the mini mean.
   loss_fn = functools.partial(prm_loss_fn, rl=rl, model_config=model_config, weight=micro / mini)
-  grads, loss, logp = accumulate_gradients(
-      loss_fn, state.params, constrain_micro(split_parts(mb, mini // micro), micro_sharding)
+  state, loss, grad_norm, logp = optimizer_step(
+      state,
+      mb,
+      loss_fn,
+      optimizer=optimizer,
+      parts=mini // micro,
+      micro_sharding=micro_sharding,
   )
   # "after" (single forward): this mini-batch's rewards are the q computed just now,
   # by the PRM after the previous mini-batches' updates, before its own update.
-  return apply_gradients(state, grads, optimizer), (
-      merge_parts(logp),
-      loss,
-      optax.global_norm(grads),
-  )
+  return state, (merge_parts(logp), loss, grad_norm)
 
 
 def prm_phase(

@@ -57,6 +57,18 @@ def masked_mean(x: chex.Array, mask: chex.Array) -> chex.Array:
   return jnp.sum(jnp.where(mask > 0, x, 0)) / jnp.maximum(jnp.sum(mask), 1)
 
 
+def masked_stats(prefix: str, x: chex.Array, mask: chex.Array) -> dict:
+  """{prefix}_mean / _std / _min / _max of x [N, T] over valid tokens (scalars): metrics."""
+  valid = mask > 0
+  mean = masked_mean(x, mask)
+  return {
+      f"{prefix}_mean": mean,
+      f"{prefix}_std": jnp.sqrt(masked_mean((x - mean) ** 2, mask)),
+      f"{prefix}_min": jnp.min(jnp.where(valid, x, jnp.inf)),
+      f"{prefix}_max": jnp.max(jnp.where(valid, x, -jnp.inf)),
+  }
+
+
 def whiten(values: chex.Array, mask: chex.Array, *, eps: float = 1e-8) -> chex.Array:
   """(values − mean) / sqrt(var + eps) over the valid tokens; 0 on padding.
 

@@ -13,7 +13,7 @@
    estimator, whitened over the batch for every estimator when `rl.whiten_advantages`
    (`prime_jax.algo.advantages`; docs/estimators.md);
 5. `policy_phase` (`prime_jax.algo.policy_phase`): PPO-clip over shuffled policy mini-batches
-   with gradient accumulation over micro-batches (`model_passes.accumulate_gradients`).
+   with gradient accumulation over micro-batches (`model_passes.optimizer_step`).
 Outcome-only runs (`coef_proc=0`, not `prm_value`) never run the PRM or the reference, nor do
 oracle runs (`rl.process_reward="oracle"`): their process scores arrive in the batch, from the
 task's step oracle, and take step 4 in place of the PRM's q.
@@ -21,11 +21,11 @@ Every forward pass is micro-batched and turns hidden states into log-probs chunk
 [N, T, vocab] array exists (`prime_jax.algo.model_passes`).
 
 This module is the step itself (`update_step`: the five steps above, in order) and what builds it
-(`make_update_step`: the config checks, the optimisers, the shardings, the reference's
-placement). Every function of the step is a module-level pure function: arrays and states are its
-arguments, the static choices (`rl` = config.rl, the decoder's `model_config`, optimisers, sizes,
-the micro-batches' sharding) are keywords, bound with `functools.partial` by `make_update_step`
-before `jax.jit`. The formulas themselves are in `prime_jax.algo.prime` (the paper's) and the
+(`make_update_step`: the model-dependent config check, then `jax.jit` with the optimisers and
+shardings of `prime_jax.algo.step_placement`). Every function of the step is a module-level pure
+function: arrays and states are its arguments, the static choices (`rl` = config.rl, the
+decoder's `model_config`, optimisers, sizes, the micro-batches' sharding) are keywords, bound with
+`functools.partial` by `make_update_step` before `jax.jit`. The formulas themselves are in `prime_jax.algo.prime` (the paper's) and the
 modules it points to.
 
 `batch` holds, with N = B·n rows (the n samples of a prompt contiguous):
@@ -52,49 +52,22 @@ from prime_jax.algo.advantages import (
     oracle_process_rewards,
     prm_process_rewards,
 )
-from prime_jax.algo.minibatches import PRM_BATCH_ORDERS
 from prime_jax.algo.model_passes import score_batch
 from prime_jax.algo.policy_phase import policy_phase
 from prime_jax.algo.prm_phase import prm_phase
-from prime_jax.algo.token_ops import masked_mean
+from prime_jax.algo.step_placement import (
+    needs_frozen_ref,
+    policy_optimizer,
+    prm_optimizer,
+    update_step_shardings,
+)
+from prime_jax.algo.token_ops import masked_stats
+from prime_jax.config_checks import check_model_for, check_rl_config, ref_options, uses_prm
 from prime_jax.models.config import DecoderConfig
-from prime_jax.sharding import activation_rules, logical_sharding, param_shardings, training_rules
-from prime_jax.train_state import TrainState, make_optimizer, train_state_shardings
+from prime_jax.sharding import activation_rules, logical_sharding, training_rules
+from prime_jax.train_state import TrainState
 
 INPUT_KEYS = ("prompt_tokens", "prompt_mask", "response_tokens", "response_mask")
-ESTIMATORS = ("rloo", "reinforce", "grpo", "ppo", "prm_value")
-_CHOICES = dict(
-    process_reward=("prm", "oracle"),
-    prm_update=("after", "before", "none"),
-    prm_loss=("ce", "dpo"),
-    prm_batch_order=PRM_BATCH_ORDERS,
-    ref_type=("freeze", "policy"),
-    granularity=("token", "whole"),
-    reward_scale=("none", "beta"),
-    prime_norm=("batch_norm", "none"),
-    norm_scope=("shard", "global"),
-    estimator=ESTIMATORS,
-    rloo_form=("code", "paper"),
-    grpo_form=("stable", "paper"),
-    loss_agg=("seq-mean-token-mean", "token-mean"),
-    old_logp=("recompute", "sampler"),
-)
-
-
-def policy_optimizer(rl) -> optax.GradientTransformation:
-  return make_optimizer(rl.lr, rl.weight_decay, rl.grad_clip)
-
-
-def prm_optimizer(rl) -> optax.GradientTransformation:
-  return make_optimizer(rl.prm_lr, rl.prm_weight_decay, rl.prm_grad_clip)
-
-
-def uses_prm(rl) -> bool:
-  """Whether the step runs the implicit PRM (and so the reference) at all: not for outcome-only
-  runs, nor when the process stream is the task's oracle."""
-  if rl.process_reward == "oracle":
-    return False
-  return rl.estimator == "prm_value" or rl.coef_proc != 0
 
 
 def forward_passes(rl) -> list[tuple[str, str, int]]:
@@ -121,39 +94,6 @@ def forward_passes(rl) -> list[tuple[str, str, int]]:
       out.append(("prm", "PRM re-score fwd", 1))
   out.append(("policy", "policy fwd+bwd", 3 * rl.ppo_epochs))
   return out
-
-
-def check_rl_config(rl) -> None:
-  for key, choices in _CHOICES.items():
-    if rl[key] not in choices:
-      raise ValueError(f"config.rl.{key}={rl[key]!r}; expected one of {choices}")
-  if rl.ppo_epochs < 1:
-    raise ValueError(f"config.rl.ppo_epochs must be >= 1, got {rl.ppo_epochs}")
-  if rl.process_reward == "oracle" and rl.estimator == "prm_value":
-    raise ValueError(
-        "config.rl.estimator='prm_value' takes its values from the implicit PRM's q; it has no "
-        "oracle form (rl.process_reward='oracle')"
-    )
-
-
-def check_model_for(rl, model_config: DecoderConfig) -> None:
-  if (rl.estimator == "ppo") != model_config.value_head:
-    raise ValueError(
-        f"estimator={rl.estimator!r} needs model_config.value_head="
-        f"{rl.estimator == 'ppo'} (PPO's value head sits on the policy trunk)"
-    )
-
-
-def _stats(prefix: str, x, mask) -> dict:
-  """Mean / std / min / max of x over valid tokens."""
-  valid = mask > 0
-  mean = masked_mean(x, mask)
-  return {
-      f"{prefix}_mean": mean,
-      f"{prefix}_std": jnp.sqrt(masked_mean((x - mean) ** 2, mask)),
-      f"{prefix}_min": jnp.min(jnp.where(valid, x, jnp.inf)),
-      f"{prefix}_max": jnp.max(jnp.where(valid, x, -jnp.inf)),
-  }
 
 
 # ----------------------------------------------------------------------- the whole step
@@ -224,18 +164,18 @@ def update_step(
     q, scores = prm_process_rewards(logp_prm, ref_logp, mask, rl=rl)
   if run_prm or rl.process_reward == "oracle":
     scores = normalized_process_rewards(scores, mask, rl=rl)
-    metrics.update(_stats("process_reward", scores, mask))
+    metrics.update(masked_stats("process_reward", scores, mask))
 
   # 4. advantages
   advantages, returns = estimator_advantages(rl, scores, q, acc, mask, old_values)
-  metrics.update(_stats("returns", returns, mask))
-  metrics.update(_stats("advantages", advantages, mask))
+  metrics.update(masked_stats("returns", returns, mask))
+  metrics.update(masked_stats("advantages", advantages, mask))
 
   # 5. the policy phase
   data = dict(inputs, acc=acc, old_logp=old_logp, advantages=advantages)
   if is_ppo:
     data.update(returns=returns, old_values=old_values)
-    metrics.update(_stats("values", old_values, mask))
+    metrics.update(masked_stats("values", old_values, mask))
   if rl.kl_coef:
     data["ref_logp"] = ref_logp
   policy_state, policy_metrics = policy_phase(
@@ -269,8 +209,7 @@ def make_update_step(
   rl = config.rl
   check_rl_config(rl)
   check_model_for(rl, model_config)
-  needs_ref = uses_prm(rl) or rl.kl_coef != 0
-  offload_ref = ref_options(config).offload and needs_ref and rl.ref_type == "freeze"
+  offload_ref = ref_options(config).offload and needs_frozen_ref(rl)
   if mesh is None and offload_ref:
     raise ValueError(
         "config.ref.offload needs a mesh (it places the reference params with "
@@ -306,71 +245,3 @@ def make_update_step(
       ),
       out_shardings=(shardings["policy"], shardings["prm"], replicated),
   )
-
-
-def update_step_shardings(config, mesh: Mesh, model_config: DecoderConfig, *, rules=None) -> dict:
-  """Where the step's inputs live: {"policy", "prm"} TrainState shardings, "ref" params
-  shardings (memory_kind "pinned_host" with `config.ref.offload`), "batch" (rows over the
-  `batch` rule's axes). `rules` default to `config.sharding_rules`. `jax.device_put` states
-  and batches onto these before the first call (the reference through `reference_params`): the
-  step donates the states in place. "prm" is None when the step never runs the PRM and "ref"
-  None when it needs no reference: pass None for them."""
-  from prime_jax.models.decoder import init_params
-
-  rules = rules or training_rules(config)
-  abstract_params = jax.eval_shape(lambda: init_params(model_config, jax.random.key(0)))
-  p_shardings = param_shardings(model_config, mesh, rules)
-  rl = config.rl
-  run_prm = uses_prm(rl)
-  frozen_ref = (run_prm or rl.kl_coef != 0) and rl.ref_type == "freeze"
-  return {
-      "policy": train_state_shardings(p_shardings, policy_optimizer(rl), abstract_params),
-      "prm": (
-          train_state_shardings(p_shardings, prm_optimizer(rl), abstract_params)
-          if run_prm
-          else None
-      ),
-      "ref": (None if not frozen_ref else _ref_memory(p_shardings, config)),
-      "batch": logical_sharding(mesh, ("batch",), rules),
-  }
-
-
-REF_PARAM_DTYPES = ("float32", "bfloat16")
-
-
-def ref_options(config):
-  """`config.ref` (param_dtype, offload), checked; configs without it get the defaults."""
-  from ml_collections import ConfigDict
-
-  ref = config.get("ref") or ConfigDict(dict(param_dtype="float32", offload=False))
-  if ref.param_dtype not in REF_PARAM_DTYPES:
-    raise ValueError(
-        f"config.ref.param_dtype={ref.param_dtype!r}; expected one of " f"{REF_PARAM_DTYPES}"
-    )
-  return ref
-
-
-def _ref_memory(shardings, config):
-  """The reference's shardings: in host memory ("pinned_host") with `config.ref.offload`."""
-  if not ref_options(config).offload:
-    return shardings
-  devices = jax.tree_util.tree_leaves(shardings)[0].addressable_devices
-  kinds = {m.kind for d in devices for m in d.addressable_memories()}
-  if "pinned_host" not in kinds:
-    raise ValueError(
-        f"config.ref.offload: the {next(iter(devices)).platform} devices have "
-        f"no pinned_host memory (memory kinds: {sorted(kinds)})"
-    )
-  return jax.tree_util.tree_map(lambda s: s.with_memory_kind("pinned_host"), shardings)
-
-
-def reference_params(params, config, ref_shardings):
-  """The frozen reference: a copy of `params` (the policy's, whose buffers the step donates) in
-  `config.ref.param_dtype` (cast once here; its forward still computes in the model's dtype),
-  placed on `ref_shardings` (`update_step_shardings(...)["ref"]`: on the devices, or in host
-  memory with `config.ref.offload`). Device-to-device / device-to-host copies only."""
-  dtype = jnp.dtype(ref_options(config).param_dtype)
-  copy = jax.tree_util.tree_map(
-      lambda x: x.astype(dtype) if x.dtype != dtype else x.copy(), params
-  )  # fresh buffers
-  return jax.device_put(copy, ref_shardings)

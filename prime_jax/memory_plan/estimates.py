@@ -57,8 +57,13 @@ import jax.numpy as jnp
 import ml_collections
 from jax.sharding import AbstractMesh, AxisType, NamedSharding
 
-from prime_jax.algo.update_step import ref_options
+from prime_jax.algo.step_placement import policy_optimizer, prm_optimizer, update_step_shardings
+from prime_jax.config_checks import ref_options
 from prime_jax.models.config import DecoderConfig
+from prime_jax.models.decoder import CACHE_AXES, init_cache, init_params
+from prime_jax.scoring import token_logprobs
+from prime_jax.sharding import DEFAULT_RULES, fit_to_shape, logical_sharding
+from prime_jax.train_state import create_train_state
 
 # ---------------------------------------------------------------------------------------------
 # Meshes and shard sizes.
@@ -71,8 +76,6 @@ def abstract_mesh(sizes: Mapping[str, int]) -> AbstractMesh:
 
 def shard_bytes(shape: Sequence[int], dtype, sharding: NamedSharding) -> int:
   """Bytes of one device's shard (after `fit_to_shape`: undivided dims are replicated)."""
-  from prime_jax.sharding import fit_to_shape
-
   local = fit_to_shape(sharding, shape).shard_shape(tuple(shape))
   return math.prod(local) * jnp.dtype(dtype).itemsize
 
@@ -89,8 +92,6 @@ def tree_shard_bytes(abstract_tree, sharding_tree) -> int:
 def rule_table(config, field: str = "sharding_rules"):
   """The rule tuple of `config.sharding_rules` (() = DEFAULT_RULES), or of `config.sampler_rules`
   (() = the training rules) for field="sampler_rules"."""
-  from prime_jax.sharding import DEFAULT_RULES
-
   fix = lambda axes: tuple(axes) if isinstance(axes, (list, tuple)) else axes
   rules = tuple((str(logical), fix(axes)) for logical, axes in (config.get(field) or ()))
   if rules:
@@ -118,7 +119,7 @@ def ceil_div(a: int, b: int) -> int:
 
 
 def reference_dtype(config) -> tuple[str, bool]:
-  """(dtype the trainer holds the frozen reference's params in: `update_step.ref_options`, float32
+  """(dtype the trainer holds the frozen reference's params in: `config_checks.ref_options`, float32
   for a config without a `ref` section; whether the config has that section)."""
   return str(ref_options(config).param_dtype), config.get("ref") is not None
 
@@ -152,9 +153,6 @@ def _state_bytes(
 ):
   """{policy_params, policy_opt, prm_params, prm_opt, ref} per-device bytes (None = absent)."""
   config = state_key.config
-  from prime_jax.algo.update_step import (policy_optimizer, prm_optimizer, update_step_shardings)
-  from prime_jax.models.decoder import init_params
-  from prime_jax.train_state import create_train_state
 
   mesh = abstract_mesh(dict(mesh_items))
   if ref_options(config).offload:  # host-memory shardings need real devices; same shard shapes
@@ -205,8 +203,6 @@ def resident_state_bytes(config, model_config, mesh_sizes, rules):
 
 def cache_shape(model_config: DecoderConfig, rows: int, slots: int) -> tuple[int, ...]:
   """Shape of each layer's k and v arrays (`prime_jax.models.decoder.init_cache`)."""
-  from prime_jax.models.decoder import init_cache
-
   one_layer = model_config.replace(num_layers=1)
   k, _ = jax.eval_shape(lambda: init_cache(one_layer, rows, slots))[0]
   return k.shape
@@ -217,9 +213,6 @@ def cache_bytes(
 ) -> int:
   """Per-device bytes of the sampler's KV cache (k + v of every layer), sharded as
   `prime_jax.sampling` does."""
-  from prime_jax.models.decoder import CACHE_AXES
-  from prime_jax.sharding import logical_sharding
-
   shape = cache_shape(model_config, rows, slots)
   per_array = shard_bytes(shape, model_config.dtype, logical_sharding(mesh, CACHE_AXES, rules))
   return 2 * model_config.num_layers * per_array
@@ -254,8 +247,6 @@ def residual_profile(
   {layer_row, layer_fixed, rest_row, rest_fixed}: saved = L * (layer_row * b + layer_fixed)
   + rest_row * b + rest_fixed for b rows. Arguments (params, tokens) are not counted."""
   from jax._src.ad_checkpoint import saved_residuals  # what print_saved_residuals prints
-  from prime_jax.models.decoder import init_params
-  from prime_jax.scoring import token_logprobs
 
   def total(layers: int, rows: int) -> int:
     cfg = local.replace(num_layers=layers)

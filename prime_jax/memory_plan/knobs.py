@@ -3,7 +3,7 @@ again (`suggestions`)."""
 
 from __future__ import annotations
 
-from prime_jax.algo.update_step import ref_options
+from prime_jax.config_checks import ref_options
 from prime_jax.memory_plan.estimates import axis_ways, reference_dtype, rule_table, with_changes
 from prime_jax.memory_plan.report import Plan, format_gib, plan
 

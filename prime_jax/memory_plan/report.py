@@ -10,7 +10,7 @@ from typing import Any, Mapping, Optional
 import jax
 import jax.numpy as jnp
 
-from prime_jax.algo.update_step import ref_options
+from prime_jax.config_checks import check_rl_config, ref_options
 from prime_jax.memory_plan.estimates import (
     abstract_mesh,
     activation_estimate,
@@ -26,6 +26,9 @@ from prime_jax.memory_plan.estimates import (
 )
 from prime_jax.memory_plan.inputs import GiB, Hardware, parse_hardware, resolve_model_config
 from prime_jax.models.config import DecoderConfig
+from prime_jax.models.decoder import init_params
+from prime_jax.sharding import mesh_sizes as sizes_on
+from prime_jax.sharding import param_shardings
 
 # ---------------------------------------------------------------------------------------------
 # The plan.
@@ -195,11 +198,8 @@ def plan(
   if model_config is None:
     model_config, model_source = resolve_model_config(config)
   model_source = model_source or "given DecoderConfig"
-  from prime_jax.algo.update_step import check_rl_config
-
   rl = config.rl
   check_rl_config(rl)
-  from prime_jax.sharding import mesh_sizes as sizes_on
 
   mesh_sizes = sizes_on(dict(config.mesh) if mesh_axes is None else dict(mesh_axes), hw.num_devices)
   mesh = abstract_mesh(mesh_sizes)
@@ -357,9 +357,6 @@ def plan(
   s_batch = s_ways("batch")
   s_tp = dict(heads_ways=s_ways("heads"), mlp_ways=s_ways("mlp"), vocab_ways=s_ways("vocab"))
   if s_rules != rules:
-    from prime_jax.models.decoder import init_params
-    from prime_jax.sharding import param_shardings
-
     abstract = jax.eval_shape(lambda: init_params(model_config, jax.random.key(0)))
     items.append(
         Item(

@@ -20,9 +20,9 @@ import jax
 import numpy as np
 from absl import app, flags
 
+from prime_jax.generation import sample_batches
 from prime_jax.models import load_hf_checkpoint, read_hf_config
-from prime_jax.sampling import SamplingConfig, sample
-from prime_jax.scoring import pad_sequences
+from prime_jax.sampling import SamplingConfig
 from prime_jax.tokenizer import Tokenizer, TokenizerError
 from prime_jax.tools import _cli
 
@@ -111,36 +111,27 @@ def generate_file(
   eos_ids, pad_id = _cli.stop_ids(checkpoint, tokenizer)
   settings = dataclasses.replace(settings, eos_ids=eos_ids, pad_id=pad_id)
   _, params = load_hf_checkpoint(checkpoint, dtype=dtype)
-  key = jax.random.key(seed)
   out_rows = []
-  index = list(range(len(prompts)))
-  for batch_number, (batch, real) in enumerate(_cli.batches(index, batch_size)):
-    tokens, valid = pad_sequences([prompts[i] for i in batch], pad_id=pad_id, left=True)
-    result = jax.device_get(
-        sample(
-            params,
-            tokens,
-            valid,
-            jax.random.fold_in(key, batch_number),
-            model_config=config,
-            config=settings,
-        )
-    )
-    for k, i in enumerate(batch[:real]):
-      for s in range(n_samples):
-        r = k * n_samples + s
-        length = int(result.lengths[r])
-        response = result.tokens[r, :length].tolist()
-        out = dict(
-            rows[i][1],
-            prompt_ids=prompts[i],
-            sample_index=s,
-            response_ids=response,
-            response_logprobs=np.asarray(result.logprobs[r, :length], float).tolist(),
-        )
-        if tokenizer is not None:
-          out["response_text"] = tokenizer.decode(response, skip_special_tokens=True)
-        out_rows.append(out)
+  batches = sample_batches(
+      params, config, prompts, settings, jax.random.key(seed), min(batch_size, len(prompts))
+  )
+  first = 0  # the batch's first prompt
+  for real, result in batches:
+    for r in range(real * n_samples):
+      i = first + r // n_samples
+      length = int(result.lengths[r])
+      response = result.tokens[r, :length].tolist()
+      out = dict(
+          rows[i][1],
+          prompt_ids=prompts[i],
+          sample_index=r % n_samples,
+          response_ids=response,
+          response_logprobs=np.asarray(result.logprobs[r, :length], float).tolist(),
+      )
+      if tokenizer is not None:
+        out["response_text"] = tokenizer.decode(response, skip_special_tokens=True)
+      out_rows.append(out)
+    first += real
   _cli.write_jsonl(out_path, out_rows)
   return out_rows
 

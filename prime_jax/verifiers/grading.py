@@ -8,6 +8,7 @@ import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import numpy as np
 
@@ -169,3 +170,47 @@ def grade(
 ) -> np.ndarray:
   """Scores only: float32 array [N] in [0, 1]. See `grade_with_stats`."""
   return grade_with_stats(ability, responses, ground_truths, timeout_s=timeout_s, mode=mode)[0]
+
+
+def grade_responses(records: Sequence, texts: Sequence[str], n: int) -> tuple[np.ndarray, dict]:
+  """Scores [len(records) * n] of n responses per record (prompt-major), each graded with its
+  record's ability against its ground truth (`prime_jax.data.Record` fields); plus the grader
+  metrics of every ability graded."""
+  truths = np.repeat([r.ground_truth for r in records], n)
+  abilities = np.repeat([r.ability for r in records], n)
+  scores = np.zeros(len(texts), np.float32)
+  metrics: dict = {}
+  for ability in sorted(set(abilities)):
+    rows = np.flatnonzero(abilities == ability)
+    scores[rows], stats = grade_with_stats(ability, [texts[i] for i in rows], truths[rows].tolist())
+    metrics.update(stats.as_dict())
+  return scores, metrics
+
+
+def merge_grader_metrics(parts: Sequence[dict]) -> tuple[np.ndarray, dict]:
+  """(scores, grader metrics) of a round from each process's {"scores", "abilities",
+  "metrics"} for its rows (in process order): what one process grading every row reports.
+  Counts add up, times are the slowest process's, mean scores are recomputed from the rows."""
+  if len(parts) == 1:
+    return np.asarray(parts[0]["scores"], np.float32), dict(parts[0]["metrics"])
+  scores = np.concatenate([np.asarray(p["scores"], np.float32) for p in parts])
+  abilities = np.asarray([a for p in parts for a in p["abilities"]])
+  merged: dict = {}
+  for part in parts:
+    for key, value in part["metrics"].items():
+      field = key.rsplit("/", 1)[1]
+      if key not in merged:
+        merged[key] = value
+      elif field in ("wall_s", "max_item_s"):
+        merged[key] = max(merged[key], value)
+      elif field not in ("items_per_s", "mean_score"):
+        merged[key] += value
+  for key in merged:
+    prefix, field = key.rsplit("/", 1)
+    if field == "mean_score":
+      rows = abilities == prefix.split("/", 1)[1]
+      merged[key] = float(scores[rows].mean()) if rows.any() else 0.0
+    elif field == "items_per_s":
+      wall = merged.get(prefix + "/wall_s", 0.0)
+      merged[key] = merged[prefix + "/items"] / wall if wall > 0 else 0.0
+  return scores, merged

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 import fault_scorers
-from prime_jax import rollout
 from prime_jax.data.records import Record
 from prime_jax.verifiers import WorkerPool, grade_with_stats, grading, register_ability
 
@@ -123,7 +122,7 @@ def test_rollout_grading_goes_on_through_a_storm(pool, monkeypatch):
       messages=[{"role": "user", "content": "q"}],
       ground_truth="42",
   )
-  scores, metrics = rollout.grade_responses([record, record], ["42", "sleep", "hang", "42"], 2)
+  scores, metrics = grading.grade_responses([record, record], ["42", "sleep", "hang", "42"], 2)
   np.testing.assert_array_equal(scores, [1, 0, 0, 1])
   assert metrics["verifier/fault_stuck/timeout"] == 2
   assert metrics["verifier/fault_stuck/ok"] == 2
