@@ -20,6 +20,7 @@ from absl import app, flags
 
 from prime_jax import evaluation
 from prime_jax.tools import _cli  # --checkpoint, --out, --batch_size, --dtype
+from prime_jax.verifiers import SandboxUnavailableError
 
 flags.DEFINE_string(
     "benchmarks",
@@ -88,8 +89,6 @@ FLAGS = flags.FLAGS
 
 def _run() -> None:
   import jax
-
-  from prime_jax.verifiers import SandboxUnavailableError
 
   out = FLAGS.out or f"eval/{evaluation.default_label(FLAGS.checkpoint)}"
   try:

@@ -20,6 +20,8 @@ import flax.linen as nn
 import jax
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
+from prime_jax.models.decoder import init_params, param_logical_axes
+
 MESH_AXES = ("data", "fsdp", "tensor")
 
 # logical name -> mesh axis (or a tuple of axes, or None). Params: FSDP over `embed`, Megatron-style
@@ -174,8 +176,6 @@ def fit_to_shape(sharding: NamedSharding, shape: Sequence[int]) -> NamedSharding
 
 def param_shardings(config, mesh: Mesh, rules=DEFAULT_RULES):
   """NamedSharding pytree shaped like the decoder params of `config`."""
-  from prime_jax.models.decoder import init_params, param_logical_axes
-
   shapes = jax.eval_shape(lambda: init_params(config, jax.random.key(0)))
   return jax.tree_util.tree_map(
       lambda s, a: fit_to_shape(s, a.shape),

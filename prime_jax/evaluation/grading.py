@@ -9,7 +9,13 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from prime_jax import verifiers
 from prime_jax.evaluation.benchmarks import ALL_TESTS, EVAL_CODE_ABILITY, EvalError
+from prime_jax.verifiers import CodeConfig, SandboxConfig, get_ability, register_ability
+from prime_jax.verifiers.code_grader import code_ability_kwargs
+from prime_jax.verifiers.code_tests import extract_code
+from prime_jax.verifiers.math_answer import extract_answer
+from prime_jax.verifiers.released_math import released_answer
 
 # ----------------------------------------------------------------------------- scoring
 
@@ -19,15 +25,9 @@ def extract(ability: str, response: str, math_grader: str = "strict") -> Optiona
   \\boxed{}, else "answer is"; released: docs/math_grading.md); code, the last ```python block.
   None when there is none."""
   if ability == "math" and math_grader == "released":
-    from prime_jax.verifiers.released_math import released_answer
-
     return released_answer(response) or None
   if ability == "math":
-    from prime_jax.verifiers.math_answer import extract_answer
-
     return extract_answer(response)
-  from prime_jax.verifiers.code_tests import extract_code
-
   return extract_code(response)
 
 
@@ -36,9 +36,6 @@ def register_code_ability(
 ) -> None:
   """Registers EVAL_CODE_ABILITY: code graded in the sandbox on `max_tests` tests per item
   (0: all of them), with the given isolation (docs/verifiers.md)."""
-  from prime_jax.verifiers import CodeConfig, SandboxConfig, register_ability
-  from prime_jax.verifiers.code_grader import code_ability_kwargs
-
   try:
     config = CodeConfig(
         max_tests=max_tests or ALL_TESTS,
@@ -51,8 +48,6 @@ def register_code_ability(
 
 def _code_timeout(ground_truths: Sequence[str]) -> float:
   """Per-item limit for code: every test of the largest suite at its full per-test time."""
-  from prime_jax.verifiers import get_ability
-
   score_fn = get_ability(EVAL_CODE_ABILITY).score_fn
   config = score_fn.keywords["config"]
   most = max((len(json.loads(t).get("inputs", ())) for t in ground_truths), default=1)
@@ -83,8 +78,6 @@ def score_items(
   """Grades every sample of every item with the verifier registry: math by the "math" ability in
   mode `math_grader`, code by EVAL_CODE_ABILITY (registered with its defaults if not yet), a code sample scoring 1
   only when all of its tests pass."""
-  from prime_jax import verifiers
-
   k = len(responses[0]) if responses else 0
   if any(len(r) != k for r in responses):
     raise ValueError("every item needs the same number of responses")

@@ -33,6 +33,7 @@ from prime_jax.evaluation.benchmarks import (
 )
 from prime_jax.evaluation.grading import extract, register_code_ability, score_items
 from prime_jax.evaluation.responses import LoadedModel, generate_responses, load_model
+from prime_jax.verifiers import MATH_GRADERS
 
 # ----------------------------------------------------------------------------- one benchmark
 
@@ -274,7 +275,6 @@ def run_evaluation(
   for value in [default_budget, *budgets.values()]:
     if value is not None and (not isinstance(value, int) or value < 1):
       raise EvalError(f"max_new_tokens must be a positive integer, got {value!r}")
-  from prime_jax.verifiers import MATH_GRADERS
 
   if math_grader not in MATH_GRADERS:
     raise EvalError(f"math_grader must be one of {', '.join(MATH_GRADERS)}, got {math_grader!r}")

@@ -12,6 +12,11 @@ import jax
 
 from prime_jax.data.prompts import Prompt
 from prime_jax.evaluation.benchmarks import BUDGET_STEP, EvalError, EvalMode
+from prime_jax.generation import generate
+from prime_jax.models import load_hf_checkpoint, read_hf_config
+from prime_jax.sampling import SamplingConfig
+from prime_jax.sharding import DEFAULT_RULES, make_mesh, param_shardings, parse_mesh
+from prime_jax.tokenizer import load_tokenizer
 
 # ----------------------------------------------------------------------------- the model
 
@@ -54,10 +59,6 @@ def load_model(
 ) -> LoadedModel:
   """Loads `checkpoint` (see `resolve_checkpoint`) with its tokenizer, params in `dtype` laid out
   on a mesh of all devices (`prime_jax.sharding.make_mesh(mesh)`, the default rule table)."""
-  from prime_jax.models import load_hf_checkpoint, read_hf_config
-  from prime_jax.sharding import DEFAULT_RULES, make_mesh, param_shardings, parse_mesh
-  from prime_jax.tokenizer import load_tokenizer
-
   directory = resolve_checkpoint(checkpoint)
   tokenizer = load_tokenizer(directory)
   overrides = dict(dtype=dtype, param_dtype=dtype)
@@ -135,9 +136,6 @@ def generate_responses(
 
   Batches are built by `plan_generation` and sampled by `prime_jax.generation.generate`.
   """
-  from prime_jax.sampling import SamplingConfig
-  from prime_jax.generation import generate
-
   tokenizer = model.tokenizer
   lengths = [len(p.token_ids) for p in prompts]
   groups, _ = plan_generation(

@@ -9,6 +9,7 @@ import os
 import re
 from typing import Optional
 
+from prime_jax.models import read_hf_config
 from prime_jax.models.config import DecoderConfig
 
 GiB = 2**30
@@ -139,7 +140,6 @@ def resolve_model_config(config, model: Optional[str] = None) -> tuple[DecoderCo
     return preset.replace(**overrides), f"preset {model}"
   checkpoint = config.policy.checkpoint
   if checkpoint and os.path.isfile(os.path.join(checkpoint, "config.json")):
-    from prime_jax.models import read_hf_config
 
     return read_hf_config(checkpoint, **overrides), f"{checkpoint}/config.json"
   if checkpoint:

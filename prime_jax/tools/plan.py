@@ -34,6 +34,7 @@ from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from prime_jax import memory_plan  # noqa: E402
+from prime_jax import compile_check  # noqa: E402
 from prime_jax.sharding import parse_mesh  # noqa: E402
 from prime_jax.tools import _cli  # noqa: E402
 
@@ -98,8 +99,6 @@ def plan_from_flags() -> memory_plan.Plan:
 
 def compile_from_flags() -> str:
   """The plan's table, then the compile check's (`--compile`)."""
-  from prime_jax import compile_check
-
   config = _CONFIG.value
   if config is None:
     raise _cli.InputError("--config is required")
