@@ -128,7 +128,9 @@ def grade_with_stats(
   restarts_before = pool.restarts
   start = time.monotonic()
   outcomes: list[ItemOutcome] = (
-      pool.map(score_fn, responses, ground_truths, limit, spec.self_timed) if responses else []
+      pool.map(score_fn, responses, ground_truths, limit, spec.self_timed, not spec.stateless)
+      if responses
+      else []
   )
   wall = time.monotonic() - start
   scores = np.array([o.score for o in outcomes], dtype=np.float32).reshape(len(outcomes))

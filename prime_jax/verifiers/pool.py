@@ -197,13 +197,20 @@ class WorkerPool:
     self._workers[self._workers.index(worker)] = self._spawn()
 
   def map(
-      self, score_fn, responses, ground_truths, timeout_s: float, self_timed: bool
+      self,
+      score_fn,
+      responses,
+      ground_truths,
+      timeout_s: float,
+      self_timed: bool,
+      recycle: bool = True,
   ) -> list[ItemOutcome]:
-    """Score items in parallel; outcome i belongs to (responses[i], ground_truths[i])."""
+    """Score items in parallel; outcome i belongs to (responses[i], ground_truths[i]).
+    `recycle=False` (a stateless scorer) keeps workers past `max_items_per_worker`."""
     with self._lock:
-      return self._map(score_fn, responses, ground_truths, timeout_s, self_timed)
+      return self._map(score_fn, responses, ground_truths, timeout_s, self_timed, recycle)
 
-  def _map(self, score_fn, responses, ground_truths, timeout_s, self_timed):
+  def _map(self, score_fn, responses, ground_truths, timeout_s, self_timed, recycle):
     n = len(responses)
     while len(self._workers) < min(self.num_workers, max(n, 1)):
       self._workers.append(self._spawn())
@@ -250,7 +257,10 @@ class WorkerPool:
             outcomes[i] = ItemOutcome(status, score, counters, message, seconds)
             worker.items_done += 1
             self._finish(
-                worker, busy, killed=False, recycle=worker.items_done >= self.max_items_per_worker
+                worker,
+                busy,
+                killed=False,
+                recycle=recycle and worker.items_done >= self.max_items_per_worker,
             )
           elif worker.sentinel in ready:
             code = worker.process.poll()

@@ -36,6 +36,9 @@ class Ability:
   check); it raises to refuse grading rather than letting every item fail.
   modes: named alternative score functions (math: 'strict', 'released'), chosen per call with
   `grade(..., mode=...)`; `score_fn` is the one used without a mode.
+  stateless: score_fn keeps nothing between items (no cache that grows, unlike sympy's), so the
+  pool need not replace its workers every `max_items_per_worker` items: a replacement costs a
+  fresh interpreter's start-up, seconds in which a batch waits.
   """
 
   name: str
@@ -44,6 +47,7 @@ class Ability:
   self_timed: bool = False
   preflight: Callable[[], None] | None = None
   modes: Mapping[str, ScoreFn] = field(default_factory=dict)
+  stateless: bool = False
 
   def mode_score_fn(self, mode: str | None) -> ScoreFn:
     """The score function of `mode` (None: the default `score_fn`)."""
@@ -66,6 +70,7 @@ def register_ability(
     self_timed: bool = False,
     preflight: Callable[[], None] | None = None,
     modes: Mapping[str, ScoreFn] | None = None,
+    stateless: bool = False,
     replace: bool = False,
 ) -> Ability:
   """Register (or with replace=True, re-register) an ability under `name`; returns it."""
@@ -89,7 +94,7 @@ def register_ability(
         f"functools.partial of one), because items are graded in worker processes: "
         f"{exc}"
     ) from exc
-  ability = Ability(name, score_fn, float(timeout_s), self_timed, preflight, modes)
+  ability = Ability(name, score_fn, float(timeout_s), self_timed, preflight, modes, stateless)
   _REGISTRY[name] = ability
   return ability
 

@@ -135,6 +135,22 @@ def test_workers_are_recycled_after_max_items():
   assert small.restarts == 0  # recycling is not a failure
 
 
+def test_stateless_abilities_keep_their_workers():
+  register_ability(
+      "test_stateless_pid", abilities.worker_pid, timeout_s=5.0, stateless=True, replace=True
+  )
+  with WorkerPool(1, max_items_per_worker=2) as small:
+    _, stats = grade_with_stats("test_stateless_pid", ["a"] * 5, [""] * 5, pool=small)
+    _, again = grade_with_stats("test_worker_pid", ["a"] * 3, [""] * 3, pool=small)
+  assert len(stats.counters) == 1  # one worker process scored all five items
+  # The same pool still recycles for an ability that keeps state: 5 + 1 items on the first
+  # worker (past the limit, so it goes after its next item), then a fresh one for items 2-3.
+  assert len(again.counters) == 2 and set(again.counters) & set(stats.counters)
+  import prime_jax.tasks  # noqa: F401 (registers "arithmetic")
+
+  assert get_ability("arithmetic").stateless and not get_ability("math").stateless
+
+
 def test_cli_prints_scores_and_summary(tmp_path):
   rows = [
       {"response": "\\boxed{4}", "ground_truth": "4"},
