@@ -114,6 +114,7 @@ class Checkpointer:
             "run_state": ocp.JsonCheckpointHandler(),
         },
     )
+    self.keep = keep
     self._saving: Optional[int] = None  # the step of the save in flight
     self._failed = False  # a failed save was raised as CheckpointSaveError
 
@@ -250,6 +251,7 @@ class Checkpointer:
         damaged[step] = reason
         continue
       lines = self._set_aside(step, damaged, last_logged_step)
+      self._remove_beyond_keep()
       return Restored(step, *restored, set_aside=lines)
     raise NoIntactCheckpointError(
         f"no checkpoint in {self.directory} restores: "
@@ -275,6 +277,13 @@ class Checkpointer:
     distributed.barrier("checkpoints_set_aside")
     self.manager.reload()
     return lines
+
+  def _remove_beyond_keep(self) -> None:
+    """Removes the committed steps older than the newest `keep`. Orbax removes them after a
+    save commits; a kill between the commit and the removal leaves one too many, and a rerun of
+    a finished run saves nothing that would remove it."""
+    for step in self.manager.all_steps()[: -self.keep]:
+      self.manager.delete(step)
 
   def close(self) -> None:
     """Waits for the save in flight and closes. Orbax raises an asynchronous save's error again

@@ -67,12 +67,8 @@ def train(config, workdir: str) -> dict:
   # The task's step oracle (`validate` made sure the task has one).
   oracle = step_oracle(config.task.name) if rl.process_reward == "oracle" else None
   run = setup(config, workdir)
-  logging.info(
-      "model %s (%d params), mesh %s",
-      run.model_config,
-      run.model_config.num_params,
-      dict(run.mesh.shape),
-  )
+  model = run.model_config
+  logging.info("model %s (%d params), mesh %s", model, model.num_params, dict(run.mesh.shape))
   shardings = update_step_shardings(config, run.mesh, run.model_config)
   policy, prm, ref = initial_states(run, shardings)
   step_fn = make_update_step(config, run.mesh, run.model_config)
@@ -192,19 +188,31 @@ def train(config, workdir: str) -> dict:
           prm_acc=f"{metrics.get('prm/acc_before', float('nan')):.2f}",
           tok_s=f"{metrics['time/tokens_per_s']:.0f}",
       )
-  finally:  # also on errors: the last checkpoint commits and the files close cleanly
-    bar.close()
-    try:
-      checkpointer.wait()  # raises if the last save failed
-    finally:
-      checkpointer.close()
-      log.close()
+  except BaseException:  # the error that stopped the run is the one reported
+    _close(bar.close, checkpointer.wait, checkpointer.close, log.close, quiet=True)
+    raise
+  _close(bar.close, checkpointer.wait, checkpointer.close, log.close)  # wait: the last save
   export(run, policy, prm)
   if distributed.is_primary():
     table = summary_table(first_eval, last_eval)
     (epath.Path(workdir) / "summary.md").write_text(table + "\n")
     print(table)
   return {"first_eval": first_eval, "last_eval": last_eval}
+
+
+def _close(*closers, quiet: bool = False) -> None:
+  """Runs every closer, also after one fails, and raises the first failure; `quiet` (an error
+  is stopping the run) only logs them, so a full disk is named by the save, not a later flush."""
+  failures = []
+  for close in closers:
+    try:
+      close()
+    except Exception as e:  # pylint: disable=broad-except
+      failures.append(e)
+  for e in failures[0 if quiet else 1 :]:
+    logging.warning("while stopping, this failed too: %s: %s", type(e).__name__, e)
+  if failures and not quiet:
+    raise failures[0]
 
 
 def _check_finite(step: int, metrics: dict, checkpointer: Checkpointer) -> None:

@@ -205,7 +205,7 @@ def test_sft_for_a_gcs_workdir_is_trained_once_copied_up_and_later_copied_down(
     gcs, monkeypatch, where
 ):
   calls = []
-  monkeypatch.setattr(sft, "run_sft", fake_run_sft(calls))
+  monkeypatch.setattr(run_setup, "run_sft", fake_run_sft(calls))
   if where == "workdir":
     config, workdir, remote = tiny_config(), RUN, f"{RUN}/sft"
   else:

@@ -10,6 +10,8 @@ The fault (a JSON object in $PRIME_JAX_FAULT; none: the plain trainer) is one of
   file_size_limit: [N, BYTES]
                          from step N's save on, no file may grow past BYTES (RLIMIT_FSIZE, with
                          SIGXFSZ ignored): writes fail with EFBIG as they would on a full disk.
+                         Step N's save is waited for, so its error comes from that save, before
+                         the trainer writes anything else (metrics, events) under the limit.
 """
 
 import json
@@ -32,14 +34,17 @@ def _kill_self() -> None:
   os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _before_save(step: int, act) -> None:
-  """Runs `act(checkpointer)` when the trainer is about to save `step`."""
+def _around_save(step: int, before, after=lambda checkpointer: None) -> None:
+  """Runs `before(checkpointer)` when the trainer is about to save `step`, `after` once the
+  save has been started."""
   real = checkpointing.Checkpointer.save
 
   def save(self, at, *args, **kwargs):
-    if at == step:
-      act(self)
-    return real(self, at, *args, **kwargs)
+    if at != step:
+      return real(self, at, *args, **kwargs)
+    before(self)
+    real(self, at, *args, **kwargs)
+    after(self)
 
   checkpointing.Checkpointer.save = save
 
@@ -67,7 +72,7 @@ def install(fault: dict) -> None:
       checkpointer.wait()  # the previous save committed: the state on disk is known
       _kill_self()
 
-    _before_save(fault["kill_before_save"], kill)
+    _around_save(fault["kill_before_save"], kill)
   if "kill_in_commit" in fault:
     _kill_in_commit(fault["kill_in_commit"])
   if "file_size_limit" in fault:
@@ -77,7 +82,7 @@ def install(fault: dict) -> None:
       checkpointer.wait()  # only this save and later writes meet the limit
       _limit_file_size(limit)
 
-    _before_save(step, limit_files)
+    _around_save(step, limit_files, after=lambda checkpointer: checkpointer.wait())
 
 
 if __name__ == "__main__":

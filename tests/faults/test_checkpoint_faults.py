@@ -199,6 +199,18 @@ def test_checkpoints_ahead_of_the_metrics_are_superseded(directory):
   assert restore_latest(directory, last_logged_step=0).step == 1
 
 
+def test_a_rerun_removes_the_checkpoints_beyond_keep(directory):
+  """A kill between a save's commit and orbax's removal of the oldest step leaves keep + 1
+  committed steps (here 1-4, keep 3); restoring removes the oldest, intact ones untouched."""
+  checkpointer = Checkpointer(str(directory), keep=4)
+  checkpointer.save(4, state(4), state(14), {"step": 4})
+  checkpointer.close()
+  kept = {s: tree_digest(directory / str(s)) for s in (2, 3, 4)}
+  assert restore_latest(directory).step == 4
+  assert sorted(os.listdir(directory)) == ["2", "3", "4"]
+  assert {s: tree_digest(directory / str(s)) for s in (2, 3, 4)} == kept
+
+
 def flaky(real, failures: int, error: Exception):
   """`real` that raises `error` on its first `failures` calls; `.calls` counts them all."""
 
