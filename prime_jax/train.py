@@ -69,9 +69,9 @@ def train(config, workdir: str) -> dict:
   run = setup(config, workdir)
   model = run.model_config
   logging.info("model %s (%d params), mesh %s", model, model.num_params, dict(run.mesh.shape))
-  shardings = update_step_shardings(config, run.mesh, run.model_config)
+  shardings = update_step_shardings(config, run.mesh, model)
   policy, prm, ref = initial_states(run, shardings)
-  step_fn = make_update_step(config, run.mesh, run.model_config)
+  step_fn = make_update_step(config, run.mesh, model)
   checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.keep_ckpts)
   log = MetricsLog(workdir, enabled=distributed.is_primary())
   base_key = jax.random.key(config.seed)
@@ -120,8 +120,9 @@ def train(config, workdir: str) -> dict:
   checkpoint_s = 0.0
   sampler_layout = sampler_rules(config)
   # Partial rollouts (rl.partial_rollout_steps): unfinished groups carry over between steps.
-  engine = make_engine(rl, run.model_config, run.tokenizer, sampler_layout)
+  engine = make_engine(rl, model, run.tokenizer, sampler_layout)
   bar = console.progress(config.total_steps, "RL", initial=start)
+  closers = (bar.close, checkpointer.wait, checkpointer.close, log.close)  # wait: the last save
   try:
     for step in range(start + 1, config.total_steps + 1):
       t0 = time.perf_counter()
@@ -129,8 +130,8 @@ def train(config, workdir: str) -> dict:
       # The sampler's layout of the params (a device-to-device reshard; the same arrays
       # when sampler_rules are the training rules).
       batch, buffer, metrics = collect_rollouts(
-          reshard_params(policy.params, run.model_config, run.mesh, sampler_layout),
-          model_config=run.model_config,
+          reshard_params(policy.params, model, run.mesh, sampler_layout),
+          model_config=model,
           tokenizer=run.tokenizer,
           encoder=run.encoder,
           iterator=run.iterator,
@@ -189,9 +190,9 @@ def train(config, workdir: str) -> dict:
           tok_s=f"{metrics['time/tokens_per_s']:.0f}",
       )
   except BaseException:  # the error that stopped the run is the one reported
-    _close(bar.close, checkpointer.wait, checkpointer.close, log.close, quiet=True)
+    _close(*closers, quiet=True)
     raise
-  _close(bar.close, checkpointer.wait, checkpointer.close, log.close)  # wait: the last save
+  _close(*closers)
   export(run, policy, prm)
   if distributed.is_primary():
     table = summary_table(first_eval, last_eval)
