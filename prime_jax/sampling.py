@@ -95,6 +95,12 @@ class SamplingConfig:
       raise ValueError(f"attention must be one of {DECODE_IMPLS}, got {self.attention!r}")
     if self.attention_block < 16:
       raise ValueError(f"attention_block must be >= 16, got {self.attention_block}")
+    block = self.attention_block
+    if self.attention != "xla" and block & (block - 1):
+      # Triton's lowering takes only power-of-two array sizes, and a block is one [block, d] load.
+      raise ValueError(
+          f"attention={self.attention!r} needs a power-of-two attention_block, got {block}"
+      )
 
   @property
   def greedy(self) -> bool:
@@ -171,10 +177,14 @@ def bucket_length(length: int, buckets: Optional[Sequence[int]] = None) -> int:
 
 def cache_length(prompt_width: int, config: SamplingConfig) -> int:
   """Slots per row for prompts of `prompt_width` and the response budget, rounded up to a
-  multiple of the attention block when it spans more than one."""
+  multiple of the attention block when it spans more than one, and always for the Pallas kernel:
+  it reads whole [block, head_dim] blocks, and Triton takes power-of-two sizes only (a 192-slot
+  cache failed to lower on an H200)."""
   slots = prompt_width + config.max_new_tokens
   block = config.attention_block
-  return slots if slots <= block else -(-slots // block) * block
+  if slots <= block and config.attention == "xla":
+    return slots
+  return -(-slots // block) * block
 
 
 def right_align(

@@ -12,6 +12,7 @@ from prime_jax.models import Decoder, load_hf_checkpoint, positions_from_mask
 from prime_jax.sampling import (
     SamplingConfig,
     bucket_length,
+    cache_length,
     choose_tokens,
     draw_indices,
     sample,
@@ -263,9 +264,20 @@ def test_bad_prompts_and_settings_raise(model):
       dict(top_k=-1),
       dict(n_samples=0),
       dict(max_new_tokens=0),
+      dict(attention="pallas_gpu", attention_block=96),
   ):
     with pytest.raises(ValueError):
       SamplingConfig(**{"max_new_tokens": 4, **bad})
+
+
+@pytest.mark.parametrize("attention", ["pallas_gpu", "pallas_interpret"])
+def test_the_pallas_kernel_gets_a_cache_of_whole_blocks(attention):
+  """The Triton kernel lowers only power-of-two [block, d] loads: a cache shorter than one block
+  is a whole block for it (64 + 128 = 192 slots failed on an H200), where XLA keeps 192."""
+  for width, budget, xla_slots, kernel_slots in ((64, 128, 192, 256), (64, 256, 512, 512)):
+    assert cache_length(width, SamplingConfig(max_new_tokens=budget)) == xla_slots
+    kernel = SamplingConfig(max_new_tokens=budget, attention=attention)
+    assert cache_length(width, kernel) == kernel_slots
 
 
 # ----------------------------------------------------------------------------- 8 simulated devices

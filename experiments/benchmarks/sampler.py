@@ -1,7 +1,8 @@
 r"""Sampler speed: prime_jax against transformers `generate` and against this machine's bounds.
 
-Same random weights on both sides (a 30.9M Qwen2-shaped model saved as a HF checkpoint), same CPU,
-no EOS (every row generates the full budget on both sides, so both produce the same tokens).
+Same random weights on both sides (a 30.9M Qwen2-shaped model saved as a HF checkpoint), same
+device (the CPU; beside a GPU jax, `--torch_device cuda` puts transformers on the card too), no
+EOS (every row generates the full budget on both sides, so both produce the same tokens).
 
   --case short  batch 32 x prompt 64 -> 128 new tokens, greedy and temperature 1.
   --case long   batch 16 x prompt 512 -> 2,048 new tokens, greedy; then the decode step's time
@@ -69,13 +70,21 @@ def main():
   parser.add_argument("--repeats", type=int, default=2)
   parser.add_argument("--attention", default="xla", help="SamplingConfig.attention")
   parser.add_argument("--block", type=int, default=256, help="SamplingConfig.attention_block")
+  parser.add_argument(
+      "--torch_device",
+      default="cpu",
+      help="where transformers runs: cpu, or cuda beside a GPU jax (then f32 matmuls may use TF32 "
+      "on both sides, XLA:GPU's default, so the two compute alike)",
+  )
   args = parser.parse_args()
   b, p, t = (CASES[args.case][k] for k in ("batch", "prompt", "new_tokens"))
   torch.set_num_threads(os.cpu_count())
+  if args.torch_device != "cpu":
+    torch.set_float32_matmul_precision("high")  # TF32, as XLA:GPU's default f32 dot precision
   print(
       f"CPU: {os.cpu_count()} cores, load average at start {os.getloadavg()[0]:.1f}; "
-      f"jax {jax.__version__} ({jax.devices()[0].platform}), torch {torch.__version__}, "
-      f"transformers {transformers.__version__}"
+      f"jax {jax.__version__} ({jax.devices()[0].device_kind}), torch {torch.__version__} on "
+      f"{args.torch_device}, transformers {transformers.__version__}"
   )
   print(
       f"case {args.case}: {MODEL.num_params / 1e6:.1f}M params (Qwen2-shaped, f32), batch {b}, "
@@ -86,6 +95,7 @@ def main():
   save_hf_checkpoint(directory, MODEL, init_params(MODEL, jax.random.key(0)))
   config, params = load_hf_checkpoint(directory)
   hf = transformers.AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
+  hf = hf.to(args.torch_device)
   hf.generation_config.eos_token_id = None  # no stop token: both sides generate t tokens per row
   prompts = np.random.default_rng(0).integers(3, MODEL.vocab_size, (b, p)).astype(np.int32)
   valid = np.ones((b, p), bool)
@@ -100,13 +110,16 @@ def main():
     # Plain temperature-1 sampling: HF's default top_k=50 switched off, as in our settings.
     sampling = dict(do_sample=True, temperature=1.0, top_k=0, top_p=1.0) if do_sample else {}
     with torch.no_grad():
-      return hf.generate(
-          torch.from_numpy(prompts).long(),
-          attention_mask=torch.ones(b, p).long(),
+      out = hf.generate(
+          torch.from_numpy(prompts).long().to(args.torch_device),
+          attention_mask=torch.ones(b, p).long().to(args.torch_device),
           max_new_tokens=t,
           pad_token_id=0,
           **sampling,
       )
+    if args.torch_device != "cpu":
+      torch.cuda.synchronize()  # generate returns before a GPU's last kernels finish
+    return out
 
   modes = (("greedy", 0.0),) if args.case == "long" else (("greedy", 0.0), ("temperature 1", 1.0))
   totals = {}

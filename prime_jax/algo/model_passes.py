@@ -156,4 +156,4 @@ def optimizer_step(
   grads, loss, aux = accumulate_gradients(
       loss_fn, state.params, constrain_micro(split_parts(mini_batch, parts), micro_sharding)
   )
-  return apply_gradients(state, grads, optimizer), loss, optax.global_norm(grads), aux
+  return apply_gradients(state, grads, optimizer), loss, optax.tree.norm(grads), aux
