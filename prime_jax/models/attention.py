@@ -138,7 +138,8 @@ def _pallas_attention(q, k, v, lengths, *, block, interpret):
 
   b, kv_heads, s, d = k.shape
   heads = q.shape[1]
-  block = min(block, s)
+  if s % block:  # `sampling.cache_length` sizes the kernel's caches in whole blocks
+    raise ValueError(f"a {s}-slot cache is not a whole number of {block}-slot blocks")
   # One split per block: a split past a row's length is skipped by the kernel, so the work
   # follows each row's filled length.
   mqa = functools.partial(
