@@ -68,7 +68,8 @@ mkdir -p "$WORK"
 # (XLA:GPU would otherwise use TF32 on these cards).
 # Budgets from the first H200 run (2026-12-04, experiments/results/device/nvidia_h200.md): sampler
 # took 26 s, update 43 s; memory printed nothing in 40 s, and the default run's SFT and first eval
-# took about 50 s but its first RL step had not ended at 120 s. No -x: one failure must not hide
+# took about 50 s but its first RL step had not ended at 120 s, so the default run logs each
+# compilation and its time (JAX_LOG_COMPILES) to show where that step's time goes. No -x: one failure must not hide
 # the other tests' results.
 STEPS=(
   "env|20|$PY $HELPER env $MODE --json $WORK/env.json"
@@ -76,7 +77,7 @@ STEPS=(
   "sampler|40|$PY $HELPER sampler $MODE $SAMPLER_SIZES --dtype bfloat16 --json $WORK/sampler.json"
   "update|60|$PY $HELPER update $MODE $UPDATE_SIZES --dtype bfloat16 --json $WORK/update.json"
   "memory|70|$PY $HELPER memory $MODE $MEMORY_SIZES --dtype bfloat16 --json $WORK/memory.json"
-  "default_run|150|$PY -m prime_jax.train --workdir=$WORK/run $RUN_FLAGS"
+  "default_run|150|env JAX_LOG_COMPILES=1 $PY -m prime_jax.train --workdir=$WORK/run $RUN_FLAGS"
   "report|10|$PY $HELPER report --dir $WORK"
 )
 
