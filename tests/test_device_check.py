@@ -1,6 +1,7 @@
 """experiments/benchmarks/device_check.sh: its dry run lists every step within the 8-minute
 budget, and the report renders from given numbers."""
 
+import json
 import os
 import re
 import subprocess
@@ -51,6 +52,60 @@ def test_cpu_dry_run_runs_the_same_steps_on_the_cpu_outside_the_results_folder()
   for name, _, cmd in steps:
     if name not in ("tests", "default_run", "report"):
       assert " --cpu " in cmd
+
+
+def test_steps_option_runs_env_and_the_named_steps_only():
+  text = dry_run("--steps", "update,report")
+  assert re.findall(r"^step (\w+) timeout", text, re.M) == ["env", "update", "report"]
+  out = subprocess.run(
+      ["bash", "experiments/benchmarks/device_check.sh", "--dry_run", "--steps", "update,bogus"],
+      cwd=REPO,
+      capture_output=True,
+      text=True,
+  )
+  assert out.returncode == 2 and "unknown step bogus" in out.stderr
+
+
+def test_steps_rerun_keeps_the_earlier_steps_results(tmp_path):
+  work, out = tmp_path / "work", tmp_path / "out"
+  work.mkdir()
+  earlier = "env\tok\t3\t20\ntests\tok\t103\t130\nsampler\tfailed rc=1\t2\t40\n"
+  (work / "steps.tsv").write_text(earlier)
+  run = subprocess.run(
+      ["bash", "experiments/benchmarks/device_check.sh", "--cpu", "--steps", "report", "--out",
+       str(out)],  # fmt: skip
+      cwd=REPO,
+      env=dict(os.environ, DEVICE_CHECK_WORK=str(work)),
+      capture_output=True,
+      text=True,
+      timeout=240,
+  )
+  # The earlier run's failed sampler step still fails the check; the report covers every step.
+  assert run.returncode == 1 and "sampler (failed rc=1, earlier run)" in run.stderr, run.stderr
+  report = (out / "cpu.md").read_text()
+  assert "| tests | ok | 103 |" in report and "| sampler | failed rc=1 | 2 |" in report
+  lines = (work / "steps.tsv").read_text().splitlines()
+  assert [line.split("\t")[0] for line in lines] == ["tests", "sampler", "env"]
+  assert lines[0] == "tests\tok\t103\t130" and lines[2].startswith("env\tok\t")
+
+
+def test_compile_times_a_configs_programs_on_this_device(tmp_path):
+  out = tmp_path / "compile.json"
+  run = subprocess.run(
+      [sys.executable, "experiments/benchmarks/device_check.py", "compile", "--programs", "sampler",
+       "--set", "rl.max_new_tokens=4", "--set", "rl.batch_prompts=2", "--json", str(out)],
+      cwd=REPO, capture_output=True, text=True, timeout=300,
+  )  # fmt: skip
+  assert run.returncode == 0, run.stderr
+  data = json.loads(out.read_text())
+  assert data["overrides"] == ["rl.max_new_tokens=4", "rl.batch_prompts=2"]
+  assert data["sampler_compile_s"] > 0 and data["sampler_lower_s"] > 0
+  assert "update_compile_s" not in data
+  bad = subprocess.run(
+      [sys.executable, "experiments/benchmarks/device_check.py", "compile", "--set", "rl.nope=1"],
+      cwd=REPO, capture_output=True, text=True, timeout=120,
+  )  # fmt: skip
+  assert bad.returncode != 0 and "unknown config key 'rl.nope'" in bad.stderr
 
 
 def test_unknown_argument_fails():

@@ -9,6 +9,9 @@ Subcommands, each run in its own process by the driver, each writing one JSON fi
   memory   one PRIME update step of a small model, then `jax.devices()[0].memory_stats()`'s
            peak_bytes_in_use beside the planner's estimate (`prime_jax.memory_plan.plan`) for the
            same shapes. On a GPU the stats must exist; on the CPU they do not, and say so.
+  compile  the seconds to trace, lower and compile a run's update step and sampler (built by
+           `prime_jax.compile_check`, from shapes) on this device, for a config file: where a run's
+           first step goes. XLA_FLAGS (e.g. --xla_gpu_autotune_level=0) apply as usual
   report   the markdown report from the JSON files and the driver's step log
 
 MFU = achieved model FLOP/s / the card's dense bf16 peak (CARDS below). On --cpu runs there is no
@@ -24,6 +27,7 @@ import os
 import re
 import statistics
 import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -267,6 +271,69 @@ def cmd_memory(args):
 # The report: a pure function of the numbers.
 
 
+def cmd_compile(args):
+  import importlib.util
+
+  import jax
+
+  from prime_jax import compile_check as cc
+  from prime_jax import sft
+  from prime_jax.sampling import sample_jit
+  from prime_jax.sharding import make_mesh
+  from prime_jax.tasks import get_task
+  from prime_jax.tokenizer import load_tokenizer
+
+  spec = importlib.util.spec_from_file_location("run_config", args.config)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  for item in args.set:
+    key, value = item.split("=", 1)
+    node = config
+    *parents, leaf = key.split(".")
+    try:
+      for part in parents:
+        node = node[part]
+      old = node[leaf]
+    except (KeyError, AttributeError, TypeError):
+      raise SystemExit(f"device_check compile: unknown config key {key!r} in --set {item}")
+    node[leaf] = value == "True" if isinstance(old, bool) else type(old)(value)
+  config.mesh.update(dict(data=1, fsdp=1, tensor=1))
+  if config.tokenizer:
+    vocab = load_tokenizer(config.tokenizer).vocab_size
+  else:  # a task that trains its own tokenizer (the built-in ones), as SFT does
+    with tempfile.TemporaryDirectory() as folder:
+      get_task(config.task.name).train_tokenizer(config.task, folder, config.seed)
+      vocab = load_tokenizer(folder).vocab_size
+  model_config = sft.model_config_for(config, vocab).replace(
+      value_head=config.rl.estimator == "ppo"
+  )
+  mesh = make_mesh(dict(config.mesh), jax.devices()[:1])
+  data = dict(
+      config=os.path.relpath(args.config), overrides=args.set,
+      xla_flags=os.environ.get("XLA_FLAGS", ""), device=jax.devices()[0].device_kind,
+      model=f"{model_config.num_params / 1e6:.2f}M params",
+  )  # fmt: skip
+
+  def timed(name, lower):
+    t0 = time.perf_counter()
+    lowered = lower()
+    t1 = time.perf_counter()
+    lowered.compile()
+    t2 = time.perf_counter()
+    data[f"{name}_lower_s"], data[f"{name}_compile_s"] = t1 - t0, t2 - t1
+    print(f"{name}: trace+lower {t1 - t0:.1f} s, compile {t2 - t1:.1f} s", flush=True)
+
+  with mesh:
+    if "update" in args.programs:
+      inputs = cc.update_step_inputs(config, mesh, model_config)
+      timed("update", lambda: cc.make_update_step(config, mesh, model_config).lower(*inputs))
+    if "sampler" in args.programs:
+      sample_args, static = cc.sampler_inputs(config, mesh, model_config)
+      timed("sampler", lambda: sample_jit.lower(*sample_args, **static))
+  _write(args.json, data)
+
+
 def _gib(n) -> str:
   return "n/a" if n is None else f"{n / 2**30:.3f} GiB"
 
@@ -384,6 +451,11 @@ def main():
         responses=64, prompt=128, response=512, micro_batch=16, score_chunk=256,
     ).items():  # fmt: skip
       u.add_argument(f"--{flag}", type=int, default=default)
+  c = sub.add_parser("compile")
+  c.add_argument("--config", default=os.path.join(HERE, "..", "configs", "arithmetic_prime.py"))
+  c.add_argument("--set", action="append", default=[], help="a config override, key=value")
+  c.add_argument("--programs", default="update,sampler")
+  c.add_argument("--json", help="where to write this step's numbers")
   r = sub.choices["report"]
   r.add_argument("--dir", required=True, help="the folder holding the steps' JSON and steps.tsv")
   r.add_argument("--out", help="the markdown file (default DIR/<card>.md)")

@@ -18,17 +18,22 @@
 #              8-minute limit); output in a scratch folder, never experiments/results/device/
 #   --out DIR  where the report (DIR/<card>.md) and the raw logs and JSON (DIR/<card>_raw/) go;
 #              default experiments/results/device (GPU) or /tmp/device_check_cpu (--cpu)
+#   --steps a,b  run only these steps (env always runs: the report needs the card), e.g. after a
+#              failed step, into DEVICE_CHECK_WORK holding the earlier run's files: the rerun
+#              steps' lines in its steps.tsv are replaced, the others kept for the report
 set -euo pipefail
 
 DRY_RUN=0
 CPU=0
 OUT=""
+ONLY=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --dry_run) DRY_RUN=1 ;;
     --cpu) CPU=1 ;;
     --out) OUT="$2"; shift ;;
-    *) echo "device_check: unknown argument $1 (use --dry_run, --cpu, --out DIR)" >&2; exit 2 ;;
+    --steps) ONLY="env,$2"; shift ;;
+    *) echo "device_check: unknown argument $1 (use --dry_run, --cpu, --out DIR, --steps a,b)" >&2; exit 2 ;;
   esac
   shift
 done
@@ -81,6 +86,20 @@ STEPS=(
   "report|10|$PY $HELPER report --dir $WORK"
 )
 
+if [[ -n $ONLY ]]; then
+  kept=()
+  for step in "${STEPS[@]}"; do
+    [[ ",$ONLY," == *",${step%%|*},"* ]] && kept+=("$step")
+  done
+  for name in ${ONLY//,/ }; do
+    if [[ " $(printf '%s ' "${STEPS[@]%%|*}") " != *" $name "* ]]; then
+      echo "device_check: unknown step $name in --steps" >&2
+      exit 2
+    fi
+  done
+  STEPS=("${kept[@]}")
+fi
+
 budget_sum=0
 for step in "${STEPS[@]}"; do
   IFS='|' read -r name budget cmd <<<"$step"
@@ -104,7 +123,14 @@ fi
 
 export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH}
 echo "device_check: work folder $WORK"
-: >"$WORK/steps.tsv"
+if [[ -n $ONLY ]]; then
+  # Keep the earlier run's lines for the steps not rerun.
+  touch "$WORK/steps.tsv"
+  grep -v -E "^(${ONLY//,/|})"$'\t' "$WORK/steps.tsv" >"$WORK/steps.keep" || true
+  mv "$WORK/steps.keep" "$WORK/steps.tsv"
+else
+  : >"$WORK/steps.tsv"
+fi
 failed=()
 start=$SECONDS
 for step in "${STEPS[@]}"; do
@@ -146,6 +172,12 @@ if [[ -n ${card:-} ]]; then
   cp "$WORK"/*.json "$WORK"/*.log "$WORK/steps.tsv" "$OUT/${card}_raw/" 2>/dev/null || true
 fi
 echo "device_check: ${elapsed}s in all; report $OUT/${card:-?}.md, raw logs $OUT/${card:-?}_raw/"
+# A --steps rerun's verdict covers the kept steps too: the check passes when every step has.
+while IFS=$'\t' read -r name status _; do
+  if [[ $status != ok && " ${failed[*]} " != *" $name ("* ]]; then
+    failed+=("$name ($status, earlier run)")
+  fi
+done <"$WORK/steps.tsv"
 if [[ $CPU == 0 && $elapsed -gt $TOTAL_BUDGET ]]; then
   failed+=("total time ${elapsed}s over ${TOTAL_BUDGET}s")
 fi
