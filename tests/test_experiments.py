@@ -506,3 +506,17 @@ def test_small_table_reports_gaps_prm_quarters_and_step_times(tmp_path):
   assert "| prime | prm/acc_before | 0.500 ± 0.000 | 0.500 ± 0.000 |" in text
   assert "| prime | 12 | 3.00 | 0.50 |" in text and "| 1.50× rloo |" in text
   assert "| rloo | 12 | 2.00 | 0.50 |" in text
+
+
+def test_matmul_rates_in_a_loop_counts_every_call(monkeypatch):
+  """`machine.matmul_rates(calls=n)` times n dependent dots in one program: it runs, and its FLOP
+  count is n times one dot's (with the clock stubbed to 1 s a call the rate is exactly n·2mkn)."""
+  benchmarks = os.path.join(os.path.dirname(os.path.dirname(__file__)), "experiments", "benchmarks")
+  monkeypatch.syspath_prepend(benchmarks)
+  import machine  # pylint: disable=import-outside-toplevel
+
+  wall, cpu = machine.matmul_rates(4, 8, 16, calls=3, repeats=1)
+  assert 0 < wall < float("inf") and 0 < cpu < float("inf")
+  monkeypatch.setattr(machine, "timed_calls", lambda fn, repeats: [(1.0, 1.0)] * repeats)
+  assert machine.matmul_rates(4, 8, 16, calls=5, repeats=2) == (5 * 2 * 4 * 8 * 16,) * 2
+  assert machine.matmul_rates(4, 8, 16, repeats=2) == (2 * 4 * 8 * 16,) * 2
