@@ -1,0 +1,83 @@
+r"""The sampler's decode-shaped dot alone: how fast XLA runs it in a compiled loop, with its weight
+in cache and with the weights streaming from memory as in a decode step (a step reads every
+layer's weights once).
+
+  .venv/bin/python experiments/benchmarks/dot_rates.py [--batch 32 --hidden 512 --out 1408]
+
+Prints GFLOP/s and ms per dot for 1, 4 and 40 distinct weight matrices cycled through in a loop
+(40 x [512, 1408] f32 is 115 MB, beyond any cache here), and for 40 separate weight arguments
+unrolled, the decode step's layout (one params tree per layer). Each dot's input depends on the
+previous dot's output, so XLA can neither hoist nor skip one. Check the load average it prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+REPS = 200
+
+
+def rate(fn, *args, flops: float) -> tuple[float, float]:
+  """(GFLOP/s, ms per dot) of the best of 3 calls of the jitted `fn`, REPS dots each."""
+  jax.block_until_ready(fn(*args))  # compile
+  best = float("inf")
+  for _ in range(3):
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    best = min(best, time.perf_counter() - start)
+  return flops * REPS / best / 1e9, best / REPS * 1e3
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--batch", type=int, default=32)
+  parser.add_argument("--hidden", type=int, default=512)
+  parser.add_argument("--out", type=int, default=1408)
+  a = parser.parse_args()
+  b, k, n = a.batch, a.hidden, a.out
+  print(
+      f"load average at start {os.getloadavg()[0]:.1f}; jax {jax.__version__}; dot [{b},{k}]x[{k},{n}]"
+  )
+  x = jnp.full((b, k), 0.01, jnp.float32)
+  flops = 2 * b * k * n
+  rng = np.random.default_rng(0)
+  for count in (1, 4, 40):
+    weights = jnp.asarray(rng.standard_normal((count, k, n), np.float32) * 0.01)
+
+    @jax.jit
+    def cycled(x, weights, count=count):
+      def body(i, carry):
+        out = (x + carry[:, :1]) @ weights[i % count]
+        return carry + out[:, :k] * 1e-9  # a data dependency, numerically nothing
+
+      return jax.lax.fori_loop(0, REPS, body, jnp.zeros((b, k)))
+
+    gflops, ms = rate(cycled, x, weights, flops=flops)
+    print(
+        f"{count:3d} weights ({weights.nbytes / 1e6:4.0f} MB) cycled: {gflops:4.0f} GFLOP/s, {ms:.3f} ms/dot"
+    )
+
+  separate = [jnp.asarray(rng.standard_normal((k, n), np.float32) * 0.01) for _ in range(40)]
+
+  @jax.jit
+  def unrolled(x, separate):
+    def body(_, carry):
+      for w in separate:
+        carry = carry + ((x + carry[:, :1]) @ w)[:, :k] * 1e-9
+      return carry
+
+    return jax.lax.fori_loop(0, REPS // len(separate), body, jnp.zeros((b, k)))
+
+  gflops, ms = rate(unrolled, x, separate, flops=flops)
+  print(f" 40 separate weight arguments, unrolled: {gflops:4.0f} GFLOP/s, {ms:.3f} ms/dot")
+  print(f"load average at end {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+  main()
