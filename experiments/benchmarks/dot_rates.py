@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from machine import best_wall
 
 REPS = 200
 
@@ -26,11 +27,7 @@ REPS = 200
 def rate(fn, *args, flops: float) -> tuple[float, float]:
   """(GFLOP/s, ms per dot) of the best of 3 calls of the jitted `fn`, REPS dots each."""
   jax.block_until_ready(fn(*args))  # compile
-  best = float("inf")
-  for _ in range(3):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    best = min(best, time.perf_counter() - start)
+  best = best_wall(lambda: fn(*args), 3)
   return flops * REPS / best / 1e9, best / REPS * 1e3
 
 
