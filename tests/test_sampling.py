@@ -15,6 +15,7 @@ from prime_jax.sampling import (
     cache_length,
     choose_tokens,
     draw_indices,
+    greedy_tokens,
     sample,
     sample_jit,
 )
@@ -197,6 +198,24 @@ def test_choose_tokens_draws_from_the_filtered_distribution(temperature, top_k, 
   np.testing.assert_allclose(freq, expected, atol=0.012)  # > 5 sigma of a 40k-draw frequency
   log_softmax = logits - np.log(np.exp(logits).sum())
   np.testing.assert_allclose(logprobs, log_softmax[np.asarray(tokens)], atol=1e-6)
+
+
+def test_greedy_tokens_match_numpy_argmax_and_log_softmax():
+  """The first maximal index on ties (as `np.argmax`), rows of -inf entries, a row of equal
+  logits, the maximum in the last column; log-probs against a float64 log-softmax."""
+  rng = np.random.default_rng(3)
+  logits = rng.standard_normal((6, 1000)).astype(np.float32)
+  logits[0, [17, 400, 999]] = 9.0  # a three-way tie: the first wins
+  logits[1, :500] = -np.inf
+  logits[2] = 0.25
+  logits[3, 999] = 7.0
+  tokens, logprobs = jax.jit(greedy_tokens)(logits)
+  np.testing.assert_array_equal(tokens, logits.argmax(-1))
+  assert list(np.asarray(tokens)[:4]) == [17, int(logits[1].argmax()), 0, 999]
+  wide = logits.astype(np.float64)
+  log_softmax = wide - wide.max(-1, keepdims=True)
+  log_softmax -= np.log(np.exp(log_softmax).sum(-1, keepdims=True))
+  np.testing.assert_allclose(logprobs, log_softmax[np.arange(6), logits.argmax(-1)], atol=1e-6)
 
 
 def test_draw_follows_softmax_across_chunks_and_never_picks_masked_entries():
