@@ -42,6 +42,7 @@ from prime_jax.sampling import (
     static_args,
     admit,
     bucket_length,
+    cache_slots,
     decode,
     new_state,
     params_mesh,
@@ -245,7 +246,7 @@ class RolloutEngine:
     under _PREFILL_SCORES_BYTES (a resumed context can be prompt + budget long); each call's
     count padded to a power of two (padding rows drop) and its width to a bucket, so rounds
     reuse a few programs."""
-    slots = self._state.cache[0][0].shape[2]
+    slots = cache_slots(self._state)
     width = min(bucket_length(max(len(c) for c in contexts)), slots)
     scores = 4 * self.model_config.num_heads * width * width  # f32 scores of one context
     per_call = 1 << (max(1, _PREFILL_SCORES_BYTES // scores).bit_length() - 1)

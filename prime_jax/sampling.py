@@ -1,7 +1,8 @@
 """The sampler: jitted pure functions over a `DecodeState` (a rollout engine), and `sample`.
 
 A `DecodeState` holds N rows: each row's response so far (tokens, temperature-1 log-probs), its
-PRNG key and its own KV cache, one (k, v) pair of [N, kv_heads, S, head_dim] buffers per layer.
+PRNG key and its own KV cache, one (k, v) pair of buffers per layer: values [N, kv_heads, S,
+head_dim], keys in the decode attention's layout (`prime_jax.models.decoder.cache_axes`).
 Rows use the ragged layout: a row's context (its prompt, then its response) starts at slot 0, so a
 token's slot is its RoPE position and row b's filled slots are [0, filled[b]).
 
@@ -40,7 +41,7 @@ from jax.sharding import NamedSharding
 
 from prime_jax.models.attention import DECODE_IMPLS
 from prime_jax.models.config import DecoderConfig
-from prime_jax.models.decoder import CACHE_AXES, Decoder, KVCache, init_cache
+from prime_jax.models.decoder import Decoder, KVCache, cache_axes, cache_shapes, init_cache
 from prime_jax.models.decoding import decode_step, split_layers
 from prime_jax.sharding import (
     DEFAULT_RULES,
@@ -125,7 +126,8 @@ class SampleOutput(NamedTuple):
 class DecodeState(NamedTuple):
   """N rows of the rollout engine; T = max_new_tokens, S cache slots per row.
 
-  cache: per layer (k, v), each [N, kv_heads, S, head_dim] in the compute dtype.
+  cache: per layer (k, v) in the compute dtype: v [N, kv_heads, S, head_dim], k in the layout
+    of `cache_axes(config.attention)`.
   tokens: [N, T] int32 response tokens so far, `pad_id` after them.
   logprobs: [N, T] float32 their temperature-1 log-probs, 0 after them.
   lengths: [N] int32 response tokens drawn so far (the last is not yet in the cache).
@@ -326,19 +328,29 @@ def params_mesh(params):
 
 
 def init_cache_like(
-    params, model_config: DecoderConfig, batch: int, length: int, *, rules=DEFAULT_RULES
+    params,
+    model_config: DecoderConfig,
+    batch: int,
+    length: int,
+    *,
+    rules=DEFAULT_RULES,
+    impl: str = "xla",
 ) -> KVCache:
-  """A zeroed KV cache placed like `params`: on their device, or sharded on their mesh.
+  """A zeroed KV cache for the decode attention `impl`, placed like `params`: on their device, or
+  sharded on their mesh.
 
   A mesh axis that does not divide its cache dimension is left out (that dimension replicated).
   """
   mesh = params_mesh(params)
   if mesh is None:
-    return init_cache(model_config, batch, length)
-  shape = (batch, model_config.num_kv_heads, length, model_config.head_dim)
-  sharding = cache_sharding(mesh, shape, rules)
-  zeros = lambda: jnp.zeros(shape, jnp.dtype(model_config.dtype), device=sharding)
-  return tuple((zeros(), zeros()) for _ in range(model_config.num_layers))
+    return init_cache(model_config, batch, length, impl=impl)
+  dtype = jnp.dtype(model_config.dtype)
+  zeros = lambda shape, axes: jnp.zeros(
+      shape, dtype, device=cache_sharding(mesh, shape, rules, axes)
+  )
+  pair = zip(cache_shapes(model_config, batch, length, impl), cache_axes(impl))
+  pair = tuple(pair)
+  return tuple(tuple(zeros(*a) for a in pair) for _ in range(model_config.num_layers))
 
 
 def new_state(
@@ -361,7 +373,7 @@ def new_state(
   # mesh that spans several processes (each process places its shards), a key array may not.
   key_data = np.asarray(jax.random.key_data(jax.random.split(jax.random.key(0), rows)))
   return DecodeState(
-      cache=init_cache_like(params, model_config, rows, slots, rules=rules),
+      cache=init_cache_like(params, model_config, rows, slots, rules=rules, impl=config.attention),
       tokens=place(np.full((rows, t), config.pad_id, np.int32)),
       logprobs=place(np.zeros((rows, t), np.float32)),
       lengths=place(np.zeros((rows,), np.int32)),
@@ -379,7 +391,7 @@ def state_shapes(
   slots, t = cache_length(prompt_width, config), config.max_new_tokens
   return jax.eval_shape(
       lambda: DecodeState(
-          cache=init_cache(model_config, rows, slots),
+          cache=init_cache(model_config, rows, slots, impl=config.attention),
           tokens=jnp.zeros((rows, t), jnp.int32),
           logprobs=jnp.zeros((rows, t), jnp.float32),
           lengths=jnp.zeros((rows,), jnp.int32),
@@ -390,9 +402,10 @@ def state_shapes(
   )
 
 
-def cache_sharding(mesh, shape, rules=DEFAULT_RULES) -> NamedSharding:
-  """Where one KV cache array [rows, kv_heads, slots, head_dim] of `shape` lives."""
-  return fit_to_shape(logical_sharding(mesh, CACHE_AXES, rules), shape)
+def cache_sharding(mesh, shape, rules=DEFAULT_RULES, axes=cache_axes("xla")[1]) -> NamedSharding:
+  """Where one KV cache array of `shape` and logical `axes` lives (default: values, [rows,
+  kv_heads, slots, head_dim])."""
+  return fit_to_shape(logical_sharding(mesh, axes, rules), shape)
 
 
 def row_sharding(mesh, shape, rules=DEFAULT_RULES) -> NamedSharding:
@@ -473,6 +486,11 @@ def draw_indices(keys: jax.Array, logits: jax.Array) -> jax.Array:
   return chunk * width + crossing(jnp.cumsum(inside, axis=-1), inside, target - before)
 
 
+def cache_slots(state: DecodeState) -> int:
+  """Slots per row of a state's KV cache (its values are [N, kv_heads, S, head_dim])."""
+  return state.cache[0][1].shape[2]
+
+
 def _is_eos(tokens: jax.Array, eos_ids: tuple[int, ...]) -> jax.Array:
   if not eos_ids:
     return jnp.zeros(tokens.shape, bool)
@@ -484,14 +502,21 @@ def _step_keys(keys: jax.Array, t: jax.Array) -> jax.Array:
   return jax.vmap(jax.random.fold_in)(keys, t)
 
 
-def _constrain(mesh, rules, state: DecodeState) -> DecodeState:
+def _constrain(mesh, rules, state: DecodeState, config: SamplingConfig) -> DecodeState:
   """Pins a state's layout (cache and rows over the batch axes) on a mesh; no-op without one."""
   if mesh is None:
     return state
-  pin = lambda shard: lambda x: jax.lax.with_sharding_constraint(x, shard(mesh, x.shape, rules))
+  pin = lambda x, sharding: jax.lax.with_sharding_constraint(x, sharding)
+  axes = cache_axes(config.attention)
   return state._replace(
-      cache=jax.tree.map(pin(cache_sharding), state.cache),
-      **{f: pin(row_sharding)(getattr(state, f)) for f in DecodeState._fields[1:]},
+      cache=tuple(
+          tuple(pin(x, cache_sharding(mesh, x.shape, rules, a)) for x, a in zip(pair, axes))
+          for pair in state.cache
+      ),
+      **{
+          f: pin(getattr(state, f), row_sharding(mesh, getattr(state, f).shape, rules))
+          for f in DecodeState._fields[1:]
+      },
   )
 
 
@@ -522,7 +547,7 @@ def sample_jit(
     state, _ = _decode(
         params, state, config.max_new_tokens - 1, model_config=model_config, config=config
     )
-  state = _constrain(mesh, rules, state)
+  state = _constrain(mesh, rules, state, config)
   out = state.output()
   if mesh is not None:
     out = jax.tree.map(
@@ -565,7 +590,7 @@ def admit(
         model_config=model_config,
         config=config,
     )
-  return _constrain(mesh, rules, state)
+  return _constrain(mesh, rules, state, config)
 
 
 @functools.partial(
@@ -578,7 +603,7 @@ def decode(
   `state`; returns (state, steps run). See `_decode`."""
   with activation_rules(mesh, rules):
     state, steps = _decode(params, state, max_steps, model_config=model_config, config=config)
-  return _constrain(mesh, rules, state), steps
+  return _constrain(mesh, rules, state, config), steps
 
 
 def _admit(
@@ -606,16 +631,25 @@ def _admit(
   r, budget = g * repeat, state.tokens.shape[1]
   chex.assert_shape([context_lengths], (g,))
   chex.assert_shape([keys], (r,))
+  # A prefill's keys and values are [G, W, kv_heads, head_dim]; a cache array's dims are `axes`.
+  prefill_axes = ("batch", "length", "kv_heads", "head_dim")
   if rows is None:
     chex.assert_shape([state.tokens], (r, budget))
     put = lambda full, part: part if part.dtype == full.dtype else part.astype(full.dtype)
-    write = lambda full, part: full.at[:, :, :w].set(part.astype(full.dtype))
+    window = lambda axes: (slice(None),) * axes.index("length") + (slice(0, w),)
   else:
     chex.assert_shape([rows], (r,))
     put = lambda full, part: full.at[rows].set(part, mode="drop")
-    write = lambda full, part: full.at[rows, :, :w].set(part.astype(full.dtype), mode="drop")
-  if w > state.cache[0][0].shape[2]:
-    raise ValueError(f"contexts of width {w} do not fit the cache's {state.cache[0][0].shape[2]}")
+    window = lambda axes: (rows,) + (slice(None),) * (axes.index("length") - 1) + (slice(0, w),)
+
+  def write(full, part, axes):
+    """The rows' slots [0, W) of one cache array <- a prefill's [G, W, kv_heads, head_dim]."""
+    part = jnp.repeat(part.transpose([prefill_axes.index(a) for a in axes]), repeat, axis=0)
+    return full.at[window(axes)].set(part.astype(full.dtype), mode="drop")
+
+  slots = cache_slots(state)
+  if w > slots:
+    raise ValueError(f"contexts of width {w} do not fit the cache's {slots}")
   model = Decoder(model_config)
   variables = {"params": params}
   valid = jnp.arange(w)[None, :] < context_lengths[:, None]
@@ -635,9 +669,8 @@ def _admit(
   return DecodeState(
       cache=tuple(
           tuple(
-              # [G, W, kv_heads, head_dim] -> the rows' slots [0, W): [R, kv_heads, W, head_dim].
-              write(full, jnp.repeat(part[layer].swapaxes(1, 2), repeat, axis=0))
-              for full, part in zip(pair, (kv["k"], kv["v"]))
+              write(full, part[layer], axes)
+              for full, part, axes in zip(pair, (kv["k"], kv["v"]), cache_axes(config.attention))
           )
           for layer, pair in enumerate(state.cache)
       ),
@@ -660,7 +693,7 @@ def _decode(params, state, max_steps, *, model_config, config):
   """
   layers = split_layers(params, model_config)  # once per call: sliced weights in the loop copy
   n, budget = state.tokens.shape
-  slots = state.cache[0][0].shape[2]
+  slots = cache_slots(state)
   rows = jnp.arange(n)
 
   def running(carry):

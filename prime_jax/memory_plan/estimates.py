@@ -202,10 +202,11 @@ def resident_state_bytes(config, model_config, mesh_sizes, rules):
 
 
 def cache_shape(model_config: DecoderConfig, rows: int, slots: int) -> tuple[int, ...]:
-  """Shape of each layer's k and v arrays (`prime_jax.models.decoder.init_cache`)."""
+  """Shape of each layer's values, [rows, kv_heads, slots, head_dim] (`CACHE_AXES`; the keys hold
+  as many elements, in the decode attention's order: `prime_jax.models.decoder.init_cache`)."""
   one_layer = model_config.replace(num_layers=1)
-  k, _ = jax.eval_shape(lambda: init_cache(one_layer, rows, slots))[0]
-  return k.shape
+  _, v = jax.eval_shape(lambda: init_cache(one_layer, rows, slots))[0]
+  return v.shape
 
 
 def cache_bytes(

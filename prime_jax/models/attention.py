@@ -5,10 +5,12 @@
 
 `decode_attention` serves the sampler's decode step: one query per row against that row's KV
 cache, attending to the filled slots [0, length) only, so a step costs what has been written and
-not the cache's allocated length. A layer's cache is [B, kv_heads, S, head_dim]: per row and kv
-head the keys are one contiguous [S, head_dim] matrix, so the decode matmuls batch over the two
-leading dims without a transpose, and a [B * kv_heads, S, head_dim] view (a free reshape) is the
-layout of the Pallas decode kernel. Two implementations, chosen by `impl`:
+not the cache's allocated length. A layer's values are [B, kv_heads, S, head_dim]: per row and kv
+head one contiguous [S, head_dim] matrix, so the decode matmuls batch over the two leading dims
+without a transpose. Its keys are laid out for the implementation (`keys_transposed`): for "xla"
+[B, kv_heads, head_dim, S], so the scores q @ k^T read keys as a plain [head_dim, S] operand; for
+the Pallas kernels [B, kv_heads, S, head_dim], whose [B * kv_heads, S, head_dim] view (a free
+reshape) is the kernel's layout. Two implementations, chosen by `impl`:
 
 - "xla": pure JAX, the reference. Keys are read in blocks of `block` slots under a loop whose trip
   count is the number of blocks holding a filled slot of some row (online softmax across blocks).
@@ -53,18 +55,31 @@ def chunk_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -
   return out.reshape(b, s, heads, d)
 
 
-def write_token(cache: jax.Array, new: jax.Array, slots: jax.Array) -> jax.Array:
-  """Writes one token per row into a layer's cache, in place when `cache` is a loop carry.
+def keys_transposed(impl: str) -> bool:
+  """Whether `impl` keeps a layer's keys as [B, kv_heads, head_dim, S] (else [B, kv_heads, S,
+  head_dim], as the values).
+
+  "xla" does: XLA's CPU backend runs a batched dot whose right operand is contracted over its
+  minor dim (q @ k^T with keys [S, head_dim]) several times slower than one whose operand is
+  [head_dim, S]; on the sampler benchmark's short case the scores took 0.65 ms a layer against
+  0.12 ms for the equally sized probs @ v (`experiments/results/sampler/results.md`). The Pallas
+  kernels read [S, head_dim] keys.
+  """
+  return impl == "xla"
+
+
+def write_token(cache: jax.Array, new: jax.Array, slots: jax.Array, *, slot_axis: int) -> jax.Array:
+  """Writes one token per row into a layer's keys or values, in place when `cache` is a loop carry.
 
   Args:
-    cache: [B, kv_heads, S, head_dim].
+    cache: [B, kv_heads, ...] with the S slots on `slot_axis` (2 or 3) and head_dim on the other.
     new: [B, kv_heads, head_dim], the new token's keys (or values).
     slots: [B] int, the slot of row b's token; a slot outside [0, S) writes nothing.
   Returns:
-    The cache with new[b] at [b, :, slots[b]].
+    The cache with new[b] at row b, slot slots[b].
   """
-  rows = jnp.arange(cache.shape[0])
-  return cache.at[rows, :, slots].set(new.astype(cache.dtype), mode="drop")
+  at = (jnp.arange(cache.shape[0]),) + (slice(None),) * (slot_axis - 1) + (slots,)
+  return cache.at[at].set(new.astype(cache.dtype), mode="drop")
 
 
 def decode_attention(
@@ -80,7 +95,9 @@ def decode_attention(
 
   Args:
     q: [B, heads, head_dim] queries in the compute dtype.
-    k, v: [B, kv_heads, S, head_dim] a layer's cache; S a multiple of `block` (or S <= block).
+    k: a layer's keys, [B, kv_heads, head_dim, S] when `keys_transposed(impl)`, else
+      [B, kv_heads, S, head_dim]; S a multiple of `block` (or S <= block).
+    v: its values, [B, kv_heads, S, head_dim].
     lengths: [B] int, row b attends to slots [0, lengths[b]); >= 1 for rows whose output is used.
     block: slots per block of keys read together.
     impl: one of DECODE_IMPLS.
@@ -95,7 +112,7 @@ def decode_attention(
 
 
 def _blocked_attention(q, k, v, lengths, *, block):
-  b, kv_heads, s, d = k.shape
+  b, kv_heads, s, d = v.shape  # k: [B, kv_heads, d, S]
   heads = q.shape[1]
   q = q.reshape(b, kv_heads, heads // kv_heads, d)
   block = min(block, s)
@@ -104,10 +121,10 @@ def _blocked_attention(q, k, v, lengths, *, block):
 
   def one_block(start, carry):
     out, top, total = carry  # [B, n, g, d] f32 unnormalised output, [B, n, g] running max, sum
-    k_blk = jax.lax.dynamic_slice_in_dim(k, start, block, axis=2)
+    k_blk = jax.lax.dynamic_slice_in_dim(k, start, block, axis=3)
     v_blk = jax.lax.dynamic_slice_in_dim(v, start, block, axis=2)
     scores = jnp.einsum(
-        "bngd,bncd->bngc", q, k_blk.astype(q.dtype), preferred_element_type=jnp.float32
+        "bngd,bndc->bngc", q, k_blk.astype(q.dtype), preferred_element_type=jnp.float32
     ) / np.sqrt(d)
     valid = start + jnp.arange(block)[None, :] < lengths[:, None]  # [B, block]
     scores = jnp.where(valid[:, None, None, :], scores, MASKED)

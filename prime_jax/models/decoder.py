@@ -20,20 +20,34 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from prime_jax.models.attention import chunk_attention, decode_attention, write_token
+from prime_jax.models.attention import (
+    chunk_attention,
+    decode_attention,
+    keys_transposed,
+    write_token,
+)
 from prime_jax.models.config import DecoderConfig
 
-# The sampler's KV cache: one (keys, values) pair per layer, each [B, kv_heads, S, head_dim] in the
-# compute dtype (separate buffers, so a decode step updates and reads each in place).
+# The sampler's KV cache: one (keys, values) pair per layer in the compute dtype (separate buffers,
+# so a decode step updates and reads each in place). Values are [B, kv_heads, S, head_dim]; keys
+# the same, or [B, kv_heads, head_dim, S] for a decode attention that reads them transposed
+# (`prime_jax.models.attention.keys_transposed`).
 KVCache = tuple
-CACHE_AXES = ("batch", "kv_heads", "length", "head_dim")  # logical axes of one cache array
+CACHE_AXES = ("batch", "kv_heads", "length", "head_dim")  # logical axes of values (and keys)
+KEYS_T_AXES = ("batch", "kv_heads", "head_dim", "length")  # of transposed keys
+
+
+def cache_axes(impl: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+  """Logical axes of one layer's (keys, values) for the decode attention `impl`."""
+  return (KEYS_T_AXES if keys_transposed(impl) else CACHE_AXES), CACHE_AXES
 
 
 @struct.dataclass
 class LayerCache:
   """One layer's cache in a decode step: one new token per row, written then attended from.
 
-  k, v: [B, kv_heads, S, head_dim]. slots: [B] int, where row b's token goes (its position in the
+  k, v: keys and values in the layout of `cache_axes(impl)`. slots: [B] int, where row b's token
+  goes (its position in the
   ragged layout, where a row's context starts at slot 0); a slot outside [0, S) writes nothing.
   lengths: [B] int, row b attends to slots [0, lengths[b]) (its token's slot included).
   block / impl: `prime_jax.models.attention.decode_attention`'s.
@@ -188,8 +202,10 @@ class Attention(nn.Module):
     v = HeadsProjection(c.num_kv_heads, "kv_heads", c, name="v_proj")(x)
     if isinstance(kv, LayerCache):
       k, v = (
-          nn.with_logical_constraint(write_token(cache, new[:, 0], kv.slots), CACHE_AXES)
-          for cache, new in ((kv.k, k), (kv.v, v))
+          nn.with_logical_constraint(
+              write_token(cache, new[:, 0], kv.slots, slot_axis=axes.index("length")), axes
+          )
+          for cache, new, axes in zip((kv.k, kv.v), (k, v), cache_axes(kv.impl))
       )
       out = decode_attention(q[:, 0], k, v, kv.lengths, block=kv.block, impl=kv.impl)[:, None]
     else:
@@ -337,11 +353,25 @@ class Decoder(nn.Module):
     return nn.with_logical_constraint(out.astype(jnp.float32), axes)
 
 
-def init_cache(config: DecoderConfig, batch: int, length: int, dtype=None) -> KVCache:
-  """A zeroed KV cache for `batch` rows and `length` slots: per layer (k, v), see `KVCache`."""
-  shape = (batch, config.num_kv_heads, length, config.head_dim)
+def cache_shapes(
+    config: DecoderConfig, batch: int, length: int, impl: str = "xla"
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+  """Shapes of one layer's (keys, values) for `batch` rows and `length` slots (`cache_axes`)."""
+  size = dict(batch=batch, kv_heads=config.num_kv_heads, length=length, head_dim=config.head_dim)
+  k_axes, v_axes = cache_axes(impl)
+  return tuple(size[a] for a in k_axes), tuple(size[a] for a in v_axes)
+
+
+def init_cache(
+    config: DecoderConfig, batch: int, length: int, dtype=None, *, impl: str = "xla"
+) -> KVCache:
+  """A zeroed KV cache for `batch` rows and `length` slots in the layout of the decode attention
+  `impl`: per layer (k, v), see `KVCache`."""
   dtype = jnp.dtype(dtype or config.dtype)
-  return tuple((jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)) for _ in range(config.num_layers))
+  k_shape, v_shape = cache_shapes(config, batch, length, impl)
+  return tuple(
+      (jnp.zeros(k_shape, dtype), jnp.zeros(v_shape, dtype)) for _ in range(config.num_layers)
+  )
 
 
 def init_params(config: DecoderConfig, rng: jax.Array):

@@ -21,6 +21,7 @@ from prime_jax.models import (
     positions_from_mask,
     save_hf_checkpoint,
 )
+from prime_jax.models.decoder import cache_axes, cache_shapes
 from prime_jax.models.decoding import decode_step, split_layers
 
 
@@ -215,12 +216,16 @@ def test_decode_steps_equal_full_forward(tiny_hf, impl, block):
       jnp.broadcast_to(jnp.arange(total), (b, total)),
       jnp.arange(total)[None, :] < jnp.asarray(context)[:, None],
   )
+  # [B, total, kv_heads, head_dim] -> the first `total` slots, in `impl`'s (keys, values) layout.
+  prefill_axes = ("batch", "length", "kv_heads", "head_dim")
   cache = tuple(
       tuple(
-          jnp.zeros((b, config.num_kv_heads, slots, config.head_dim))
-          .at[:, :, :total]
-          .set(part[layer].swapaxes(1, 2))
-          for part in (kv["k"], kv["v"])
+          jnp.zeros(shape)
+          .at[(slice(None),) * axes.index("length") + (slice(0, total),)]
+          .set(part[layer].transpose([prefill_axes.index(a) for a in axes]))
+          for part, shape, axes in zip(
+              (kv["k"], kv["v"]), cache_shapes(config, b, slots, impl), cache_axes(impl)
+          )
       )
       for layer in range(config.num_layers)
   )
