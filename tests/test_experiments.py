@@ -520,3 +520,32 @@ def test_matmul_rates_in_a_loop_counts_every_call(monkeypatch):
   monkeypatch.setattr(machine, "timed_calls", lambda fn, repeats: [(1.0, 1.0)] * repeats)
   assert machine.matmul_rates(4, 8, 16, calls=5, repeats=2) == (5 * 2 * 4 * 8 * 16,) * 2
   assert machine.matmul_rates(4, 8, 16, repeats=2) == (2 * 4 * 8 * 16,) * 2
+
+
+def test_dots_step_floor_runs_every_matmul_of_a_step(monkeypatch):
+  """`decode_bounds.dots_step_seconds` times a compiled loop of a decode step's dots: for a tiny
+  model it runs, divides by the steps (clock stubbed to 1 s a call), and its loop body holds one
+  dot per weight matrix of every layer plus the head, with the weights' shapes."""
+  benchmarks = os.path.join(os.path.dirname(os.path.dirname(__file__)), "experiments", "benchmarks")
+  monkeypatch.syspath_prepend(benchmarks)
+  import decode_bounds  # pylint: disable=import-outside-toplevel
+  import machine  # pylint: disable=import-outside-toplevel
+
+  tiny = decode_bounds.MODEL.replace(
+      vocab_size=64,
+      hidden_size=32,
+      num_layers=2,
+      num_heads=4,
+      num_kv_heads=2,
+      head_dim=8,
+      intermediate_size=48,
+  )
+  assert 0 < decode_bounds.dots_step_seconds(tiny, 4, steps=3, repeats=1) < float("inf")
+  monkeypatch.setattr(machine, "timed_calls", lambda fn, repeats: [(1.0, 1.0)] * repeats)
+  assert decode_bounds.dots_step_seconds(tiny, 4, steps=4, repeats=2) == 0.25
+  run, args = decode_bounds.dots_step_program(tiny, 4, 1)
+  rhs = re.findall(
+      r"dot_general[^\n]*tensor<4x\d+xf32>, tensor<(\d+)x(\d+)xf32>", run.lower(*args).as_text()
+  )
+  layer = [(32, 32), (32, 16), (32, 16), (32, 32), (32, 48), (32, 48), (48, 32)]
+  assert sorted((int(a), int(b)) for a, b in rhs) == sorted(layer * 2 + [(32, 64)])

@@ -11,7 +11,11 @@ EOS (every row generates the full budget on both sides, so both produce the same
 
 Every run prints tokens/s of both and the ratio, and the decode step against its bounds (matmul
 FLOPs at XLA's measured f32 matmul rate, bytes read at the measured memory bandwidth;
-`decode_bounds`). Check the load average it prints: timings on a busy machine are not results.
+`decode_bounds`). It also times the step's dots alone (`decode_bounds.dots_step_seconds`) and
+prints the ceiling that puts on the ratio: transformers' time over the prefill plus every step at
+its dots alone (long case: plus reading the filled KV cache at the measured bandwidth), i.e. the
+ratio a sampler would reach if nothing but XLA's own matmuls cost time. Check the load average it
+prints: timings on a busy machine are not results.
 
   .venv/bin/python experiments/benchmarks/sampler.py --case short --repeats 3
   .venv/bin/python experiments/benchmarks/sampler.py --case long --repeats 1
@@ -31,7 +35,14 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
-from decode_bounds import MODEL, bound_line, step_bytes, step_flops  # noqa: E402
+from decode_bounds import (  # noqa: E402
+    MODEL,
+    bound_line,
+    dots_step_seconds,
+    kv_bytes,
+    step_bytes,
+    step_flops,
+)
 from machine import best_wall, matmul_rates, memory_bandwidth  # noqa: E402
 from prime_jax.models import init_params, load_hf_checkpoint, save_hf_checkpoint  # noqa: E402
 from prime_jax.sampling import SamplingConfig, admit, decode, new_state, sample  # noqa: E402
@@ -122,7 +133,7 @@ def main():
     return out
 
   modes = (("greedy", 0.0),) if args.case == "long" else (("greedy", 0.0), ("temperature 1", 1.0))
-  totals = {}
+  totals, baseline = {}, {}
   for name, temperature in modes:
     sampling = settings(max_new_tokens=t, temperature=temperature)
     first = best_wall(lambda: ours(sampling), 1)
@@ -132,7 +143,7 @@ def main():
     for _ in range(args.repeats):
       ours_s = min(ours_s, best_wall(lambda: ours(sampling), 1))
       theirs_s = min(theirs_s, best_wall(lambda: theirs(temperature > 0), 1))
-    totals[name] = ours_s
+    totals[name], baseline[name] = ours_s, theirs_s
     print(
         f"{name:>14}: prime_jax {b * t / ours_s:6.0f} tok/s ({ours_s:.2f} s; first call incl."
         f" compile {first:.1f} s) | transformers {b * t / theirs_s:5.0f} tok/s ({theirs_s:.2f} s)"
@@ -148,15 +159,21 @@ def main():
       f" (1024^3), {decode_rate / 1e9:.0f} GFLOP/s decode-shaped in a loop ([{b},{MODEL.hidden_size}]x"
       f"[{MODEL.hidden_size},{MODEL.intermediate_size}])"
   )
+  one = settings(max_new_tokens=1, temperature=0.0)
+  ours(one)
+  prefill_s = best_wall(lambda: ours(one), args.repeats)  # prefill + first token
+  dots_s = dots_step_seconds(MODEL, b, repeats=max(2, args.repeats))
   if args.case == "short":
     # Decode step: the full greedy run minus a 1-token run (prefill + first token), per step.
-    one = settings(max_new_tokens=1, temperature=0.0)
-    ours(one)
-    step_s = (totals["greedy"] - best_wall(lambda: ours(one), args.repeats)) / (t - 1)
+    step_s = (totals["greedy"] - prefill_s) / (t - 1)
     flops, nbytes = step_flops(MODEL, b, p + t // 2), step_bytes(MODEL, b, p + t // 2)
     print(f"decode step {step_s * 1e3:.2f} ms (mean over filled lengths {p}..{p + t})")
     print("  " + bound_line(step_s, flops, peak, nbytes, bandwidth))
     print(f"  at the decode-shaped matmul rate: step = {step_s / (flops / decode_rate):.1f}x")
+    print(
+        f"  its dots alone in a compiled loop: {dots_s * 1e3:.2f} ms (step = {step_s / dots_s:.2f}x)"
+    )
+    floor_s = prefill_s + (t - 1) * dots_s
   else:
     print(f"decode step against the filled length (prompt width {p}, budget {t}):")
     by_filled = {}
@@ -177,6 +194,16 @@ def main():
         f"filled {p}, budget {t // 4} (4x smaller): {small * 1e3:.2f} ms; budget {t} / budget "
         f"{t // 4} = {by_filled[p] / small:.2f}x"
     )
+    print(f"dots alone in a compiled loop: {dots_s * 1e3:.2f} ms a step")
+    # Every step at its dots alone plus one read of the KV cache filled so far.
+    filled = p + np.arange(1, t)
+    floor_s = prefill_s + (t - 1) * dots_s + kv_bytes(MODEL, b, filled).sum() / bandwidth
+  print(
+      f"ceiling: prefill + first token {prefill_s:.2f} s, then every step at its dots alone"
+      + ("" if args.case == "short" else " plus one read of the filled KV cache")
+      + f": {floor_s:.2f} s for the run, which would be "
+      + ", ".join(f"{baseline[n] / floor_s:.2f}x transformers {n}" for n in baseline)
+  )
   print(f"load average at end {os.getloadavg()[0]:.1f}")
 
 
