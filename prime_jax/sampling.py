@@ -41,7 +41,14 @@ from jax.sharding import NamedSharding
 
 from prime_jax.models.attention import DECODE_IMPLS
 from prime_jax.models.config import DecoderConfig
-from prime_jax.models.decoder import Decoder, KVCache, cache_axes, cache_shapes, init_cache
+from prime_jax.models.decoder import (
+    CACHE_AXES,
+    Decoder,
+    KVCache,
+    cache_axes,
+    cache_shapes,
+    init_cache,
+)
 from prime_jax.models.decoding import decode_step, split_layers
 from prime_jax.sharding import (
     DEFAULT_RULES,
@@ -348,8 +355,7 @@ def init_cache_like(
   zeros = lambda shape, axes: jnp.zeros(
       shape, dtype, device=cache_sharding(mesh, shape, rules, axes)
   )
-  pair = zip(cache_shapes(model_config, batch, length, impl), cache_axes(impl))
-  pair = tuple(pair)
+  pair = tuple(zip(cache_shapes(model_config, batch, length, impl), cache_axes(impl)))
   return tuple(tuple(zeros(*a) for a in pair) for _ in range(model_config.num_layers))
 
 
@@ -402,7 +408,7 @@ def state_shapes(
   )
 
 
-def cache_sharding(mesh, shape, rules=DEFAULT_RULES, axes=cache_axes("xla")[1]) -> NamedSharding:
+def cache_sharding(mesh, shape, rules=DEFAULT_RULES, axes=CACHE_AXES) -> NamedSharding:
   """Where one KV cache array of `shape` and logical `axes` lives (default: values, [rows,
   kv_heads, slots, head_dim])."""
   return fit_to_shape(logical_sharding(mesh, axes, rules), shape)

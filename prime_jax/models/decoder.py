@@ -47,8 +47,8 @@ class LayerCache:
   """One layer's cache in a decode step: one new token per row, written then attended from.
 
   k, v: keys and values in the layout of `cache_axes(impl)`. slots: [B] int, where row b's token
-  goes (its position in the
-  ragged layout, where a row's context starts at slot 0); a slot outside [0, S) writes nothing.
+  goes (its position in the ragged layout, where a row's context starts at slot 0); a slot outside
+  [0, S) writes nothing.
   lengths: [B] int, row b attends to slots [0, lengths[b]) (its token's slot included).
   block / impl: `prime_jax.models.attention.decode_attention`'s.
   """
