@@ -544,3 +544,18 @@ def test_dots_step_floor_runs_every_matmul_of_a_step(monkeypatch):
   )
   layer = [(32, 32), (32, 16), (32, 16), (32, 32), (32, 48), (32, 48), (48, 32)]
   assert sorted((int(a), int(b)) for a, b in rhs) == sorted(layer * 2 + [(32, 64)])
+
+
+def test_dot_rates_times_the_torch_loop_per_dot(monkeypatch):
+  """`dot_rates.torch_rate` runs REPS dependent torch dots over cycled weights and reports
+  (GFLOP/s, ms per dot) of the best run: real on a tiny case, exact with the clock stubbed."""
+  benchmarks = os.path.join(os.path.dirname(os.path.dirname(__file__)), "experiments", "benchmarks")
+  monkeypatch.syspath_prepend(benchmarks)
+  import dot_rates  # pylint: disable=import-outside-toplevel
+
+  monkeypatch.setattr(dot_rates, "REPS", 5)
+  weights = np.ones((3, 8, 16), np.float32)
+  gflops, ms = dot_rates.torch_rate(weights, 4, flops=2 * 4 * 8 * 16)
+  assert 0 < gflops < float("inf") and 0 < ms < float("inf")
+  monkeypatch.setattr(dot_rates, "best_wall", lambda fn, repeats: 2.0)
+  assert dot_rates.torch_rate(weights, 4, flops=1e9) == (2.5, 400.0)

@@ -7,7 +7,9 @@ layer's weights once).
 Prints GFLOP/s and ms per dot for 1, 4 and 40 distinct weight matrices cycled through in a loop
 (40 x [512, 1408] f32 is 115 MB, beyond any cache here), and for 40 separate weight arguments
 unrolled, the decode step's layout (one params tree per layer). Each dot's input depends on the
-previous dot's output, so XLA can neither hoist nor skip one. Check the load average it prints.
+previous dot's output, so XLA can neither hoist nor skip one. `--torch` also runs the cycled
+cases in torch (a Python loop of `@`, as transformers' decode step calls its dots), to tell
+XLA's dot rate from the machine's. Check the load average it prints.
 """
 
 from __future__ import annotations
@@ -31,11 +33,34 @@ def rate(fn, *args, flops: float) -> tuple[float, float]:
   return flops * REPS / best / 1e9, best / REPS * 1e3
 
 
+def torch_rate(weights: np.ndarray, batch: int, *, flops: float) -> tuple[float, float]:
+  """(GFLOP/s, ms per dot) of torch cycling through `weights` [count, k, n] as `cycled` does: the
+  best of 3 runs of REPS dependent dots on all cores."""
+  import torch  # pylint: disable=import-outside-toplevel
+
+  torch.set_num_threads(os.cpu_count())
+  count, k, _ = weights.shape
+  w = torch.from_numpy(weights)
+  x = torch.full((batch, k), 0.01)
+
+  def run():
+    carry = torch.zeros(batch, k)
+    with torch.no_grad():
+      for i in range(REPS):
+        carry = carry + ((x + carry[:, :1]) @ w[i % count])[:, :k] * 1e-9
+    return carry
+
+  run()  # warm up
+  best = best_wall(run, 3)  # torch's CPU ops return when done: nothing to block on
+  return flops * REPS / best / 1e9, best / REPS * 1e3
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--batch", type=int, default=32)
   parser.add_argument("--hidden", type=int, default=512)
   parser.add_argument("--out", type=int, default=1408)
+  parser.add_argument("--torch", action="store_true", help="also time the cycled dots in torch")
   a = parser.parse_args()
   b, k, n = a.batch, a.hidden, a.out
   print(
@@ -59,6 +84,9 @@ def main():
     print(
         f"{count:3d} weights ({weights.nbytes / 1e6:4.0f} MB) cycled: {gflops:4.0f} GFLOP/s, {ms:.3f} ms/dot"
     )
+    if a.torch:
+      gflops, ms = torch_rate(np.array(weights), b, flops=flops)  # a writable copy for torch
+      print(f"{'':>26}torch: {gflops:4.0f} GFLOP/s, {ms:.3f} ms/dot")
 
   separate = [jnp.asarray(rng.standard_normal((k, n), np.float32) * 0.01) for _ in range(40)]
 
