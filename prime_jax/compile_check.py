@@ -241,7 +241,7 @@ def sampler_inputs(config, mesh, model_config: DecoderConfig):
   width = sampling.bucket_length(rl.max_prompt_len, settings.prompt_buckets)
   rows = b * settings.n_samples
   state = sampling.state_shapes(model_config, settings, rows, width)
-  state = _abstract(state, _state_shardings(state, mesh, rules))
+  state = _abstract(state, sampling.state_shardings(mesh, state, rules, settings))
   context = jax.ShapeDtypeStruct(
       (b, width), jnp.int32, sharding=sampling.row_sharding(mesh, (b, width), rules)
   )
@@ -249,19 +249,6 @@ def sampler_inputs(config, mesh, model_config: DecoderConfig):
   key = jax.eval_shape(lambda: jax.random.key(0))
   args = (params, context, lengths, jax.ShapeDtypeStruct(key.shape, key.dtype), state)
   return args, sampling.static_args(model_config, settings, mesh, rules)
-
-
-def _state_shardings(state, mesh, rules):
-  """Where `new_state` puts a DecodeState's arrays on `mesh` (cache and rows over `batch`)."""
-  return state._replace(
-      cache=jax.tree_util.tree_map(
-          lambda a: sampling.cache_sharding(mesh, a.shape, rules), state.cache
-      ),
-      **{
-          f: sampling.row_sharding(mesh, getattr(state, f).shape, rules)
-          for f in sampling.DecodeState._fields[1:]
-      },
-  )
 
 
 def percent_text(x: float) -> str:

@@ -508,21 +508,26 @@ def _step_keys(keys: jax.Array, t: jax.Array) -> jax.Array:
   return jax.vmap(jax.random.fold_in)(keys, t)
 
 
-def _constrain(mesh, rules, state: DecodeState, config: SamplingConfig) -> DecodeState:
-  """Pins a state's layout (cache and rows over the batch axes) on a mesh; no-op without one."""
-  if mesh is None:
-    return state
-  pin = lambda x, sharding: jax.lax.with_sharding_constraint(x, sharding)
+def state_shardings(mesh, state: DecodeState, rules, config: SamplingConfig) -> DecodeState:
+  """Where a `DecodeState`'s arrays live on `mesh` (a tree of `NamedSharding`s shaped like it):
+  each cache array by its logical axes (`cache_axes(config.attention)`), the rest by rows over the
+  batch axes. `new_state` places a state so, and the jitted functions pin it so."""
   axes = cache_axes(config.attention)
   return state._replace(
       cache=tuple(
-          tuple(pin(x, cache_sharding(mesh, x.shape, rules, a)) for x, a in zip(pair, axes))
+          tuple(cache_sharding(mesh, x.shape, rules, a) for x, a in zip(pair, axes))
           for pair in state.cache
       ),
-      **{
-          f: pin(getattr(state, f), row_sharding(mesh, getattr(state, f).shape, rules))
-          for f in DecodeState._fields[1:]
-      },
+      **{f: row_sharding(mesh, getattr(state, f).shape, rules) for f in DecodeState._fields[1:]},
+  )
+
+
+def _constrain(mesh, rules, state: DecodeState, config: SamplingConfig) -> DecodeState:
+  """Pins a state's layout (`state_shardings`) on a mesh; no-op without one."""
+  if mesh is None:
+    return state
+  return jax.tree.map(
+      jax.lax.with_sharding_constraint, state, state_shardings(mesh, state, rules, config)
   )
 
 

@@ -6,6 +6,8 @@ import jax
 import numpy as np
 import pytest
 import torch
+from jax.sharding import AbstractMesh
+from jax.sharding import PartitionSpec as P
 from multidevice import run_with_devices
 
 from prime_jax.models import Decoder, load_hf_checkpoint, positions_from_mask
@@ -18,6 +20,8 @@ from prime_jax.sampling import (
     greedy_tokens,
     sample,
     sample_jit,
+    state_shapes,
+    state_shardings,
 )
 from prime_jax.scoring import pad_sequences, token_logprobs
 
@@ -297,6 +301,27 @@ def test_the_pallas_kernel_gets_a_cache_of_whole_blocks(attention):
     assert cache_length(width, SamplingConfig(max_new_tokens=budget)) == xla_slots
     kernel = SamplingConfig(max_new_tokens=budget, attention=attention)
     assert cache_length(width, kernel) == kernel_slots
+
+
+def test_state_shardings_follow_each_cache_arrays_layout(model):
+  """Keys cached transposed for "xla" ([rows, kv_heads, head_dim, slots]) put a rule on "length"
+  on their last dim, the values (and the Pallas kernels' keys) on their third: checked on an
+  abstract 2-device mesh with a rule that shards the slots."""
+  config = model()[0]
+  mesh = AbstractMesh((2,), ("data",))
+  rules = (("batch", None), ("length", "data"))
+  n, d = config.num_kv_heads, config.head_dim
+  for impl, slots in (("xla", 32), ("pallas_interpret", 256)):
+    settings = SamplingConfig(max_new_tokens=16, attention=impl)
+    state = state_shapes(config, settings, 4, 16)
+    shardings = state_shardings(mesh, state, rules, settings).cache
+    assert len(shardings) == config.num_layers
+    for (k, v), (k_shape, v_shape) in zip(shardings, state.cache):
+      assert v.spec == P(None, None, "data", None) and v_shape.shape == (4, n, slots, d)
+      if impl == "xla":
+        assert k.spec == P(None, None, None, "data") and k_shape.shape == (4, n, d, slots)
+      else:
+        assert k.spec == v.spec and k_shape.shape == v_shape.shape
 
 
 # ----------------------------------------------------------------------------- 8 simulated devices
