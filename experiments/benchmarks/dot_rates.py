@@ -26,10 +26,12 @@ from machine import best_wall
 REPS = 200
 
 
-def rate(fn, *args, flops: float) -> tuple[float, float]:
-  """(GFLOP/s, ms per dot) of the best of 3 calls of the jitted `fn`, REPS dots each."""
-  jax.block_until_ready(fn(*args))  # compile
-  best = best_wall(lambda: fn(*args), 3)
+def rate(run, *, flops: float) -> tuple[float, float]:
+  """(GFLOP/s, ms per dot) of the best of 3 calls of `run()`, REPS dots of `flops` each, after one
+  call that compiles (or warms up) it. Torch's CPU ops return when done: `best_wall`'s
+  block_until_ready passes a torch tensor through."""
+  jax.block_until_ready(run())
+  best = best_wall(run, 3)
   return flops * REPS / best / 1e9, best / REPS * 1e3
 
 
@@ -50,9 +52,7 @@ def torch_rate(weights: np.ndarray, batch: int, *, flops: float) -> tuple[float,
         carry = carry + ((x + carry[:, :1]) @ w[i % count])[:, :k] * 1e-9
     return carry
 
-  run()  # warm up
-  best = best_wall(run, 3)  # torch's CPU ops return when done: nothing to block on
-  return flops * REPS / best / 1e9, best / REPS * 1e3
+  return rate(run, flops=flops)
 
 
 def main():
@@ -80,7 +80,7 @@ def main():
 
       return jax.lax.fori_loop(0, REPS, body, jnp.zeros((b, k)))
 
-    gflops, ms = rate(cycled, x, weights, flops=flops)
+    gflops, ms = rate(lambda: cycled(x, weights), flops=flops)
     print(
         f"{count:3d} weights ({weights.nbytes / 1e6:4.0f} MB) cycled: {gflops:4.0f} GFLOP/s, {ms:.3f} ms/dot"
     )
@@ -99,7 +99,7 @@ def main():
 
     return jax.lax.fori_loop(0, REPS // len(separate), body, jnp.zeros((b, k)))
 
-  gflops, ms = rate(unrolled, x, separate, flops=flops)
+  gflops, ms = rate(lambda: unrolled(x, separate), flops=flops)
   print(f" 40 separate weight arguments, unrolled: {gflops:4.0f} GFLOP/s, {ms:.3f} ms/dot")
   print(f"load average at end {os.getloadavg()[0]:.1f}")
 
