@@ -508,11 +508,18 @@ def test_small_table_reports_gaps_prm_quarters_and_step_times(tmp_path):
   assert "| rloo | 12 | 2.00 | 0.50 |" in text
 
 
+@pytest.fixture
+def benchmarks_on_path(monkeypatch):
+  """`experiments/benchmarks` importable as the scripts there import each other (`import machine`)."""
+  monkeypatch.syspath_prepend(
+      os.path.join(os.path.dirname(os.path.dirname(__file__)), "experiments", "benchmarks")
+  )
+
+
+@pytest.mark.usefixtures("benchmarks_on_path")
 def test_matmul_rates_in_a_loop_counts_every_call(monkeypatch):
   """`machine.matmul_rates(calls=n)` times n dependent dots in one program: it runs, and its FLOP
   count is n times one dot's (with the clock stubbed to 1 s a call the rate is exactly n·2mkn)."""
-  benchmarks = os.path.join(os.path.dirname(os.path.dirname(__file__)), "experiments", "benchmarks")
-  monkeypatch.syspath_prepend(benchmarks)
   import machine  # pylint: disable=import-outside-toplevel
 
   wall, cpu = machine.matmul_rates(4, 8, 16, calls=3, repeats=1)
@@ -522,12 +529,11 @@ def test_matmul_rates_in_a_loop_counts_every_call(monkeypatch):
   assert machine.matmul_rates(4, 8, 16, repeats=2) == (2 * 4 * 8 * 16,) * 2
 
 
+@pytest.mark.usefixtures("benchmarks_on_path")
 def test_dots_step_floor_runs_every_matmul_of_a_step(monkeypatch):
   """`decode_bounds.dots_step_seconds` times a compiled loop of a decode step's dots: for a tiny
   model it runs, divides by the steps (clock stubbed to 1 s a call), and its loop body holds one
   dot per weight matrix of every layer plus the head, with the weights' shapes."""
-  benchmarks = os.path.join(os.path.dirname(os.path.dirname(__file__)), "experiments", "benchmarks")
-  monkeypatch.syspath_prepend(benchmarks)
   import decode_bounds  # pylint: disable=import-outside-toplevel
   import machine  # pylint: disable=import-outside-toplevel
 
@@ -546,11 +552,10 @@ def test_dots_step_floor_runs_every_matmul_of_a_step(monkeypatch):
   assert sorted((int(a), int(b)) for a, b in rhs) == sorted(layer * 2 + [(32, 64)])
 
 
+@pytest.mark.usefixtures("benchmarks_on_path")
 def test_dot_rates_times_the_torch_loop_per_dot(monkeypatch):
   """`dot_rates.torch_rate` runs REPS dependent torch dots over cycled weights and reports
   (GFLOP/s, ms per dot) of the best run: real on a tiny case, exact with the clock stubbed."""
-  benchmarks = os.path.join(os.path.dirname(os.path.dirname(__file__)), "experiments", "benchmarks")
-  monkeypatch.syspath_prepend(benchmarks)
   import dot_rates  # pylint: disable=import-outside-toplevel
 
   monkeypatch.setattr(dot_rates, "REPS", 5)
