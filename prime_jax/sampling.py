@@ -47,6 +47,7 @@ from prime_jax.models.decoder import (
     KVCache,
     cache_axes,
     cache_shapes,
+    chunk_to_cache_layout,
     init_cache,
 )
 from prime_jax.models.decoding import decode_step, split_layers
@@ -642,8 +643,6 @@ def _admit(
   r, budget = g * repeat, state.tokens.shape[1]
   chex.assert_shape([context_lengths], (g,))
   chex.assert_shape([keys], (r,))
-  # A prefill's keys and values are [G, W, kv_heads, head_dim]; a cache array's dims are `axes`.
-  prefill_axes = ("batch", "length", "kv_heads", "head_dim")
   if rows is None:
     chex.assert_shape([state.tokens], (r, budget))
     put = lambda full, part: part if part.dtype == full.dtype else part.astype(full.dtype)
@@ -655,7 +654,7 @@ def _admit(
 
   def write(full, part, axes):
     """The rows' slots [0, W) of one cache array <- a prefill's [G, W, kv_heads, head_dim]."""
-    part = jnp.repeat(part.transpose([prefill_axes.index(a) for a in axes]), repeat, axis=0)
+    part = jnp.repeat(chunk_to_cache_layout(part, axes), repeat, axis=0)
     return full.at[window(axes)].set(part.astype(full.dtype), mode="drop")
 
   slots = cache_slots(state)

@@ -42,6 +42,13 @@ def cache_axes(impl: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
   return (KEYS_T_AXES if keys_transposed(impl) else CACHE_AXES), CACHE_AXES
 
 
+def chunk_to_cache_layout(part: jax.Array, axes: tuple[str, ...]) -> jax.Array:
+  """A chunk's keys or values as `Attention` returns them, [B, S, kv_heads, head_dim], transposed
+  to a cache array's logical `axes` (one of `cache_axes(impl)`): what a prefill stores."""
+  chunk_axes = ("batch", "length", "kv_heads", "head_dim")
+  return part.transpose([chunk_axes.index(a) for a in axes])
+
+
 @struct.dataclass
 class LayerCache:
   """One layer's cache in a decode step: one new token per row, written then attended from.

@@ -21,7 +21,7 @@ from prime_jax.models import (
     positions_from_mask,
     save_hf_checkpoint,
 )
-from prime_jax.models.decoder import cache_axes, cache_shapes
+from prime_jax.models.decoder import cache_axes, cache_shapes, chunk_to_cache_layout
 from prime_jax.models.decoding import decode_step, split_layers
 
 
@@ -216,13 +216,12 @@ def test_decode_steps_equal_full_forward(tiny_hf, impl, block):
       jnp.broadcast_to(jnp.arange(total), (b, total)),
       jnp.arange(total)[None, :] < jnp.asarray(context)[:, None],
   )
-  # [B, total, kv_heads, head_dim] -> the first `total` slots, in `impl`'s (keys, values) layout.
-  prefill_axes = ("batch", "length", "kv_heads", "head_dim")
+  # The first `total` slots of each cache array, in `impl`'s (keys, values) layout.
   cache = tuple(
       tuple(
           jnp.zeros(shape)
           .at[(slice(None),) * axes.index("length") + (slice(0, total),)]
-          .set(part[layer].transpose([prefill_axes.index(a) for a in axes]))
+          .set(chunk_to_cache_layout(part[layer], axes))
           for part, shape, axes in zip(
               (kv["k"], kv["v"]), cache_shapes(config, b, slots, impl), cache_axes(impl)
           )
